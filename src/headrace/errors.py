@@ -1,0 +1,152 @@
+"""The exception tree: every error headrace raises on purpose derives from `HeadraceError`.
+
+::
+
+    HeadraceError
+    ├── ConfigError                  a setting, URL or CLI argument is wrong
+    ├── DependencyMissingError       an optional package is not installed
+    ├── SchemaError                  a schema / features / config file is malformed
+    ├── ValidationError              one input value breaks the schema
+    ├── ReleaseError                 building a release from its parts failed
+    ├── RegistryError                the registry store cannot do what was asked
+    │   ├── RegistryUnavailableError     the store cannot be reached
+    │   ├── ReleaseNotFoundError         no such release, version or alias
+    │   └── RegistryIntegrityError       a stored manifest no longer matches its digest
+    ├── ArtifactError                an artifact store cannot do what was asked
+    │   ├── ArtifactUnavailableError     the store cannot be reached
+    │   ├── ArtifactNotFoundError        a blob the manifest names is missing
+    │   └── ArtifactIntegrityError       a blob's sha256 differs from the manifest
+    ├── ModelLoadError               a model file is not a model of its flavor
+    ├── ModelError                   a loaded model raised while predicting
+    ├── AuditError                   the audit chain cannot be read or written
+    │   └── AuditChainBrokenError        verification found an altered/removed/reordered record
+    └── InputFileError               a file to score cannot be read
+
+Messages say what happened, the offending value, where, and how to fix it. Domain errors
+know nothing of HTTP or exit codes; the transports map them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactIntegrityError",
+    "ArtifactNotFoundError",
+    "ArtifactUnavailableError",
+    "AuditChainBrokenError",
+    "AuditError",
+    "ConfigError",
+    "DependencyMissingError",
+    "HeadraceError",
+    "InputFileError",
+    "ModelError",
+    "ModelLoadError",
+    "RegistryError",
+    "RegistryIntegrityError",
+    "RegistryUnavailableError",
+    "ReleaseError",
+    "ReleaseNotFoundError",
+    "SchemaError",
+    "ValidationError",
+]
+
+
+class HeadraceError(Exception):
+    """Root of every error headrace raises on purpose."""
+
+
+class ConfigError(HeadraceError):
+    """A setting, URL or command-line argument is wrong."""
+
+
+class DependencyMissingError(HeadraceError, ImportError):
+    """An optional package is missing; the message carries the install command."""
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"Package '{package}' is missing: run pip install 'headrace[{extra}]' "
+            f"to use {feature}"
+        )
+
+
+class SchemaError(HeadraceError):
+    """A schema, features or config file is malformed."""
+
+
+class ValidationError(HeadraceError):
+    """A single input value breaks the schema; `path` is like ``$.amount``."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message if path is None else f"{message} - at `{path}`")
+
+
+class ReleaseError(HeadraceError):
+    """Building a release from its parts failed."""
+
+
+class RegistryError(HeadraceError):
+    """The registry store cannot do what was asked."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The registry store cannot be reached."""
+
+
+class ReleaseNotFoundError(RegistryError, LookupError):
+    """No release, version or alias matches the reference."""
+
+
+class RegistryIntegrityError(RegistryError):
+    """A stored manifest no longer hashes to the digest it was registered with."""
+
+
+class ArtifactError(HeadraceError):
+    """An artifact store cannot do what was asked."""
+
+
+class ArtifactUnavailableError(ArtifactError):
+    """The artifact store cannot be reached."""
+
+
+class ArtifactNotFoundError(ArtifactError, LookupError):
+    """A blob the manifest names is missing from the artifact store."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """A blob's sha256 differs from the one its manifest records."""
+
+    def __init__(self, *, path: str, expected: str, actual: str, where: str) -> None:
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"Artifact '{path}' in {where} is corrupted or tampered with: expected sha256 "
+            f"{expected}, got {actual}. Re-register the release from its original files."
+        )
+
+
+class ModelLoadError(HeadraceError):
+    """A model file is missing, unreadable, or not a model of its flavor."""
+
+
+class ModelError(HeadraceError):
+    """A loaded model raised while predicting."""
+
+
+class AuditError(HeadraceError):
+    """The audit chain cannot be read or written."""
+
+
+class AuditChainBrokenError(AuditError):
+    """Verification found a record that was altered, removed or reordered."""
+
+    def __init__(self, message: str, *, seq: int) -> None:
+        self.seq = seq
+        super().__init__(message)
+
+
+class InputFileError(HeadraceError):
+    """A file to score cannot be read or has the wrong format."""

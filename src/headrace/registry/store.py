@@ -1,0 +1,584 @@
+"""The registry: releases, versions, aliases with their history, and the audit chain.
+
+One class over SQLite (default) and PostgreSQL. Every mutation runs in one transaction
+under a single write lock (SQLite ``BEGIN IMMEDIATE``; a PostgreSQL advisory lock), and
+appends its audit record inside that transaction: a crash leaves all of it or none.
+Artifacts are uploaded before the transaction, content-addressed, so a crash there leaves
+only unreferenced blobs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+from headrace.audit.chain import AuditRecord, append_record, iter_records, verify_chain
+from headrace.errors import (
+    ArtifactIntegrityError,
+    ConfigError,
+    DependencyMissingError,
+    RegistryError,
+    RegistryIntegrityError,
+    RegistryUnavailableError,
+    ReleaseError,
+    ReleaseNotFoundError,
+)
+from headrace.registry.artifacts import ArtifactStore, open_artifact_store
+from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
+from headrace.registry.tables import alias_events, aliases, migrate, releases
+from headrace.release.bundle import ReleaseDraft, file_sha256, validate_name
+from headrace.release.manifest import (
+    FileEntry,
+    Manifest,
+    canonical_json,
+    decode_manifest,
+    manifest_digest,
+)
+
+__all__ = ["AliasEvent", "Registry", "Release", "ReleaseSummary", "redact_url"]
+
+_PG_LOCK_KEY = 0x68656164  # "head": one advisory lock serialises registry writes
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages and logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A registered release: its manifest and digest, verified when read."""
+
+    manifest: Manifest
+    digest: str
+
+    @property
+    def name(self) -> str:
+        """The release name."""
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        """The version, monotonic per name."""
+        return self.manifest.version
+
+    @property
+    def ref(self) -> str:
+        """``name:version``."""
+        return self.manifest.ref
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSummary:
+    """One row of `Registry.list`."""
+
+    name: str
+    version: int
+    digest: str
+    flavor: str
+    created_at: str
+    created_by: str
+    aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AliasEvent:
+    """One move of an alias: who moved it, when, from which version to which, and why."""
+
+    name: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    kind: str
+    actor: str
+    at: str
+    reason: str
+
+
+class Registry:
+    """Names, versions, aliases and lineage of releases, plus their files.
+
+    Parameters
+    ----------
+    url
+        ``sqlite:///path.db`` or ``postgresql://user@host:port/db``.
+    artifacts
+        An `ArtifactStore` or its URL.
+    actor
+        Who mutations are attributed to.
+    cache_dir
+        Where `fetch` keeps verified copies of release files.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        artifacts: ArtifactStore | str,
+        actor: str,
+        cache_dir: Path,
+    ) -> None:
+        self.url = url
+        self.actor = actor
+        self.cache_dir = cache_dir
+        self.artifacts = (
+            open_artifact_store(artifacts) if isinstance(artifacts, str) else artifacts
+        )
+        self._engine = _create_engine(url)
+        self._postgres = self._engine.dialect.name == "postgresql"
+        self._migrated = False
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            with self._engine.begin() as conn:
+                if write and self._postgres:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+                if not self._migrated:
+                    migrate(conn, now=_now(), where=redact_url(self.url))
+                    self._migrated = True
+                yield conn
+        except OperationalError as exc:
+            if exc.connection_invalidated or _is_connect_error(exc):
+                raise RegistryUnavailableError(
+                    f"Cannot reach registry '{redact_url(self.url)}': "
+                    f"{_first_line(exc.orig)}. Check the server is running and the URL "
+                    "(HEADRACE_REGISTRY) is right; `headrace doctor` checks every service."
+                ) from exc
+            raise RegistryError(
+                f"Registry '{redact_url(self.url)}' failed: {_first_line(exc.orig)}"
+            ) from exc
+        except DBAPIError as exc:
+            raise RegistryError(
+                f"Registry '{redact_url(self.url)}' failed: {_first_line(exc.orig)}"
+            ) from exc
+
+    def check(self) -> int:
+        """Connect, migrate if needed, and return the number of releases (for doctor)."""
+        with self._transaction(write=False) as conn:
+            return int(conn.execute(select(func.count()).select_from(releases)).scalar_one())
+
+    # -- releases ---------------------------------------------------------------------
+
+    def register(
+        self,
+        draft: ReleaseDraft,
+        *,
+        alias: str | None = None,
+        parent: str | None = None,
+        reason: str = "registered",
+    ) -> Release:
+        """Upload the draft's files, then record the release atomically.
+
+        Parameters
+        ----------
+        alias
+            Point this alias at the new release in the same transaction.
+        parent
+            The release this one derives from (``name:version`` or ``name@alias``);
+            defaults to the name's current champion, if any.
+        """
+        validate_name(draft.name)
+        if alias is not None:
+            _check_alias(alias)
+        for digest, source in draft.sources.items():
+            if file_sha256(source) != digest:
+                raise ReleaseError(
+                    f"File '{source}' changed after it was hashed; register again."
+                )
+            self.artifacts.put_file(source, digest)
+        with self._transaction(write=True) as conn:
+            parent_release = self._resolve_parent(conn, draft.name, parent)
+            latest = conn.execute(
+                select(func.max(releases.c.version)).where(releases.c.name == draft.name)
+            ).scalar()
+            version = int(latest or 0) + 1
+            manifest = draft.manifest(
+                version=version,
+                created_at=_now(),
+                created_by=self.actor,
+                parent=parent_release.ref if parent_release else None,
+                parent_digest=parent_release.digest if parent_release else None,
+            )
+            digest = manifest_digest(manifest)
+            conn.execute(
+                releases.insert().values(
+                    name=manifest.name,
+                    version=version,
+                    digest=digest,
+                    flavor=manifest.model.flavor,
+                    manifest=canonical_json(manifest),
+                    created_at=manifest.created_at,
+                    created_by=self.actor,
+                )
+            )
+            append_record(
+                conn,
+                actor=self.actor,
+                action="register",
+                subject=manifest.ref,
+                details={
+                    "digest": digest,
+                    "flavor": manifest.model.flavor,
+                    "data_sha256": manifest.data.sha256 if manifest.data else None,
+                    "parent": manifest.parent,
+                    "code_version": manifest.code_version,
+                },
+            )
+            if alias is not None:
+                self._move_alias(conn, draft.name, alias, version, kind="set", reason=reason)
+        return Release(manifest=manifest, digest=digest)
+
+    def _resolve_parent(
+        self, conn: Connection, name: str, parent: str | None
+    ) -> Release | None:
+        if parent is not None:
+            return self._get(conn, parse_ref(parent))
+        current = conn.execute(
+            select(aliases.c.version).where(
+                (aliases.c.name == name) & (aliases.c.alias == DEFAULT_ALIAS)
+            )
+        ).scalar()
+        return None if current is None else self._get(conn, ReleaseRef(name, version=current))
+
+    def get(self, ref: str | ReleaseRef) -> Release:
+        """The release a reference names, its manifest checked against its digest."""
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        with self._transaction(write=False) as conn:
+            return self._get(conn, parsed)
+
+    def _get(self, conn: Connection, ref: ReleaseRef) -> Release:
+        version = ref.version
+        if version is None:
+            version = conn.execute(
+                select(aliases.c.version).where(
+                    (aliases.c.name == ref.name) & (aliases.c.alias == ref.alias)
+                )
+            ).scalar()
+            if version is None:
+                known = self._names(conn)
+                hint = (
+                    f"Set it with `headrace alias set {ref.name} {ref.alias} VERSION`"
+                    if ref.name in known
+                    else f"Known names: {', '.join(sorted(known)) or 'none'}"
+                )
+                raise ReleaseNotFoundError(
+                    f"Release '{ref}' not found in registry '{redact_url(self.url)}': "
+                    f"no alias '{ref.alias}' for '{ref.name}'. {hint}."
+                )
+        row = conn.execute(
+            select(releases.c.digest, releases.c.manifest).where(
+                (releases.c.name == ref.name) & (releases.c.version == version)
+            )
+        ).first()
+        if row is None:
+            raise ReleaseNotFoundError(
+                f"Release '{ref.name}:{version}' not found in registry "
+                f"'{redact_url(self.url)}'. Run `headrace releases list {ref.name}`."
+            )
+        manifest = decode_manifest(bytes(row.manifest))
+        actual = manifest_digest(manifest)
+        if actual != row.digest:
+            raise RegistryIntegrityError(
+                f"Release '{ref.name}:{version}' in registry '{redact_url(self.url)}' was "
+                f"altered: its manifest hashes to {actual} but was registered as {row.digest}. "
+                "Run `headrace audit verify` and restore the registry from a backup."
+            )
+        return Release(manifest=manifest, digest=row.digest)
+
+    @staticmethod
+    def _names(conn: Connection) -> set[str]:
+        return {str(n) for n in conn.execute(select(releases.c.name).distinct()).scalars()}
+
+    def list(self, name: str | None = None) -> list[ReleaseSummary]:
+        """Releases (of one name, or all) in name and version order, with their aliases."""
+        with self._transaction(write=False) as conn:
+            query = select(
+                releases.c.name, releases.c.version, releases.c.digest, releases.c.flavor,
+                releases.c.created_at, releases.c.created_by,
+            ).order_by(releases.c.name, releases.c.version)
+            alias_query = select(aliases.c.name, aliases.c.alias, aliases.c.version)
+            if name is not None:
+                query = query.where(releases.c.name == name)
+                alias_query = alias_query.where(aliases.c.name == name)
+            by_release: dict[tuple[str, int], list[str]] = {}
+            for row in conn.execute(alias_query):
+                by_release.setdefault((row.name, row.version), []).append(row.alias)
+            return [
+                ReleaseSummary(
+                    name=row.name, version=row.version, digest=row.digest, flavor=row.flavor,
+                    created_at=row.created_at, created_by=row.created_by,
+                    aliases=tuple(sorted(by_release.get((row.name, row.version), []))),
+                )
+                for row in conn.execute(query)
+            ]
+
+    # -- aliases ----------------------------------------------------------------------
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Current alias -> version for a name."""
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(aliases.c.alias, aliases.c.version).where(aliases.c.name == name)
+            )
+            return {row.alias: int(row.version) for row in rows}
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        """Every move of a name's aliases (or one alias), oldest first."""
+        with self._transaction(write=False) as conn:
+            return self._history(conn, name, alias)
+
+    @staticmethod
+    def _history(conn: Connection, name: str, alias: str | None) -> list[AliasEvent]:
+        query = select(alias_events).where(alias_events.c.name == name)
+        if alias is not None:
+            query = query.where(alias_events.c.alias == alias)
+        return [
+            AliasEvent(
+                name=row.name, alias=row.alias, from_version=row.from_version,
+                to_version=row.to_version, kind=row.kind, actor=row.actor, at=row.at,
+                reason=row.reason,
+            )
+            for row in conn.execute(query.order_by(alias_events.c.id))
+        ]
+
+    def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> AliasEvent:
+        """Point `alias` at `name:version` (which must exist)."""
+        _check_alias(alias)
+        with self._transaction(write=True) as conn:
+            self._get(conn, ReleaseRef(name, version=version))
+            return self._move_alias(conn, name, alias, version, kind="set", reason=reason)
+
+    def rollback(self, name: str, *, to: int | None = None, reason: str = "") -> AliasEvent:
+        """Move `champion` back to its previous target, or to version `to`."""
+        with self._transaction(write=True) as conn:
+            current = conn.execute(
+                select(aliases.c.version).where(
+                    (aliases.c.name == name) & (aliases.c.alias == DEFAULT_ALIAS)
+                )
+            ).scalar()
+            if to is None:
+                # Targets form a stack: a set pushes, a rollback pops, so repeated
+                # rollbacks walk further back instead of bouncing between two versions.
+                stack: list[int] = []
+                for moved in self._history(conn, name, DEFAULT_ALIAS):
+                    if moved.kind == "rollback" and stack:
+                        stack.pop()
+                    elif moved.to_version is not None and moved.kind != "rollback":
+                        stack.append(moved.to_version)
+                if len(stack) < 2:
+                    raise ReleaseNotFoundError(
+                        f"'{name}@{DEFAULT_ALIAS}' has no previous target to roll back to. "
+                        f"Use `headrace rollback {name} --to VERSION`."
+                    )
+                to = stack[-2]
+            self._get(conn, ReleaseRef(name, version=to))
+            if current == to:
+                raise RegistryError(
+                    f"'{name}@{DEFAULT_ALIAS}' already points at version {to}; nothing to roll back."
+                )
+            return self._move_alias(
+                conn, name, DEFAULT_ALIAS, to, kind="rollback", reason=reason or "rollback"
+            )
+
+    def _move_alias(
+        self, conn: Connection, name: str, alias: str, version: int, *, kind: str, reason: str
+    ) -> AliasEvent:
+        now = _now()
+        current = conn.execute(
+            select(aliases.c.version).where((aliases.c.name == name) & (aliases.c.alias == alias))
+        ).scalar()
+        if current is None:
+            conn.execute(
+                aliases.insert().values(
+                    name=name, alias=alias, version=version, updated_at=now, updated_by=self.actor
+                )
+            )
+        else:
+            conn.execute(
+                aliases.update()
+                .where((aliases.c.name == name) & (aliases.c.alias == alias))
+                .values(version=version, updated_at=now, updated_by=self.actor)
+            )
+        moved = AliasEvent(
+            name=name, alias=alias, from_version=current, to_version=version, kind=kind,
+            actor=self.actor, at=now, reason=reason,
+        )
+        conn.execute(
+            alias_events.insert().values(
+                name=name, alias=alias, from_version=current, to_version=version, kind=kind,
+                actor=self.actor, at=now, reason=reason,
+            )
+        )
+        append_record(
+            conn,
+            actor=self.actor,
+            action="rollback" if kind == "rollback" else "alias.set",
+            subject=f"{name}@{alias}",
+            details={"from": current, "to": version, "reason": reason},
+        )
+        return moved
+
+    # -- files ------------------------------------------------------------------------
+
+    def fetch(self, release: Release) -> Path:
+        """A local directory with the release's files, each checked against its sha256.
+
+        Files are fetched once into the cache and re-verified on every call, so nothing
+        altered on disk or in the store is ever loaded (or unpickled).
+        """
+        root = self.cache_dir / release.digest
+        for entry in release.manifest.all_files():
+            target = root / _safe_relative(entry.path)
+            if not target.is_file():
+                self._download(entry, target)
+            actual = file_sha256(target)
+            if actual != entry.sha256:
+                raise ArtifactIntegrityError(
+                    path=entry.path, expected=entry.sha256, actual=actual,
+                    where=f"release {release.ref} (store '{self.artifacts.url}', copy {target})",
+                )
+        return root
+
+    def _download(self, entry: FileEntry, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".fetch-")
+        os.close(fd)
+        try:
+            self.artifacts.get_file(entry.sha256, Path(tmp))
+            actual = file_sha256(Path(tmp))
+            if actual != entry.sha256:
+                raise ArtifactIntegrityError(
+                    path=entry.path, expected=entry.sha256, actual=actual,
+                    where=f"artifact store '{self.artifacts.url}'",
+                )
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def clear_cache(self, release: Release) -> None:
+        """Forget the cached copy of a release's files."""
+        shutil.rmtree(self.cache_dir / release.digest, ignore_errors=True)
+
+    # -- audit ------------------------------------------------------------------------
+
+    def audit_log(
+        self, *, subject: str | None = None, action: str | None = None
+    ) -> list[AuditRecord]:
+        """Audit records in order (optionally one subject's, e.g. ``fraud``)."""
+        with self._transaction(write=False) as conn:
+            return list(iter_records(conn, subject=subject, action=action))
+
+    def verify_audit(self) -> int:
+        """Walk the audit chain; return its length or raise `AuditChainBrokenError`."""
+        with self._transaction(write=False) as conn:
+            return verify_chain(conn)
+
+
+def _check_alias(alias: str) -> None:
+    if not ALIAS_PATTERN.fullmatch(alias):
+        raise ConfigError(
+            f"Invalid alias '{alias}': aliases start with a letter and use letters, digits, "
+            "'_' and '-' (at most 64 characters)."
+        )
+
+
+def _safe_relative(path: str) -> Path:
+    """A manifest path as a relative path that cannot climb out of the release directory."""
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        raise RegistryIntegrityError(
+            f"Manifest names an unsafe file path '{path}'; refusing to write outside the cache."
+        )
+    return Path(*pure.parts)
+
+
+def _first_line(exc: BaseException | None) -> str:
+    return str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else repr(exc)
+
+
+def _is_connect_error(exc: OperationalError) -> bool:
+    message = str(exc.orig).lower()
+    return any(
+        marker in message
+        for marker in ("connection", "connect", "could not translate host", "unable to open")
+    )
+
+
+def _create_engine(url: str) -> Engine:
+    """An engine for the registry URL, configured for safe concurrent writers."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"Invalid registry URL '{url}': use sqlite:///path.db or "
+            "postgresql://user@host:port/db (HEADRACE_REGISTRY or --registry)."
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if backend == "postgresql":
+        try:
+            return create_engine(
+                parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+            )
+        except (ModuleNotFoundError, NoSuchModuleError) as exc:
+            raise DependencyMissingError("psycopg", "postgres", "a PostgreSQL registry") from exc
+    raise ConfigError(
+        f"Unsupported registry URL '{redact_url(url)}': use sqlite:///path.db or "
+        "postgresql://user@host:port/db."
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of pysqlite's lazy BEGIN,
+    # so concurrent registrations serialise on the database lock instead of failing late.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

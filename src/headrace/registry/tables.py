@@ -1,0 +1,113 @@
+"""Registry tables and their migrations (SQLite and PostgreSQL through SQLAlchemy Core).
+
+Migrations are an ordered list; `migrate` applies the missing ones under the registry's
+write lock, so two processes opening a new registry at once cannot both create it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    select,
+)
+
+from headrace.audit.chain import audit_table, metadata
+from headrace.errors import RegistryError
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "alias_events",
+    "aliases",
+    "metadata",
+    "migrate",
+    "releases",
+    "schema_version",
+]
+
+schema_version = Table(
+    "headrace_schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", String(40), nullable=False),
+)
+
+releases = Table(
+    "headrace_releases",
+    metadata,
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False, autoincrement=False),
+    Column("digest", String(64), nullable=False),
+    Column("flavor", String(32), nullable=False),
+    Column("manifest", LargeBinary, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("created_by", String(256), nullable=False),
+    PrimaryKeyConstraint("name", "version"),
+    UniqueConstraint("digest"),
+)
+
+aliases = Table(
+    "headrace_aliases",
+    metadata,
+    Column("name", String(128), nullable=False),
+    Column("alias", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    Column("updated_by", String(256), nullable=False),
+    PrimaryKeyConstraint("name", "alias"),
+)
+
+alias_events = Table(
+    "headrace_alias_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("alias", String(64), nullable=False),
+    Column("from_version", Integer, nullable=True),
+    Column("to_version", Integer, nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+
+def _v1(conn: Connection) -> None:
+    for table in (releases, aliases, alias_events, audit_table):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+"""(version, step) in order; append, never edit a released step."""
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def migrate(conn: Connection, *, now: str, where: str) -> int:
+    """Bring the schema up to `SCHEMA_VERSION`; return the version found before."""
+    schema_version.create(conn, checkfirst=True)
+    current = conn.execute(select(schema_version.c.version).order_by(
+        schema_version.c.version.desc()).limit(1)).scalar()
+    found = int(current or 0)
+    if found > SCHEMA_VERSION:
+        raise RegistryError(
+            f"Registry '{where}' has schema version {found}, newer than this headrace "
+            f"supports ({SCHEMA_VERSION}). Upgrade headrace."
+        )
+    for version, step in MIGRATIONS:
+        if version > found:
+            step(conn)
+            conn.execute(schema_version.insert().values(version=version, applied_at=now))
+    return found
+
+
