@@ -1,0 +1,91 @@
+"""The ``headrace`` command: one typer app, a sub-app per noun, thin commands.
+
+Heavy modules are imported inside commands, so ``headrace --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from headrace import __version__
+from headrace.cli import alias as alias_cli
+from headrace.cli import audit as audit_cli
+from headrace.cli import doctor as doctor_cli
+from headrace.cli import predict as predict_cli
+from headrace.cli import register as register_cli
+from headrace.cli import releases as releases_cli
+from headrace.cli.context import CliState
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="headrace",
+    help="Streaming inference and model operations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(releases_cli.app, name="releases")
+app.add_typer(alias_cli.app, name="alias")
+app.add_typer(audit_cli.app, name="audit")
+app.command("register")(register_cli.register)
+app.command("predict")(predict_cli.predict)
+app.command("rollback")(alias_cli.rollback)
+app.command("doctor")(doctor_cli.doctor)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"headrace {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    registry: Annotated[
+        str | None,
+        typer.Option(help="Registry URL (sqlite:///… or postgresql://…); env HEADRACE_REGISTRY."),
+    ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(help="Artifact store URL (file://… or s3://…); env HEADRACE_ARTIFACTS."),
+    ] = None,
+    home: Annotated[
+        Path | None,
+        typer.Option(help="Directory of the embedded defaults; env HEADRACE_HOME [./.headrace]."),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """headrace: take a model from a notebook to a live stream and keep it honest there."""
+    ctx.obj = CliState(registry=registry, artifacts=artifacts, home=home)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: domain errors become ``error: …`` and exit 1; usage errors exit 2."""
+    from headrace.errors import HeadraceError
+
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="headrace", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.stderr.write("Aborted.\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except HeadraceError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

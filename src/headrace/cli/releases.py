@@ -1,0 +1,115 @@
+"""``headrace releases list|show|diff``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from headrace.cli.context import open_registry
+from headrace.cli.output import print_json, print_table
+
+__all__ = ["app"]
+
+app = typer.Typer(help="List, show and compare releases.", no_args_is_help=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command("list")
+def list_releases(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Only this release name.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List releases with their versions, digests and aliases."""
+    with open_registry(ctx) as registry:
+        rows = registry.list(name)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "releases",
+        ["release", "flavor", "aliases", "digest", "created", "by"],
+        [
+            (f"{r.name}:{r.version}", r.flavor, ", ".join(r.aliases), r.digest[:16],
+             r.created_at[:19], r.created_by)
+            for r in rows
+        ],
+    )
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION or NAME@ALIAS.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a release's manifest (model files, schema, data fingerprint, metrics, lineage)."""
+    import msgspec
+
+    with open_registry(ctx) as registry:
+        release = registry.get(ref)
+        history = registry.alias_history(release.name)
+        current = registry.aliases(release.name)
+    manifest = release.manifest
+    if as_json:
+        print_json({
+            "release": manifest.ref,
+            "digest": release.digest,
+            "aliases": sorted(a for a, v in current.items() if v == manifest.version),
+            "manifest": msgspec.to_builtins(manifest),
+            "alias_history": history,
+        })
+        return
+    lines = [
+        f"release      {manifest.ref}",
+        f"digest       {release.digest}",
+        f"aliases      {', '.join(sorted(a for a, v in current.items() if v == manifest.version)) or '-'}",
+        f"flavor       {manifest.model.flavor} (entry {manifest.model.entry})",
+        f"created      {manifest.created_at} by {manifest.created_by}",
+        f"parent       {manifest.parent or '-'}",
+        f"code         {manifest.code_version or '-'}",
+        "files        " + ", ".join(f"{f.path} ({f.size} B, {f.sha256[:12]})" for f in manifest.all_files()),
+        "schema       " + ", ".join(f"{f.name}:{f.type}" for f in manifest.schema.fields),
+    ]
+    if manifest.data is not None:
+        lines.append(
+            f"data         {manifest.data.source}: {manifest.data.rows} rows, "
+            f"sha256 {manifest.data.sha256}"
+        )
+    if manifest.metrics:
+        lines.append("metrics      " + ", ".join(f"{k}={v:g}" for k, v in manifest.metrics.items()))
+    config = {k: v for k, v in msgspec.to_builtins(manifest.config).items() if v not in (None, {}, [])}
+    if config:
+        lines.append(f"config       {config}")
+    typer.echo("\n".join(lines))
+
+
+@app.command("diff")
+def diff(
+    ctx: typer.Context,
+    a: Annotated[str, typer.Argument(help="First release (NAME:V or NAME@ALIAS).")],
+    b: Annotated[str, typer.Argument(help="Second release.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """What changed between two releases: model, schema, features, config, data, metrics."""
+    from headrace.release.diff import diff_manifests
+
+    with open_registry(ctx) as registry:
+        result = diff_manifests(registry.get(a).manifest, registry.get(b).manifest)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{result.a} -> {result.b}")
+    parts = {
+        "model": result.model, "schema": result.schema, "features": result.features,
+        "config": result.config, "data": result.data, "metrics": result.metrics,
+        "lineage": result.lineage,
+    }
+    for part, changes in parts.items():
+        if not changes:
+            typer.echo(f"  {part:<9}unchanged")
+            continue
+        for key, value in changes.items():
+            typer.echo(f"  {part:<9}{key}: {value}")

@@ -1,0 +1,102 @@
+"""From the registry to a ready `InferenceService`, and the check a draft passes first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from headrace.errors import HeadraceError, ReleaseError
+from headrace.inference.service import InferenceService
+from headrace.registry.refs import ReleaseRef
+from headrace.registry.store import Registry, Release
+from headrace.release.bundle import ReleaseDraft
+from headrace.release.config import ReleaseConfig
+from headrace.release.features import FeatureSpec, model_inputs
+from headrace.release.schema import Schema
+from headrace.runtimes.loader import load_model
+
+__all__ = ["load_service", "service_for_release", "verify_draft"]
+
+
+def _service(
+    model_dir: Path,
+    *,
+    flavor: str,
+    entry: str,
+    schema: Schema,
+    features: FeatureSpec,
+    config: ReleaseConfig,
+    release: str,
+    digest: str,
+) -> InferenceService:
+    model = load_model(flavor, model_dir=model_dir, entry=entry, options=dict(config.runtime))
+    return InferenceService(
+        model,
+        schema=schema,
+        inputs=model_inputs(schema, features),
+        config=config,
+        release=release,
+        release_digest=digest,
+    )
+
+
+def service_for_release(registry: Registry, release: Release) -> InferenceService:
+    """Fetch (and verify) a release's files, load its model, wrap it in the core."""
+    root = registry.fetch(release)
+    manifest = release.manifest
+    return _service(
+        root,
+        flavor=manifest.model.flavor,
+        entry=manifest.model.entry,
+        schema=manifest.schema,
+        features=manifest.features,
+        config=manifest.config,
+        release=manifest.ref,
+        digest=release.digest,
+    )
+
+
+def load_service(registry: Registry, ref: str | ReleaseRef) -> InferenceService:
+    """The inference core for ``name:version`` / ``name@alias``."""
+    return service_for_release(registry, registry.get(ref))
+
+
+def verify_draft(draft: ReleaseDraft) -> int:
+    """Load the draft's model and score its reference sample; return rows scored.
+
+    Registering a model that cannot load, or that rejects the very data it was trained
+    on, would only fail later in a worker; this makes it fail at `register` instead.
+    """
+    if draft.model_dir is None:
+        raise ReleaseError(f"Draft '{draft.name}' has no model directory to verify.")
+    service = _service(
+        draft.model_dir,
+        flavor=draft.model.flavor,
+        entry=draft.model.entry,
+        schema=draft.schema,
+        features=draft.features,
+        config=draft.config,
+        release=f"{draft.name}:draft",
+        digest="",
+    )
+    if draft.profile is None or draft.profile.sample is None:
+        return 0
+    import pyarrow.parquet as pq
+
+    sample_path = draft.sources[draft.profile.sample.sha256]
+    table = pq.read_table(sample_path)
+    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    try:
+        result = service.infer(columns, n_rows=table.num_rows)
+    except HeadraceError as exc:
+        raise ReleaseError(
+            f"Model '{draft.name}' ({draft.model.flavor}) fails on its own training sample: "
+            f"{exc}. Check the schema and feature order match what the model was trained on."
+        ) from exc
+    failed = [r for r in result.rejections if r.stage == "predict"]
+    if failed:
+        raise ReleaseError(
+            f"Model '{draft.name}' ({draft.model.flavor}) raised on {len(failed)} of "
+            f"{table.num_rows} rows of its training sample, e.g. row {failed[0].row}: "
+            f"{failed[0].reason}. Check the schema and feature order match the model."
+        )
+    return len(result.rows)

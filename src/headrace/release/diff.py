@@ -1,0 +1,123 @@
+"""What changed between two releases, part by part."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from headrace.release.manifest import Manifest
+
+__all__ = ["ReleaseDiff", "diff_manifests", "model_digest"]
+
+
+def model_digest(manifest: Manifest) -> str:
+    """One digest for the model files: their sorted ``path:sha256`` lines, hashed."""
+    import hashlib
+
+    lines = sorted(f"{f.path}:{f.sha256}" for f in manifest.model.files)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+class ReleaseDiff(msgspec.Struct, frozen=True, kw_only=True):
+    """Differences between release `a` and release `b` (empty parts are unchanged).
+
+    `schema` lists fields added, removed and changed (with the attributes that changed);
+    `metrics` maps each metric to ``[a, b, b - a]`` (None where one side lacks it).
+    """
+
+    a: str
+    b: str
+    model: dict[str, Any]
+    schema: dict[str, Any]
+    features: dict[str, Any]
+    config: dict[str, Any]
+    data: dict[str, Any]
+    metrics: dict[str, list[float | None]]
+    lineage: dict[str, Any]
+
+    @property
+    def unchanged(self) -> bool:
+        """Whether nothing but the version, time and author differs."""
+        return not any(
+            (self.model, self.schema, self.features, self.config, self.data, self.metrics)
+        )
+
+
+def _changed(a: Any, b: Any) -> dict[str, Any]:
+    """Key -> [a, b] for keys whose values differ between two builtins mappings."""
+    left = msgspec.to_builtins(a) or {}
+    right = msgspec.to_builtins(b) or {}
+    return {
+        key: [left.get(key), right.get(key)]
+        for key in sorted(set(left) | set(right))
+        if left.get(key) != right.get(key)
+    }
+
+
+def diff_manifests(a: Manifest, b: Manifest) -> ReleaseDiff:
+    """Compare two manifests: model digest, schema, features, config, data, metrics."""
+    model: dict[str, Any] = {}
+    if a.model.flavor != b.model.flavor:
+        model["flavor"] = [a.model.flavor, b.model.flavor]
+    digest_a, digest_b = model_digest(a), model_digest(b)
+    if digest_a != digest_b:
+        model["digest"] = [digest_a, digest_b]
+    if a.model.entry != b.model.entry:
+        model["entry"] = [a.model.entry, b.model.entry]
+
+    fields_a = {f.name: msgspec.to_builtins(f) for f in a.schema.fields}
+    fields_b = {f.name: msgspec.to_builtins(f) for f in b.schema.fields}
+    schema: dict[str, Any] = {}
+    added = [name for name in fields_b if name not in fields_a]
+    removed = [name for name in fields_a if name not in fields_b]
+    changed = {
+        name: _changed(fields_a[name], fields_b[name])
+        for name in fields_a
+        if name in fields_b and fields_a[name] != fields_b[name]
+    }
+    if added:
+        schema["added"] = added
+    if removed:
+        schema["removed"] = removed
+    if changed:
+        schema["changed"] = changed
+    order_a = [n for n in fields_a if n in fields_b]
+    order_b = [n for n in fields_b if n in fields_a]
+    if order_a != order_b:
+        schema["order"] = [order_a, order_b]
+
+    data: dict[str, Any] = {}
+    if (a.data is None) != (b.data is None) or (
+        a.data is not None and b.data is not None and a.data.sha256 != b.data.sha256
+    ):
+        data = _changed(a.data, b.data)
+
+    metrics: dict[str, list[float | None]] = {}
+    for key in sorted(set(a.metrics) | set(b.metrics)):
+        left, right = a.metrics.get(key), b.metrics.get(key)
+        if left != right:
+            delta = right - left if left is not None and right is not None else None
+            metrics[key] = [left, right, delta]
+
+    lineage = {
+        key: value
+        for key, value in {
+            "parent": [a.parent, b.parent],
+            "code_version": [a.code_version, b.code_version],
+            "created_by": [a.created_by, b.created_by],
+            "created_at": [a.created_at, b.created_at],
+        }.items()
+        if value[0] != value[1]
+    }
+    return ReleaseDiff(
+        a=a.ref,
+        b=b.ref,
+        model=model,
+        schema=schema,
+        features=_changed(a.features, b.features),
+        config=_changed(a.config, b.config),
+        data=data,
+        metrics=metrics,
+        lineage=lineage,
+    )
