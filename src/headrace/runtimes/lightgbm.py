@@ -1,0 +1,108 @@
+"""The ``lightgbm`` flavor: a native LightGBM Booster text model (``booster.save_model``).
+
+The task comes from the objective saved in the model: ``binary`` gives probabilities for
+classes ``[0, 1]``, ``multiclass``/``multiclassova`` a probability matrix for classes
+``0..k-1``, every other objective (regression, ranking, cross-entropy) the raw values.
+Class labels are the booster's indices: LightGBM does not save the original labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headrace.runtimes._common import (
+    binary_output,
+    class_output,
+    entry_path,
+    import_optional,
+    not_a_model,
+)
+from headrace.runtimes.base import LoadedModel, ModelOutput
+from headrace.types import Matrix
+
+__all__ = ["LightGBMModel", "load"]
+
+_MULTICLASS = frozenset({"multiclass", "softmax", "multiclassova", "multiclass_ova", "ova", "ovr"})
+
+
+class LightGBMModel:
+    """A loaded LightGBM Booster.
+
+    Parameters
+    ----------
+    booster
+        The ``lightgbm.Booster``.
+    objective
+        The objective it was trained with, as saved in the model file.
+    """
+
+    __slots__ = ("_booster", "flavor", "objective")
+
+    def __init__(self, booster: Any, *, objective: str) -> None:
+        self.flavor = "lightgbm"
+        self.objective = objective
+        self._booster = booster
+
+    def predict(self, matrix: Matrix) -> ModelOutput:
+        """Score the batch with the best iteration the model file kept."""
+        raw = np.asarray(self._booster.predict(matrix), dtype=np.float64)
+        if self.objective == "binary":
+            return binary_output(raw) if raw.ndim == 1 else class_output(raw)
+        if self.objective in _MULTICLASS:
+            return class_output(raw)
+        return ModelOutput(predictions=raw)
+
+    def __repr__(self) -> str:
+        return f"LightGBMModel(objective={self.objective!r})"
+
+
+def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
+    """Load a LightGBM text model file.
+
+    Parameters
+    ----------
+    model_dir
+        The directory holding the release's model files.
+    entry
+        The file name inside `model_dir`, e.g. ``model.txt``.
+    options
+        Unused; accepted for the `RuntimeLoader` contract.
+
+    Raises
+    ------
+    ModelLoadError
+        The file is missing or not a LightGBM model.
+    DependencyMissingError
+        lightgbm is not installed.
+    """
+    path = entry_path(model_dir, entry, flavor="lightgbm")
+    lgb = import_optional("lightgbm", package="lightgbm", extra="lightgbm", flavor="lightgbm")
+    # A text model always starts with "tree"; checking first spares the user LightGBM's
+    # "[LightGBM] [Fatal]" line on stderr for a file that was never a LightGBM model.
+    with path.open("rb") as file:
+        head = file.read(8)
+    if not head.lstrip().startswith(b"tree"):
+        raise not_a_model(path, flavor="lightgbm")
+    try:
+        booster = lgb.Booster(model_file=str(path))
+    except Exception as exc:
+        raise not_a_model(path, flavor="lightgbm", exc=exc) from exc
+    return LightGBMModel(booster, objective=_objective(path))
+
+
+def _objective(path: Path) -> str:
+    """The objective from the model's header, e.g. ``binary`` from ``objective=binary sigmoid:1``.
+
+    A model trained with a custom objective has no such line; its raw scores are values.
+    """
+    with path.open("r", encoding="utf-8", errors="replace") as file:
+        for line in file:
+            if line.startswith("objective="):
+                words = line[len("objective=") :].split()
+                return words[0] if words else "custom"
+            if line.startswith("Tree="):  # the header is over
+                break
+    return "custom"

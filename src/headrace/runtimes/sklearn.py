@@ -1,0 +1,134 @@
+"""The ``sklearn`` flavor: a fitted estimator saved with joblib or pickle.
+
+Any object with ``predict`` loads (a scikit-learn estimator or pipeline, or a wrapper such
+as ``LGBMClassifier``); when it also has ``predict_proba`` and ``classes_`` the output
+carries class probabilities. joblib, and scikit-learn for the pickled classes, are
+imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headrace.errors import DependencyMissingError, ModelLoadError
+from headrace.runtimes._common import entry_path, import_optional, not_a_model
+from headrace.runtimes.base import LoadedModel, ModelOutput
+from headrace.types import Array, Matrix
+
+__all__ = ["EstimatorModel", "load"]
+
+# Modules a pickle may need that one of our extras installs.
+_EXTRAS = {
+    "sklearn": ("scikit-learn", "sklearn"),
+    "lightgbm": ("lightgbm", "lightgbm"),
+    "xgboost": ("xgboost", "xgboost"),
+}
+
+
+class EstimatorModel:
+    """A `LoadedModel` over any object with ``predict`` (and maybe ``predict_proba``).
+
+    Parameters
+    ----------
+    estimator
+        The fitted object. Probabilities are returned only when it has both
+        ``predict_proba`` and a 1-D ``classes_``.
+    flavor
+        The flavor to report (``sklearn``, or ``python`` for a class in a user file).
+    """
+
+    __slots__ = ("_classes", "_estimator", "_proba", "flavor")
+
+    def __init__(self, estimator: Any, *, flavor: str) -> None:
+        self.flavor = flavor
+        self._estimator = estimator
+        self._proba: Any = None
+        self._classes: Array | None = None
+        # hasattr, not getattr: scikit-learn's `available_if` hides predict_proba by raising
+        # AttributeError (an SVC without probability=True, a pipeline ending in a regressor).
+        if hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_"):
+            classes = np.asarray(estimator.classes_)
+            if classes.ndim == 1:  # multi-output classifiers have a list of arrays
+                self._proba = estimator.predict_proba
+                self._classes = classes
+
+    def predict(self, matrix: Matrix) -> ModelOutput:
+        """Call ``predict`` (and ``predict_proba``) on the whole batch."""
+        predictions = np.asarray(self._estimator.predict(matrix))
+        if self._proba is None:
+            return ModelOutput(predictions=predictions)
+        probabilities = np.asarray(self._proba(matrix), dtype=np.float64)
+        return ModelOutput(
+            predictions=predictions, probabilities=probabilities, classes=self._classes
+        )
+
+    def __repr__(self) -> str:
+        return f"EstimatorModel({type(self._estimator).__name__}, flavor={self.flavor!r})"
+
+
+def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
+    """Load a joblib or pickle file holding a fitted estimator.
+
+    Parameters
+    ----------
+    model_dir
+        The directory holding the release's model files.
+    entry
+        The file name inside `model_dir`, e.g. ``model.joblib``.
+    options
+        Unused; accepted for the `RuntimeLoader` contract.
+
+    Raises
+    ------
+    ModelLoadError
+        The file is missing, not a pickle, or holds an object without ``predict``.
+    DependencyMissingError
+        joblib, or a package the pickle refers to, is not installed.
+    """
+    path = entry_path(model_dir, entry, flavor="sklearn")
+    joblib = import_optional("joblib", package="joblib", extra="sklearn", flavor="sklearn")
+    try:
+        # Unpickling runs code from the file: the release layer checked its sha256 first.
+        estimator = joblib.load(path)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top in _EXTRAS:
+            package, extra = _EXTRAS[top]
+            raise DependencyMissingError(package, extra, "the sklearn flavor") from exc
+        raise ModelLoadError(
+            f"Cannot load '{path}' as a sklearn model: the pickle needs the module "
+            f"'{exc.name}', which is not installed. Install it where the model is served."
+        ) from exc
+    except Exception as exc:
+        raise not_a_model(path, flavor="sklearn", exc=exc) from exc
+    if not callable(getattr(estimator, "predict", None)):
+        raise not_a_model(
+            path, flavor="sklearn", looks_like=f"a pickle of a {_kind(estimator)}, not a model"
+        )
+    _check_fitted(estimator, path)
+    return EstimatorModel(estimator, flavor="sklearn")
+
+
+def _kind(value: Any) -> str:
+    kind = type(value)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+
+
+def _check_fitted(estimator: Any, path: Path) -> None:
+    if not type(estimator).__module__.startswith("sklearn."):
+        return
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError as exc:
+        raise ModelLoadError(
+            f"Cannot load '{path}' as a sklearn model: the {type(estimator).__name__} in it "
+            "was never fitted. Call fit() before joblib.dump()."
+        ) from exc
+    except Exception:
+        return  # a check that cannot run (odd meta-estimator) must not block a usable model
