@@ -84,7 +84,9 @@ def verify_draft(draft: ReleaseDraft) -> int:
 
     sample_path = draft.sources[draft.profile.sample.sha256]
     table = pq.read_table(sample_path)
-    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    columns = {
+        name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
+    }
     try:
         result = service.infer(columns, n_rows=table.num_rows)
     except HeadraceError as exc:

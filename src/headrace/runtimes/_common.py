@@ -31,6 +31,9 @@ SAVE_HOWTO = {
     "python": "a .py file and the entry 'file.py:attribute'",
 }
 
+EXPORTED_PROGRAM = "a torch.export program"
+TORCH_CHECKPOINT = "a torch.save() checkpoint (pickled weights or module, not TorchScript)"
+
 _SNIFF_BYTES = 4096
 _COMPRESSED_MAGIC = {
     b"\x1f\x8b": "gzip",
@@ -111,11 +114,11 @@ def _sniff_zip(path: Path) -> Sniff:
     except (zipfile.BadZipFile, OSError):
         return Sniff("a damaged zip archive")
     if any(name.endswith("/archive_format") for name in names):
-        return Sniff("a torch.export program", "torch")
+        return Sniff(EXPORTED_PROGRAM, "torch")
     if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
         return Sniff("a TorchScript archive", "torch")
     if any(name.endswith("/data.pkl") for name in names):
-        return Sniff("a torch.save() checkpoint (pickled weights or module, not TorchScript)")
+        return Sniff(TORCH_CHECKPOINT)
     return Sniff("a zip archive")
 
 
@@ -129,7 +132,7 @@ def _as_text(head: bytes) -> str | None:
         return None
 
 
-def entry_path(model_dir: Path, entry: str, *, flavor: str) -> Path:
+def entry_path(model_dir: Path, *, entry: str, flavor: str) -> Path:
     """Return the entry file inside `model_dir`, or raise `ModelLoadError` naming it."""
     path = model_dir / entry
     if not path.exists():
@@ -162,7 +165,7 @@ def import_optional(module: str, *, package: str, extra: str, flavor: str) -> Mo
 def reason(exc: BaseException) -> str:
     """One line from a library's exception: no stack trace, no log prefix."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    line = _XGBOOST_LOG_PREFIX.sub("", lines[0]) if lines else type(exc).__name__
+    line = _XGBOOST_LOG_PREFIX.sub("", lines[0]).rstrip(".") if lines else type(exc).__name__
     return line if len(line) <= 200 else line[:197] + "..."
 
 
@@ -180,7 +183,7 @@ def not_a_model(
     if found.flavor == flavor and looks_like is None:
         why = reason(exc) if exc is not None else "the library rejected it"
         return ModelLoadError(
-            f"Cannot load '{path}' as a {flavor} model: {why}. The file may be truncated "
+            f"Cannot load '{path}' with the {flavor} flavor: {why}. The file may be truncated "
             f"or written by an incompatible library version; re-save it with "
             f"{SAVE_HOWTO[flavor]}."
         )
@@ -188,7 +191,12 @@ def not_a_model(
         fix = f"Register it with --flavor {found.flavor}."
     else:
         fix = f"Register it with the right --flavor, or save the model with {SAVE_HOWTO[flavor]}."
-    return ModelLoadError(f"Cannot load '{path}' as a {flavor} model: it looks like {seen}. {fix}")
+    return ModelLoadError(
+        f"Cannot load '{path}' with the {flavor} flavor: it looks like {seen}. {fix}"
+    )
+
+
+OUTPUT_MODES = ("auto", "values", "probability", "logits")
 
 
 def output_mode(options: dict[str, Any], *, flavor: str) -> str:
@@ -202,36 +210,37 @@ def output_mode(options: dict[str, Any], *, flavor: str) -> str:
     return str(mode)
 
 
-OUTPUT_MODES = ("auto", "values", "probability", "logits")
-
-
 def as_probabilities(values: Any) -> Array:
-    """A float64 2-D copy-free view of `values` where possible."""
+    """`values` as a float64 2-D array (no copy when it already is one)."""
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2:
         raise ValueError(f"expected a 2-D probability matrix, got shape {array.shape}")
     return array
 
 
-def binary_output(positive: Array) -> ModelOutput:
-    """Classes ``[0, 1]`` from the positive-class probability (label 1 when p >= 0.5)."""
+def binary_output(positive: Array, *, tie_is_positive: bool = True) -> ModelOutput:
+    """Classes ``[0, 1]`` from the positive-class probability `p`.
+
+    The label is 1 when ``p >= 0.5``, or ``p > 0.5`` with ``tie_is_positive=False`` (what
+    LightGBM's and XGBoost's own classifiers answer, so their labels match exactly).
+    """
     p = np.asarray(positive, dtype=np.float64).reshape(-1)
     probabilities = np.column_stack((1.0 - p, p))
+    positive_label = p >= 0.5 if tie_is_positive else p > 0.5
     return ModelOutput(
-        predictions=(p >= 0.5).astype(np.int64),
+        predictions=positive_label.astype(np.int64),
         probabilities=probabilities,
         classes=np.array([0, 1], dtype=np.int64),
     )
 
 
-def class_output(probabilities: Array, classes: Array | None = None) -> ModelOutput:
+def class_output(probabilities: Array, *, classes: Array | None = None) -> ModelOutput:
     """Predict the most probable class of each row."""
     proba = as_probabilities(probabilities)
     labels = np.arange(proba.shape[1], dtype=np.int64) if classes is None else classes
     if labels.shape[0] != proba.shape[1]:
         raise ValueError(
-            f"the model returned {proba.shape[1]} probability columns for {labels.shape[0]} "
-            "classes"
+            f"the model returned {proba.shape[1]} probability columns for {labels.shape[0]} classes"
         )
     return ModelOutput(
         predictions=labels[np.argmax(proba, axis=1)], probabilities=proba, classes=labels

@@ -8,12 +8,15 @@ Class labels are the booster's indices: LightGBM does not save the original labe
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from headrace.errors import ModelLoadError
 from headrace.runtimes._common import (
+    SAVE_HOWTO,
     binary_output,
     class_output,
     entry_path,
@@ -48,9 +51,12 @@ class LightGBMModel:
 
     def predict(self, matrix: Matrix) -> ModelOutput:
         """Score the batch with the best iteration the model file kept."""
-        raw = np.asarray(self._booster.predict(matrix), dtype=np.float64)
+        data = np.asarray(matrix, dtype=np.float64)
+        raw = np.asarray(self._booster.predict(data), dtype=np.float64)
         if self.objective == "binary":
-            return binary_output(raw) if raw.ndim == 1 else class_output(raw)
+            if raw.ndim == 1:
+                return binary_output(raw, tie_is_positive=False)
+            return class_output(raw)
         if self.objective in _MULTICLASS:
             return class_output(raw)
         return ModelOutput(predictions=raw)
@@ -78,7 +84,7 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
     DependencyMissingError
         lightgbm is not installed.
     """
-    path = entry_path(model_dir, entry, flavor="lightgbm")
+    path = entry_path(model_dir, entry=entry, flavor="lightgbm")
     lgb = import_optional("lightgbm", package="lightgbm", extra="lightgbm", flavor="lightgbm")
     # A text model always starts with "tree"; checking first spares the user LightGBM's
     # "[LightGBM] [Fatal]" line on stderr for a file that was never a LightGBM model.
@@ -86,11 +92,23 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
         head = file.read(8)
     if not head.lstrip().startswith(b"tree"):
         raise not_a_model(path, flavor="lightgbm")
+    # LightGBM 4.x calls std::terminate (the whole process dies) on a model file cut off
+    # inside its trees, so a truncated file must never reach it.
+    if not _has_end_of_trees(path):
+        raise ModelLoadError(
+            f"Cannot load '{path}' with the lightgbm flavor: the file is truncated (it has no "
+            f"'end of trees' line). Re-save it with {SAVE_HOWTO['lightgbm']}."
+        )
     try:
         booster = lgb.Booster(model_file=str(path))
     except Exception as exc:
         raise not_a_model(path, flavor="lightgbm", exc=exc) from exc
     return LightGBMModel(booster, objective=_objective(path))
+
+
+def _has_end_of_trees(path: Path) -> bool:
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(b"\nend of trees") != -1
 
 
 def _objective(path: Path) -> str:

@@ -183,7 +183,7 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
     DependencyMissingError
         onnxruntime is not installed.
     """
-    path = entry_path(model_dir, entry, flavor="onnx")
+    path = entry_path(model_dir, entry=entry, flavor="onnx")
     mode = output_mode(options, flavor="onnx")
     ort = import_optional("onnxruntime", package="onnxruntime", extra="onnx", flavor="onnx")
     try:
@@ -195,16 +195,18 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
     if len(inputs) != 1 or inputs[0].type not in _INPUT_TYPES:
         found = ", ".join(f"{i.name} {i.type}" for i in inputs)
         raise ModelLoadError(
-            f"Cannot load '{path}' as an onnx model: it has the inputs ({found}); headrace "
+            f"Cannot load '{path}' with the onnx flavor: it has the inputs ({found}); headrace "
             "feeds one 2-D numeric tensor with a column per model input. Re-export the model "
             "with a single input of shape [None, n_features]."
         )
     input_name, input_dtype = inputs[0].name, _INPUT_TYPES[inputs[0].type]
-    option_classes = _option_classes(options, path)
+    option_classes = _option_classes(options, path=path)
     if len(outputs) == 1:
         out = outputs[0]
         if out.type in _LABEL_TYPES:
-            return ONNXModel(session, input_name=input_name, input_dtype=input_dtype, labels=out.name)
+            return ONNXModel(
+                session, input_name=input_name, input_dtype=input_dtype, labels=out.name
+            )
         if out.type.startswith("seq(map"):
             return ONNXModel(
                 session,
@@ -217,14 +219,14 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
         return ONNXModel(
             session, input_name=input_name, input_dtype=input_dtype, scores=out.name, mode=mode
         )
-    labels, probabilities = _pick_outputs(outputs, path)
+    labels, probabilities = _pick_outputs(outputs, path=path)
     zipmap = probabilities.type.startswith("seq(map")
     classes = option_classes
     if classes is None and not zipmap:
-        classes = _graph_classes(path, labels.name)
+        classes = _graph_classes(path, label_output=labels.name)
         if classes is None and labels.type == "tensor(string)":
             raise ModelLoadError(
-                f"Cannot load '{path}' as an onnx model: its class labels are strings and "
+                f"Cannot load '{path}' with the onnx flavor: its class labels are strings and "
                 "cannot be read without the 'onnx' package. Run pip install onnx, or set "
                 "'classes' in the release config's runtime section."
             )
@@ -239,7 +241,7 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
     )
 
 
-def _pick_outputs(outputs: Sequence[Any], path: Path) -> tuple[Any, Any]:
+def _pick_outputs(outputs: Sequence[Any], *, path: Path) -> tuple[Any, Any]:
     """Tell the label output from the probabilities output by type and shape."""
 
     def looks_like_probabilities(out: Any) -> bool:
@@ -259,12 +261,12 @@ def _pick_outputs(outputs: Sequence[Any], path: Path) -> tuple[Any, Any]:
             return second, first
     found = ", ".join(f"{o.name} {o.type} {list(o.shape or [])}" for o in outputs)
     raise ModelLoadError(
-        f"Cannot load '{path}' as an onnx model: cannot tell its outputs apart ({found}). "
+        f"Cannot load '{path}' with the onnx flavor: cannot tell its outputs apart ({found}). "
         "Export either one scores output, or a label output and a 2-D probabilities output."
     )
 
 
-def _option_classes(options: dict[str, Any], path: Path) -> Array | None:
+def _option_classes(options: dict[str, Any], *, path: Path) -> Array | None:
     classes = options.get("classes")
     if classes is None:
         return None
@@ -277,7 +279,7 @@ def _option_classes(options: dict[str, Any], path: Path) -> Array | None:
     return array
 
 
-def _graph_classes(path: Path, label_output: str) -> Array | None:
+def _graph_classes(path: Path, *, label_output: str) -> Array | None:
     """Read the class labels from the classifier node (ai.onnx.ml) that makes the labels."""
     try:
         onnx = import_optional("onnx", package="onnx", extra="onnx", flavor="onnx")

@@ -65,7 +65,7 @@ class XGBoostModel:
             dtype=np.float64,
         )
         if self.objective in ("binary:logistic", "binary:logitraw") and raw.ndim == 1:
-            return binary_output(sigmoid(raw) if margin else raw)
+            return binary_output(sigmoid(raw) if margin else raw, tie_is_positive=False)
         if self.objective.startswith("binary:") and raw.ndim == 1:  # binary:hinge: 0 or 1
             return ModelOutput(predictions=raw.astype(np.int64))
         if self.objective in ("multi:softprob", "multi:softmax"):
@@ -95,7 +95,7 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
     DependencyMissingError
         xgboost is not installed.
     """
-    path = entry_path(model_dir, entry, flavor="xgboost")
+    path = entry_path(model_dir, entry=entry, flavor="xgboost")
     xgb = import_optional("xgboost", package="xgboost", extra="xgboost", flavor="xgboost")
     try:
         booster = xgb.Booster(model_file=str(path))
