@@ -26,13 +26,13 @@ from sklearn.model_selection import train_test_split
 MERCHANTS = ["grocery", "fuel", "travel", "electronics", "gaming", "jewelry"]
 SCHEMA = """\
 fields:
-  - {name: amount, type: float, min: 0, max: 50000, description: transaction amount in EUR}
-  - {name: hour, type: int, min: 0, max: 23}
-  - {name: merchant, type: category, values: [%s]}
-  - {name: distance_km, type: float, min: 0, nullable: true}
-  - {name: card_present, type: bool}
-  - {name: tx_last_24h, type: int, min: 0}
-""" % ", ".join(MERCHANTS)
+  - {{name: amount, type: float, min: 0, max: 50000, description: transaction amount in EUR}}
+  - {{name: hour, type: int, min: 0, max: 23}}
+  - {{name: merchant, type: category, values: [{}]}}
+  - {{name: distance_km, type: float, min: 0, nullable: true}}
+  - {{name: card_present, type: bool}}
+  - {{name: tx_last_24h, type: int, min: 0}}
+""".format(", ".join(MERCHANTS))
 
 
 def transactions(rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -44,14 +44,23 @@ def transactions(rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     card_present = rng.random(rows) < 0.7
     tx_24h = rng.poisson(3, rows)
     risk = (
-        0.004 * np.minimum(amount, 2000) + 0.03 * np.minimum(distance, 100)
-        + 1.5 * (~card_present) + 1.0 * ((hour < 5) | (hour > 22)) + 0.8 * (merchant >= 3)
-        + 0.2 * tx_24h - 6.5
+        0.004 * np.minimum(amount, 2000)
+        + 0.03 * np.minimum(distance, 100)
+        + 1.5 * (~card_present)
+        + 1.0 * ((hour < 5) | (hour > 22))
+        + 0.8 * (merchant >= 3)
+        + 0.2 * tx_24h
+        - 6.5
     )
     fraud = rng.random(rows) < 1 / (1 + np.exp(-risk))
     return {
-        "amount": amount, "hour": hour, "merchant": merchant, "distance_km": distance,
-        "card_present": card_present, "tx_last_24h": tx_24h, "is_fraud": fraud,
+        "amount": amount,
+        "hour": hour,
+        "merchant": merchant,
+        "distance_km": distance,
+        "card_present": card_present,
+        "tx_last_24h": tx_24h,
+        "is_fraud": fraud,
     }
 
 
@@ -76,26 +85,35 @@ def main() -> None:
     (out / "schema.yaml").write_text(SCHEMA)
     (out / "config.yaml").write_text("threshold: 0.5\nlabels: [legit, fraud]\n")
     (out / "metrics.json").write_text(json.dumps({"auc": auc, "fraud_rate": float(y.mean())}))
-    table = pa.table({
-        **{n: data[n] for n in names if n != "merchant"},
-        "merchant": pa.array([MERCHANTS[i] for i in data["merchant"]]),
-        "is_fraud": data["is_fraud"],
-    }).select([*names, "is_fraud"])
+    table = pa.table(
+        {
+            **{n: data[n] for n in names if n != "merchant"},
+            "merchant": pa.array([MERCHANTS[i] for i in data["merchant"]]),
+            "is_fraud": data["is_fraud"],
+        }
+    ).select([*names, "is_fraud"])
     pq.write_table(table, out / "train.parquet")
 
     fresh = transactions(1000, np.random.default_rng(7))
     lines = [",".join(names)]
     for i in range(1000):
-        lines.append(",".join([
-            f"{fresh['amount'][i]}", f"{fresh['hour'][i]}", MERCHANTS[fresh["merchant"][i]],
-            f"{fresh['distance_km'][i]}", str(bool(fresh["card_present"][i])).lower(),
-            f"{fresh['tx_last_24h'][i]}",
-        ]))
+        lines.append(
+            ",".join(
+                [
+                    f"{fresh['amount'][i]}",
+                    f"{fresh['hour'][i]}",
+                    MERCHANTS[fresh["merchant"][i]],
+                    f"{fresh['distance_km'][i]}",
+                    str(bool(fresh["card_present"][i])).lower(),
+                    f"{fresh['tx_last_24h'][i]}",
+                ]
+            )
+        )
     lines += [
-        "twelve,3,grocery,1.0,true,2",      # amount is not a number
-        "45.0,31,grocery,1.0,true,2",       # hour out of range
-        "45.0,3,casino,1.0,true,2",         # unknown merchant
-        "45.0,3,grocery,1.0,,2",            # card_present missing
+        "twelve,3,grocery,1.0,true,2",  # amount is not a number
+        "45.0,31,grocery,1.0,true,2",  # hour out of range
+        "45.0,3,casino,1.0,true,2",  # unknown merchant
+        "45.0,3,grocery,1.0,,2",  # card_present missing
     ]
     (out / "score.csv").write_text("\n".join(lines) + "\n")
     print(f"trained on {len(y_train)} rows, test AUC {auc:.3f}; files in {out}")

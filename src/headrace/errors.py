@@ -66,8 +66,7 @@ class DependencyMissingError(HeadraceError, ImportError):
         self.package = package
         self.extra = extra
         super().__init__(
-            f"Package '{package}' is missing: run pip install 'headrace[{extra}]' "
-            f"to use {feature}"
+            f"Package '{package}' is missing: run pip install 'headrace[{extra}]' to use {feature}"
         )
 
 

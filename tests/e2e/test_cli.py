@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from support.models import ModelFiles, write_sklearn_release
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -24,17 +25,23 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def run(home: Path, tmp_path: Path) -> Run:
-    def invoke(*args: str, env: dict[str, str] | None = None, ok: bool = True
-               ) -> subprocess.CompletedProcess[str]:
+    def invoke(
+        *args: str, env: dict[str, str] | None = None, ok: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         environment = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith("HEADRACE_") or k in ("HEADRACE_REQUIRE_SERVICES",)
         }
         environment.update({"HEADRACE_HOME": str(home), "HEADRACE_ACTOR": "e2e@test"})
         environment.update(env or {})
         result = subprocess.run(
-            [sys.executable, "-m", "headrace", *args], capture_output=True, text=True,
-            env=environment, cwd=tmp_path, timeout=120,
+            [sys.executable, "-m", "headrace", *args],
+            capture_output=True,
+            text=True,
+            env=environment,
+            cwd=tmp_path,
+            timeout=120,
         )
         if ok and result.returncode != 0:
             raise AssertionError(f"headrace {' '.join(args)} failed:\n{result.stderr}")
@@ -48,12 +55,24 @@ def files(tmp_path: Path) -> ModelFiles:
     return write_sklearn_release(tmp_path / "model")
 
 
-def register(run: Run, files: ModelFiles, *extra: str, ok: bool = True
-             ) -> subprocess.CompletedProcess[str]:
+def register(
+    run: Run, files: ModelFiles, *extra: str, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
     return run(
-        "register", str(files.model), "--name", "fraud", "--schema", str(files.schema),
-        "--data", str(files.data), "--metrics", str(files.metrics), "--config",
-        str(files.config), *extra, ok=ok,
+        "register",
+        str(files.model),
+        "--name",
+        "fraud",
+        "--schema",
+        str(files.schema),
+        "--data",
+        str(files.data),
+        "--metrics",
+        str(files.metrics),
+        "--config",
+        str(files.config),
+        *extra,
+        ok=ok,
     )
 
 
@@ -81,8 +100,9 @@ def test_version_and_help_are_light(run: Run) -> None:
         " 'pyarrow', 'sqlalchemy', 'boto3', 'confluent_kafka') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
     assert "HEAVY []" in out
     assert "register" in out and "releases" in out
 
@@ -93,7 +113,7 @@ def test_register_show_diff_alias_rollback_predict_audit(
     first = register(run, files, "--alias", "champion")
     ref, digest = first.stdout.split()
     assert ref == "fraud:1" and len(digest) == 64
-    second = write_sklearn_release(tmp_path / "model2", c=0.01)
+    second = write_sklearn_release(tmp_path / "model2", seed=8, c=0.01)
     assert register(run, second).stdout.startswith("fraud:2 ")
 
     listed = json.loads(run("releases", "list", "fraud", "--json").stdout)
@@ -131,7 +151,11 @@ def test_register_show_diff_alias_rollback_predict_audit(
     assert "audit chain ok: 5 records" in verified
     log = json.loads(run("audit", "log", "--json").stdout)
     assert [r["action"] for r in log] == [
-        "register", "alias.set", "register", "alias.set", "rollback",
+        "register",
+        "alias.set",
+        "register",
+        "alias.set",
+        "rollback",
     ]
     assert "ok    registry" in run("doctor").stdout
 
@@ -146,12 +170,17 @@ def test_tampered_audit_row_fails_verify(run: Run, files: ModelFiles, home: Path
     assert doctor.returncode == 1 and "FAIL  registry" in doctor.stderr
 
 
-def test_tampered_artifact_fails_predict(run: Run, files: ModelFiles, home: Path,
-                                         tmp_path: Path) -> None:
+def test_tampered_artifact_fails_predict(
+    run: Run, files: ModelFiles, home: Path, tmp_path: Path
+) -> None:
     register(run, files, "--alias", "champion")
-    blob = next((home / "artifacts" / "sha256").rglob(
-        json.loads(run("releases", "show", "fraud:1", "--json").stdout)
-        ["manifest"]["model"]["files"][0]["sha256"]))
+    blob = next(
+        (home / "artifacts" / "sha256").rglob(
+            json.loads(run("releases", "show", "fraud:1", "--json").stdout)["manifest"]["model"][
+                "files"
+            ][0]["sha256"]
+        )
+    )
     blob.write_bytes(blob.read_bytes()[:-1] + b"x")
     data = tmp_path / "x.csv"
     data.write_text("f0,f1,f2,f3,f4\n0,0,0,0,0\n")
@@ -182,7 +211,9 @@ def test_bad_register_input_leaves_registry_unchanged(
     register(run, files, "--alias", "champion")
     before = registry_state(run)
     args = {
-        "model": str(files.model), "--name": "fraud", "--schema": str(files.schema),
+        "model": str(files.model),
+        "--name": "fraud",
+        "--schema": str(files.schema),
         "--data": str(files.data),
     }
     if case == "missing-model":
@@ -212,29 +243,42 @@ def test_bad_register_input_leaves_registry_unchanged(
 
 @pytest.mark.parametrize(
     ("ref", "parts"),
-    [("ghost", ["ghost@champion", "Known names: fraud"]),
-     ("fraud@shadow", ["no alias 'shadow'", "alias set fraud shadow"]),
-     ("fraud:7", ["fraud:7", "releases list fraud"]),
-     ("fraud:x", ["Invalid release reference"])],
+    [
+        ("ghost", ["ghost@champion", "Known names: fraud"]),
+        ("fraud@shadow", ["no alias 'shadow'", "alias set fraud shadow"]),
+        ("fraud:7", ["fraud:7", "releases list fraud"]),
+        ("fraud:x", ["Invalid release reference"]),
+    ],
 )
-def test_unknown_release_or_alias(run: Run, files: ModelFiles, ref: str, parts: list[str]
-                                  ) -> None:
+def test_unknown_release_or_alias(run: Run, files: ModelFiles, ref: str, parts: list[str]) -> None:
     register(run, files, "--alias", "champion")
     assert_one_line_error(run("releases", "show", ref, ok=False), *parts)
 
 
 def test_unreachable_services_are_one_line(run: Run, files: ModelFiles) -> None:
     port = _free_port()
-    pg = run("releases", "list",
-             env={"HEADRACE_REGISTRY": f"postgresql://u:hunter2@127.0.0.1:{port}/db"}, ok=False)
+    pg = run(
+        "releases",
+        "list",
+        env={"HEADRACE_REGISTRY": f"postgresql://u:hunter2@127.0.0.1:{port}/db"},
+        ok=False,
+    )
     assert_one_line_error(pg, "Cannot reach registry", f"127.0.0.1:{port}")
     assert "hunter2" not in pg.stderr
     s3 = run(
-        "register", str(files.model), "--name", "fraud", "--schema", str(files.schema),
-        env={"HEADRACE_ARTIFACTS": "s3://bucket/prefix",
-             "HEADRACE_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-             "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
-             "AWS_DEFAULT_REGION": "us-east-1"},
+        "register",
+        str(files.model),
+        "--name",
+        "fraud",
+        "--schema",
+        str(files.schema),
+        env={
+            "HEADRACE_ARTIFACTS": "s3://bucket/prefix",
+            "HEADRACE_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
         ok=False,
     )
     assert_one_line_error(s3, f"127.0.0.1:{port}")

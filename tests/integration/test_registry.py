@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from support.models import ModelFiles, write_sklearn_release
 
 from headrace.errors import (
     ArtifactIntegrityError,
@@ -21,7 +20,8 @@ from headrace.errors import (
     ReleaseNotFoundError,
 )
 from headrace.registry import Registry, blob_key
-from headrace.release.bundle import ReleaseDraft, build_draft
+from headrace.release.bundle import ReleaseDraft
+from support.models import ModelFiles, draft_from, register_in_subprocess, write_sklearn_release
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -48,13 +48,7 @@ def files(tmp_path: Path) -> ModelFiles:
 
 
 def draft_of(files: ModelFiles, tmp_path: Path, name: str = "fraud") -> ReleaseDraft:
-    scratch = tmp_path / f"scratch-{name}"
-    scratch.mkdir(exist_ok=True)
-    return build_draft(
-        files.model, name=name, flavor="sklearn", workdir=scratch, schema_path=files.schema,
-        data_path=files.data, metrics_path=files.metrics, config_path=files.config,
-        code_version="test",
-    )
+    return draft_from(files, tmp_path, name)  # type: ignore[no-any-return]
 
 
 def test_register_get_list(registry: Registry, files: ModelFiles, tmp_path: Path) -> None:
@@ -69,7 +63,7 @@ def test_register_get_list(registry: Registry, files: ModelFiles, tmp_path: Path
     assert second.manifest.parent_digest == first.digest
     assert second.manifest.data is not None and second.manifest.data.rows == 400
     assert second.manifest.metrics["accuracy"] > 0.7
-    rows = registry.list("fraud")
+    rows = registry.list_releases("fraud")
     assert [(r.version, r.aliases) for r in rows] == [(1, ("champion",)), (2, ())]
     assert registry.verify_audit() == 3  # two registrations and one alias move
 
@@ -87,9 +81,7 @@ def test_unknown_release_and_alias(registry: Registry, files: ModelFiles, tmp_pa
     assert registry.aliases("fraud") == {}
 
 
-def test_alias_history_and_rollback(
-    registry: Registry, files: ModelFiles, tmp_path: Path
-) -> None:
+def test_alias_history_and_rollback(registry: Registry, files: ModelFiles, tmp_path: Path) -> None:
     for _ in range(3):
         registry.register(draft_of(files, tmp_path))
     registry.set_alias("fraud", "champion", 1, reason="first")
@@ -106,8 +98,12 @@ def test_alias_history_and_rollback(
         registry.rollback("fraud", to=3)
     history = registry.alias_history("fraud", "champion")
     assert [(e.from_version, e.to_version, e.kind) for e in history] == [
-        (None, 1, "set"), (1, 2, "set"), (2, 3, "set"), (3, 2, "rollback"),
-        (2, 1, "rollback"), (1, 3, "rollback"),
+        (None, 1, "set"),
+        (1, 2, "set"),
+        (2, 3, "set"),
+        (3, 2, "rollback"),
+        (2, 1, "rollback"),
+        (1, 3, "rollback"),
     ]
     assert history[1].reason == "better auc" and history[1].actor == "tester@ci"
     actions = [r.action for r in registry.audit_log(subject="fraud")]
@@ -127,21 +123,10 @@ def test_register_is_atomic(
     with pytest.raises(RuntimeError, match="power cut"):
         registry.register(draft_of(files, tmp_path), alias="champion")
     monkeypatch.undo()
-    assert registry.list() == []
+    assert registry.list_releases() == []
     assert registry.aliases("fraud") == {}
     assert registry.verify_audit() == 0
     assert registry.register(draft_of(files, tmp_path)).version == 1
-
-
-def _register_in_process(url: str, root: str, model_dir: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    from support.models import write_sklearn_release as write
-
-    tmp = Path(root)
-    files = write(Path(model_dir))
-    with Registry(url, artifacts=f"file://{tmp / 'artifacts'}", actor="proc",
-                  cache_dir=tmp / "cache") as reg:
-        versions = [reg.register(draft_of(files, Path(model_dir))).version for _ in range(3)]
-    out.put(versions)
 
 
 def test_concurrent_registrations_get_distinct_versions(
@@ -152,7 +137,7 @@ def test_concurrent_registrations_get_distinct_versions(
     queue = ctx.Queue()
     procs = [
         ctx.Process(
-            target=_register_in_process,
+            target=register_in_subprocess,
             args=(registry_url, str(tmp_path), str(tmp_path / f"m{i}"), queue),
         )
         for i in range(2)
@@ -229,8 +214,13 @@ def test_tampered_manifest_row_is_refused(
     ids=["altered", "removed", "reordered"],
 )
 def test_audit_tampering_is_named(
-    registry: Registry, registry_url: str, files: ModelFiles, tmp_path: Path,
-    statement: str, seq: int, what: str,
+    registry: Registry,
+    registry_url: str,
+    files: ModelFiles,
+    tmp_path: Path,
+    statement: str,
+    seq: int,
+    what: str,
 ) -> None:
     for _ in range(3):
         registry.register(draft_of(files, tmp_path))
@@ -261,7 +251,7 @@ def test_unreachable_postgres_is_one_clear_error(tmp_path: Path) -> None:
     url = f"postgresql://user:secret@127.0.0.1:{_free_port()}/nowhere"
     with Registry(url, artifacts=f"file://{tmp_path}", actor="t", cache_dir=tmp_path) as reg:
         with pytest.raises(RegistryUnavailableError) as caught:
-            reg.list()
+            reg.list_releases()
     message = str(caught.value)
     assert "Cannot reach registry" in message and "doctor" in message
     assert "secret" not in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -61,6 +62,43 @@ def write_sklearn_release(
     config_path = directory / "config.yaml"
     config_path.write_text("threshold: 0.5\nlabels: [legit, fraud]\n")
     return ModelFiles(
-        model=model_path, schema=schema_path, data=data_path, metrics=metrics_path,
-        config=config_path, features=x, labels=y,
+        model=model_path,
+        schema=schema_path,
+        data=data_path,
+        metrics=metrics_path,
+        config=config_path,
+        features=x,
+        labels=y,
     )
+
+
+def draft_from(files: ModelFiles, workdir: Path, name: str = "fraud") -> Any:
+    """A `ReleaseDraft` of the files, its scratch directory under `workdir`."""
+    from headrace.release.bundle import build_draft
+
+    scratch = workdir / f"scratch-{name}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return build_draft(
+        files.model,
+        name=name,
+        flavor="sklearn",
+        workdir=scratch,
+        schema_path=files.schema,
+        data_path=files.data,
+        metrics_path=files.metrics,
+        config_path=files.config,
+        code_version="test",
+    )
+
+
+def register_in_subprocess(url: str, root: str, model_dir: str, out: Any) -> None:
+    """Register three releases from another process (run with multiprocessing spawn)."""
+    from headrace.registry import Registry
+
+    tmp = Path(root)
+    files = write_sklearn_release(Path(model_dir))
+    with Registry(
+        url, artifacts=f"file://{tmp / 'artifacts'}", actor="proc", cache_dir=tmp / "cache"
+    ) as registry:
+        versions = [registry.register(draft_from(files, Path(model_dir))).version for _ in range(3)]
+    out.put(versions)

@@ -77,9 +77,7 @@ def record_hash(
     *, seq: int, at: str, actor: str, action: str, subject: str, details: str, prev_hash: str
 ) -> str:
     """sha256 over the record's fields (details as canonical JSON) and the previous hash."""
-    payload = msgspec.json.encode(
-        [seq, at, actor, action, subject, details, prev_hash]
-    )
+    payload = msgspec.json.encode([seq, at, actor, action, subject, details, prev_hash])
     return hashlib.sha256(payload).hexdigest()
 
 
@@ -105,18 +103,35 @@ def append_record(
     stamp = (at or datetime.now(UTC)).isoformat(timespec="microseconds")
     text = _canonical_details(details)
     digest = record_hash(
-        seq=seq, at=stamp, actor=actor, action=action, subject=subject, details=text,
+        seq=seq,
+        at=stamp,
+        actor=actor,
+        action=action,
+        subject=subject,
+        details=text,
         prev_hash=prev_hash,
     )
     conn.execute(
         audit_table.insert().values(
-            seq=seq, at=stamp, actor=actor, action=action, subject=subject, details=text,
-            prev_hash=prev_hash, hash=digest,
+            seq=seq,
+            at=stamp,
+            actor=actor,
+            action=action,
+            subject=subject,
+            details=text,
+            prev_hash=prev_hash,
+            hash=digest,
         )
     )
     return AuditRecord(
-        seq=seq, at=stamp, actor=actor, action=action, subject=subject, details=details,
-        prev_hash=prev_hash, hash=digest,
+        seq=seq,
+        at=stamp,
+        actor=actor,
+        action=action,
+        subject=subject,
+        details=details,
+        prev_hash=prev_hash,
+        hash=digest,
     )
 
 
@@ -127,14 +142,22 @@ def iter_records(
     query = select(audit_table).order_by(audit_table.c.seq)
     if subject is not None:
         query = query.where(
-            (audit_table.c.subject == subject) | audit_table.c.subject.startswith(f"{subject}:")
+            (audit_table.c.subject == subject)
+            | audit_table.c.subject.startswith(f"{subject}:", autoescape=True)
+            | audit_table.c.subject.startswith(f"{subject}@", autoescape=True)
         )
     if action is not None:
         query = query.where(audit_table.c.action == action)
     for row in conn.execute(query):
         yield AuditRecord(
-            seq=int(row.seq), at=row.at, actor=row.actor, action=row.action, subject=row.subject,
-            details=msgspec.json.decode(row.details), prev_hash=row.prev_hash, hash=row.hash,
+            seq=int(row.seq),
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            subject=row.subject,
+            details=msgspec.json.decode(row.details),
+            prev_hash=row.prev_hash,
+            hash=row.hash,
         )
 
 
@@ -167,8 +190,13 @@ def verify_chain(conn: Connection) -> int:
                 seq=seq,
             )
         actual = record_hash(
-            seq=seq, at=row.at, actor=row.actor, action=row.action, subject=row.subject,
-            details=row.details, prev_hash=row.prev_hash,
+            seq=seq,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            subject=row.subject,
+            details=row.details,
+            prev_hash=row.prev_hash,
         )
         if actual != row.hash:
             raise AuditChainBrokenError(

@@ -11,8 +11,9 @@ from headrace.cli.output import print_json, print_table
 
 __all__ = ["app", "rollback"]
 
-app = typer.Typer(help="Move and inspect aliases (champion, challenger, shadow, …).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Move and inspect aliases (champion, challenger, shadow, …).", no_args_is_help=True
+)
 
 
 @app.command("set")
@@ -45,8 +46,10 @@ def history(
     print_table(
         f"{name} alias history",
         ["at", "alias", "kind", "from", "to", "actor", "reason"],
-        [(e.at[:19], e.alias, e.kind, e.from_version, e.to_version, e.actor, e.reason)
-         for e in events],
+        [
+            (e.at[:19], e.alias, e.kind, e.from_version, e.to_version, e.actor, e.reason)
+            for e in events
+        ],
     )
 
 

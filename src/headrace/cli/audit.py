@@ -29,7 +29,9 @@ def log(
     subject: Annotated[
         str | None, typer.Argument(help="Only records about this release name or ref.")
     ] = None,
-    action: Annotated[str | None, typer.Option(help="Only this action (register, alias.set…).")] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (register, alias.set…).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List audit records, oldest first."""

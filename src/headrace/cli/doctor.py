@@ -27,8 +27,10 @@ def doctor(ctx: typer.Context) -> None:
         ) as registry:
             count = registry.check()
             chain = registry.verify_audit()
-        typer.echo(f"ok    registry  {redact_url(registry_url)} ({count} releases, "
-                   f"audit chain of {chain} records intact)")
+        typer.echo(
+            f"ok    registry  {redact_url(registry_url)} ({count} releases, "
+            f"audit chain of {chain} records intact)"
+        )
     except HeadraceError as exc:
         failures += 1
         typer.echo(f"FAIL  registry  {redact_url(registry_url)}: {exc}", err=True)

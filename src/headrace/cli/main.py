@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from headrace import __version__
@@ -70,22 +69,16 @@ def root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: domain errors become ``error: …`` and exit 1; usage errors exit 2."""
+    """Entry point: domain errors become ``error: …`` and exit 1; usage errors exit 2.
+
+    Typer's standalone mode prints usage errors and exits 2 by itself; only headrace's
+    own errors get past it, and they are one line on stderr, never a traceback.
+    """
     from headrace.errors import HeadraceError
 
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="headrace", standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.stderr.write("Aborted.\n")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        command.main(args=argv, prog_name="headrace")
     except HeadraceError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.stderr.write("Interrupted.\n")
-        sys.exit(130)
-    sys.exit(result if isinstance(result, int) else 0)

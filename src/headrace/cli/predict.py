@@ -15,7 +15,11 @@ __all__ = ["default_output", "predict"]
 
 def default_output(input_path: Path) -> Path:
     """``data.csv`` -> ``data.predictions.csv`` beside the input."""
-    suffix = input_path.suffix if input_path.suffix.lower() in (".csv", ".parquet", ".jsonl") else ".jsonl"
+    suffix = (
+        input_path.suffix
+        if input_path.suffix.lower() in (".csv", ".parquet", ".jsonl")
+        else ".jsonl"
+    )
     return input_path.with_name(f"{input_path.stem}.predictions{suffix}")
 
 
@@ -65,16 +69,25 @@ def predict(
             progress.update(task, completed=done, total=total)
 
         summary = score_file(
-            service, input_path=input_path, output_path=output, rejects_path=rejects,
+            service,
+            input_path=input_path,
+            output_path=output,
+            rejects_path=rejects,
             progress=advance,
         )
     if as_json:
-        print_json({
-            "release": service.release, "digest": service.release_digest,
-            "rows": summary.rows, "predicted": summary.predicted, "rejected": summary.rejected,
-            "seconds": summary.seconds, "output": str(output),
-            "rejects": str(rejects) if summary.rejected else None,
-        })
+        print_json(
+            {
+                "release": service.release,
+                "digest": service.release_digest,
+                "rows": summary.rows,
+                "predicted": summary.predicted,
+                "rejected": summary.rejected,
+                "seconds": summary.seconds,
+                "output": str(output),
+                "rejects": str(rejects) if summary.rejected else None,
+            }
+        )
         return
     rate = summary.rows / summary.seconds if summary.seconds > 0 else float("inf")
     typer.echo(

@@ -64,8 +64,11 @@ def register(
     elif flavor not in FLAVORS:
         raise ConfigError(f"Unknown flavor '{flavor}': use one of {', '.join(FLAVORS)}.")
     for label, option in (
-        ("--schema", schema), ("--features", features), ("--data", data),
-        ("--metrics", metrics), ("--config", config),
+        ("--schema", schema),
+        ("--features", features),
+        ("--data", data),
+        ("--metrics", metrics),
+        ("--config", config),
     ):
         if option is not None and not option.is_file():
             raise ConfigError(f"{label} file '{option}' does not exist or is not a file.")

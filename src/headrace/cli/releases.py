@@ -24,7 +24,7 @@ def list_releases(
 ) -> None:
     """List releases with their versions, digests and aliases."""
     with open_registry(ctx) as registry:
-        rows = registry.list(name)
+        rows = registry.list_releases(name)
     if as_json:
         print_json(rows)
         return
@@ -32,8 +32,14 @@ def list_releases(
         "releases",
         ["release", "flavor", "aliases", "digest", "created", "by"],
         [
-            (f"{r.name}:{r.version}", r.flavor, ", ".join(r.aliases), r.digest[:16],
-             r.created_at[:19], r.created_by)
+            (
+                f"{r.name}:{r.version}",
+                r.flavor,
+                ", ".join(r.aliases),
+                r.digest[:16],
+                r.created_at[:19],
+                r.created_by,
+            )
             for r in rows
         ],
     )
@@ -53,24 +59,28 @@ def show(
         history = registry.alias_history(release.name)
         current = registry.aliases(release.name)
     manifest = release.manifest
+    pointing = sorted(a for a, v in current.items() if v == manifest.version)
     if as_json:
-        print_json({
-            "release": manifest.ref,
-            "digest": release.digest,
-            "aliases": sorted(a for a, v in current.items() if v == manifest.version),
-            "manifest": msgspec.to_builtins(manifest),
-            "alias_history": history,
-        })
+        print_json(
+            {
+                "release": manifest.ref,
+                "digest": release.digest,
+                "aliases": pointing,
+                "manifest": msgspec.to_builtins(manifest),
+                "alias_history": history,
+            }
+        )
         return
     lines = [
         f"release      {manifest.ref}",
         f"digest       {release.digest}",
-        f"aliases      {', '.join(sorted(a for a, v in current.items() if v == manifest.version)) or '-'}",
+        f"aliases      {', '.join(pointing) or '-'}",
         f"flavor       {manifest.model.flavor} (entry {manifest.model.entry})",
         f"created      {manifest.created_at} by {manifest.created_by}",
         f"parent       {manifest.parent or '-'}",
         f"code         {manifest.code_version or '-'}",
-        "files        " + ", ".join(f"{f.path} ({f.size} B, {f.sha256[:12]})" for f in manifest.all_files()),
+        "files        "
+        + ", ".join(f"{f.path} ({f.size} B, {f.sha256[:12]})" for f in manifest.all_files()),
         "schema       " + ", ".join(f"{f.name}:{f.type}" for f in manifest.schema.fields),
     ]
     if manifest.data is not None:
@@ -80,7 +90,9 @@ def show(
         )
     if manifest.metrics:
         lines.append("metrics      " + ", ".join(f"{k}={v:g}" for k, v in manifest.metrics.items()))
-    config = {k: v for k, v in msgspec.to_builtins(manifest.config).items() if v not in (None, {}, [])}
+    config = {
+        k: v for k, v in msgspec.to_builtins(manifest.config).items() if v not in (None, {}, [])
+    }
     if config:
         lines.append(f"config       {config}")
     typer.echo("\n".join(lines))
@@ -103,8 +115,12 @@ def diff(
         return
     typer.echo(f"{result.a} -> {result.b}")
     parts = {
-        "model": result.model, "schema": result.schema, "features": result.features,
-        "config": result.config, "data": result.data, "metrics": result.metrics,
+        "model": result.model,
+        "schema": result.schema,
+        "features": result.features,
+        "config": result.config,
+        "data": result.data,
+        "metrics": result.metrics,
         "lineage": result.lineage,
     }
     for part, changes in parts.items():

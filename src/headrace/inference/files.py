@@ -115,7 +115,7 @@ class BatchSummary(msgspec.Struct, frozen=True, kw_only=True):
 
     Parameters
     ----------
-    rows_read
+    rows
         Data rows read from the input (``predicted + rejected``).
     predicted
         Rows written to the output.
@@ -131,7 +131,7 @@ class BatchSummary(msgspec.Struct, frozen=True, kw_only=True):
         The first few rejections, to show without opening the rejects file.
     """
 
-    rows_read: int
+    rows: int
     predicted: int
     rejected: int
     seconds: float
@@ -143,7 +143,7 @@ class BatchSummary(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def rows_per_second(self) -> float:
         """Throughput over the whole run."""
-        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
 # -- input ------------------------------------------------------------------------------
@@ -219,17 +219,18 @@ def iter_input_chunks(
 # -- CSV --------------------------------------------------------------------------------
 
 
-def _csv_header(path: Path) -> tuple[list[str], int]:
-    """The header's column names and the number of physical lines it spans."""
+def _csv_header(path: Path) -> list[str]:
+    """The column names on the header line."""
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        # errors="replace": only the header is decoded here (bad bytes further on are
+        # pyarrow's to report, with their position)
+        with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
-            lines = reader.line_num
-    except UnicodeDecodeError:
-        raise InputFileError(f"CSV file '{path}' is not UTF-8 text: re-save it as UTF-8") from None
     except csv.Error as exc:
         raise InputFileError(f"CSV file '{path}' has a malformed header: {exc}") from None
+    if header and any("\ufffd" in name for name in header):
+        raise InputFileError(f"CSV file '{path}' is not UTF-8 text: re-save it as UTF-8")
     if not header or not any(name.strip() for name in header):
         raise InputFileError(
             f"CSV file '{path}' has no header line: the first line must name the columns"
@@ -242,50 +243,47 @@ def _csv_header(path: Path) -> tuple[list[str], int]:
                 "distinct name"
             )
         seen.add(name)
-    return header, lines
+    return header
 
 
 @dataclass(slots=True)
 class _BadCsvRow:
-    line: int  # physical line where the row starts, 1-based
-    span: int  # physical lines it covers
+    row: int  # 0-based data row
     reason: str
 
 
 class _CsvRowNumbers:
     """Gives data row numbers to the rows pyarrow parsed and to those it skipped.
 
-    pyarrow reports a skipped (malformed) row by its physical line number; good rows come
-    without one. Walking the physical lines in order (a good row spans one line plus the
-    newlines inside its quoted values) places both kinds on the same data-row count.
+    pyarrow reports a skipped (malformed) row by its 1-based record number, the header
+    being record 1 (a record, not a physical line: quoted newlines do not count); good rows
+    come without a number. Good rows fill, in order, the row numbers the skipped ones
+    leave free.
     """
 
-    def __init__(self, first_line: int) -> None:
-        self.next_line = first_line
+    def __init__(self) -> None:
         self.next_row = 0
         self.pending: list[_BadCsvRow] = []
 
     def place(
-        self, spans: npt.NDArray[np.int64], *, final: bool = False
+        self, m: int, *, final: bool = False
     ) -> tuple[npt.NDArray[np.int64], list[Rejection]]:
-        """Number the next ``len(spans)`` good rows and the bad rows among them."""
-        self.pending.sort(key=lambda bad: bad.line)
-        m = len(spans)
-        starts = self.next_line + np.cumsum(spans) - spans
-        end_line = int(starts[-1] + spans[-1]) if m else self.next_line
+        """Number the next `m` good rows and the skipped rows among them."""
+        self.pending.sort(key=lambda bad: bad.row)
+        # the row each good row would have if no skipped row came in between
+        slots = self.next_row + np.arange(m, dtype=np.int64)
+        end = self.next_row + m
         before = np.zeros(m + 1, dtype=np.int64)
         rejections: list[Rejection] = []
-        while self.pending and (final or self.pending[0].line < end_line):
+        while self.pending and (final or self.pending[0].row < end):
             bad = self.pending.pop(0)
-            k = int(np.searchsorted(starts, bad.line)) if m else 0
-            starts[k:] += bad.span
-            end_line += bad.span
+            k = int(np.searchsorted(slots, bad.row))  # good rows before it
+            slots[k:] += 1
+            end += 1
             before[k] += 1
-            row = self.next_row + k + len(rejections)
-            rejections.append(Rejection(row=row, field=None, reason=bad.reason, stage="decode"))
+            rejections.append(Rejection(row=bad.row, field=None, reason=bad.reason, stage="decode"))
         rows = self.next_row + np.arange(m, dtype=np.int64) + np.cumsum(before)[:m]
-        self.next_row += m + len(rejections)
-        self.next_line = end_line
+        self.next_row = end
         return rows, rejections
 
 
@@ -293,20 +291,18 @@ def _iter_csv(
     path: Path, *, chunk_rows: int, columns: Sequence[str] | None
 ) -> Iterator[InputChunk]:
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    header, header_lines = _csv_header(path)
+    header = _csv_header(path)
     wanted = header if columns is None else [n for n in header if n in set(columns)]
-    numbers = _CsvRowNumbers(first_line=header_lines + 1)
+    numbers = _CsvRowNumbers()
 
     def on_invalid_row(row: Any) -> str:
         if row.number is None:  # cannot place it: stop rather than misnumber rows
             return "error"
         numbers.pending.append(
             _BadCsvRow(
-                line=int(row.number),
-                span=1 + str(row.text).count("\n"),
+                row=int(row.number) - 2,
                 reason=f"Expected {row.expected_columns} columns, got {row.actual_columns}",
             )
         )
@@ -325,7 +321,9 @@ def _iter_csv(
                 invalid_row_handler=on_invalid_row, ignore_empty_lines=False
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header}, strings_can_be_null=False
+                column_types={name: pa.string() for name in header},
+                include_columns=wanted or header[:1],
+                strings_can_be_null=False,
             ),
         )
     except (pa.ArrowInvalid, OSError) as exc:
@@ -339,15 +337,11 @@ def _iter_csv(
             break
         except (pa.ArrowInvalid, OSError) as exc:
             raise fail(exc, numbers.next_row) from None
-        spans = np.ones(batch.num_rows, dtype=np.int64)
-        for column in batch.columns:  # quoted values may hold newlines
-            if pc.sum(pc.count_substring(column, "\n")).as_py():
-                spans += pc.count_substring(column, "\n").to_numpy(zero_copy_only=False)
-        rows, rejections = numbers.place(spans)
+        rows, rejections = numbers.place(batch.num_rows)
         cols = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in wanted}
         yield from buffer.add(cols, rows, rejections)
-    _, rejections = numbers.place(np.zeros(0, dtype=np.int64), final=True)
-    yield from buffer.add({name: np.empty(0, dtype=object) for name in wanted}, None, rejections)
+    _, rejections = numbers.place(0, final=True)
+    yield from buffer.add({}, None, rejections)
     yield from buffer.flush()
 
 
@@ -793,7 +787,7 @@ def score_file(
     Returns
     -------
     BatchSummary
-        The counts and timing; ``predicted + rejected == rows_read``.
+        The counts and timing; ``predicted + rejected == rows``.
 
     Raises
     ------
@@ -901,7 +895,7 @@ def score_file(
     if progress is not None:
         progress(read, read)
     return BatchSummary(
-        rows_read=read,
+        rows=read,
         predicted=predicted,
         rejected=rejected,
         seconds=time.perf_counter() - started,

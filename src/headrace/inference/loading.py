@@ -82,11 +82,11 @@ def verify_draft(draft: ReleaseDraft) -> int:
         return 0
     import pyarrow.parquet as pq
 
+    from headrace.inference.files import columns_from_arrow
+
     sample_path = draft.sources[draft.profile.sample.sha256]
     table = pq.read_table(sample_path)
-    columns = {
-        name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
-    }
+    columns = columns_from_arrow(table)
     try:
         result = service.infer(columns, n_rows=table.num_rows)
     except HeadraceError as exc:

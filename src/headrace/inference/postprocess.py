@@ -63,6 +63,7 @@ def _positions(predictions: Array, classes: Array) -> npt.NDArray[np.intp]:
         idx = np.zeros(len(predictions), dtype=np.intp)
     if not ok.all():
         bad = predictions[np.flatnonzero(~ok)[0]]
+        bad = bad.item() if isinstance(bad, np.generic) else bad
         raise ModelError(
             f"Model predicted {bad!r}, which is not one of its classes "
             f"{_show_classes(classes)}: its predictions and class list disagree; check the "

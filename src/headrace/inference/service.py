@@ -208,6 +208,16 @@ class InferenceService:
 
         A record that is not a mapping (a JSON array, string, number) is rejected at stage
         ``decode``; the others are scored as by `infer`.
+
+        Parameters
+        ----------
+        records
+            The decoded events, one per row; absent keys are missing fields, None is null.
+
+        Returns
+        -------
+        InferenceResult
+            Rows are indices into `records`.
         """
         bad = [i for i, record in enumerate(records) if not isinstance(record, Mapping)]
         if not bad:

@@ -284,11 +284,10 @@ class _Kinds:
 
     def __init__(self, data: npt.NDArray[np.object_]) -> None:
         self.data = data
-        types = set(map(type, data))
-        self.groups: dict[str, list[type]] = {}
-        for t in types:
-            self.groups.setdefault(_kind_of(t), []).append(t)
-        self._types: npt.NDArray[np.object_] | None = None
+        self.kind_of: dict[type, str] = {t: _kind_of(t) for t in set(map(type, data))}
+        self.groups = set(self.kind_of.values())
+        self._codes: npt.NDArray[np.int8] | None = None
+        self._numbers: dict[str, int] = {}
 
     def mask(self, *kinds: str) -> npt.NDArray[np.bool_] | None:
         """Rows holding a value of one of `kinds`, or None when there is none."""
@@ -298,13 +297,13 @@ class _Kinds:
         n = len(self.data)
         if len(present) == len(self.groups):
             return np.ones(n, dtype=np.bool_)
-        if self._types is None:
-            self._types = np.fromiter(map(type, self.data), dtype=object, count=n)
-        mask = np.zeros(n, dtype=np.bool_)
-        for kind in present:
-            for t in self.groups[kind]:
-                mask |= self._types == t
-        return mask
+        if self._codes is None:  # one pass: every row's kind as a small int
+            self._numbers = {kind: i for i, kind in enumerate(sorted(self.groups))}
+            code_of = {t: self._numbers[kind] for t, kind in self.kind_of.items()}
+            self._codes = np.fromiter(
+                (code_of[t] for t in map(type, self.data)), dtype=np.int8, count=n
+            )
+        return np.isin(self._codes, [self._numbers[k] for k in present])
 
 
 def _check_objects(c: _Check, data: npt.NDArray[np.object_], *, coerce: bool) -> None:

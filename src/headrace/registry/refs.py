@@ -29,7 +29,11 @@ class ReleaseRef:
     alias: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.name}:{self.version}" if self.version is not None else f"{self.name}@{self.alias}"
+        return (
+            f"{self.name}:{self.version}"
+            if self.version is not None
+            else f"{self.name}@{self.alias}"
+        )
 
 
 def parse_ref(text: str) -> ReleaseRef:

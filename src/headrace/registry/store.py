@@ -139,9 +139,7 @@ class Registry:
         self.url = url
         self.actor = actor
         self.cache_dir = cache_dir
-        self.artifacts = (
-            open_artifact_store(artifacts) if isinstance(artifacts, str) else artifacts
-        )
+        self.artifacts = open_artifact_store(artifacts) if isinstance(artifacts, str) else artifacts
         self._engine = _create_engine(url)
         self._postgres = self._engine.dialect.name == "postgresql"
         self._migrated = False
@@ -161,12 +159,15 @@ class Registry:
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
-            with self._engine.begin() as conn:
-                if write and self._postgres:
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-                if not self._migrated:
+            if not self._migrated:
+                # Its own transaction: a failing first operation must not roll it back.
+                with self._engine.begin() as conn:
+                    self._lock(conn)
                     migrate(conn, now=_now(), where=redact_url(self.url))
-                    self._migrated = True
+                self._migrated = True
+            with self._engine.begin() as conn:
+                if write:
+                    self._lock(conn)
                 yield conn
         except OperationalError as exc:
             if exc.connection_invalidated or _is_connect_error(exc):
@@ -182,6 +183,11 @@ class Registry:
             raise RegistryError(
                 f"Registry '{redact_url(self.url)}' failed: {_first_line(exc.orig)}"
             ) from exc
+
+    def _lock(self, conn: Connection) -> None:
+        """Serialise writers (SQLite already did with BEGIN IMMEDIATE)."""
+        if self._postgres:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
     def check(self) -> int:
         """Connect, migrate if needed, and return the number of releases (for doctor)."""
@@ -213,9 +219,7 @@ class Registry:
             _check_alias(alias)
         for digest, source in draft.sources.items():
             if file_sha256(source) != digest:
-                raise ReleaseError(
-                    f"File '{source}' changed after it was hashed; register again."
-                )
+                raise ReleaseError(f"File '{source}' changed after it was hashed; register again.")
             self.artifacts.put_file(source, digest)
         with self._transaction(write=True) as conn:
             parent_release = self._resolve_parent(conn, draft.name, parent)
@@ -259,9 +263,7 @@ class Registry:
                 self._move_alias(conn, draft.name, alias, version, kind="set", reason=reason)
         return Release(manifest=manifest, digest=digest)
 
-    def _resolve_parent(
-        self, conn: Connection, name: str, parent: str | None
-    ) -> Release | None:
+    def _resolve_parent(self, conn: Connection, name: str, parent: str | None) -> Release | None:
         if parent is not None:
             return self._get(conn, parse_ref(parent))
         current = conn.execute(
@@ -320,12 +322,16 @@ class Registry:
     def _names(conn: Connection) -> set[str]:
         return {str(n) for n in conn.execute(select(releases.c.name).distinct()).scalars()}
 
-    def list(self, name: str | None = None) -> list[ReleaseSummary]:
+    def list_releases(self, name: str | None = None) -> list[ReleaseSummary]:
         """Releases (of one name, or all) in name and version order, with their aliases."""
         with self._transaction(write=False) as conn:
             query = select(
-                releases.c.name, releases.c.version, releases.c.digest, releases.c.flavor,
-                releases.c.created_at, releases.c.created_by,
+                releases.c.name,
+                releases.c.version,
+                releases.c.digest,
+                releases.c.flavor,
+                releases.c.created_at,
+                releases.c.created_by,
             ).order_by(releases.c.name, releases.c.version)
             alias_query = select(aliases.c.name, aliases.c.alias, aliases.c.version)
             if name is not None:
@@ -336,8 +342,12 @@ class Registry:
                 by_release.setdefault((row.name, row.version), []).append(row.alias)
             return [
                 ReleaseSummary(
-                    name=row.name, version=row.version, digest=row.digest, flavor=row.flavor,
-                    created_at=row.created_at, created_by=row.created_by,
+                    name=row.name,
+                    version=row.version,
+                    digest=row.digest,
+                    flavor=row.flavor,
+                    created_at=row.created_at,
+                    created_by=row.created_by,
                     aliases=tuple(sorted(by_release.get((row.name, row.version), []))),
                 )
                 for row in conn.execute(query)
@@ -365,8 +375,13 @@ class Registry:
             query = query.where(alias_events.c.alias == alias)
         return [
             AliasEvent(
-                name=row.name, alias=row.alias, from_version=row.from_version,
-                to_version=row.to_version, kind=row.kind, actor=row.actor, at=row.at,
+                name=row.name,
+                alias=row.alias,
+                from_version=row.from_version,
+                to_version=row.to_version,
+                kind=row.kind,
+                actor=row.actor,
+                at=row.at,
                 reason=row.reason,
             )
             for row in conn.execute(query.order_by(alias_events.c.id))
@@ -405,7 +420,8 @@ class Registry:
             self._get(conn, ReleaseRef(name, version=to))
             if current == to:
                 raise RegistryError(
-                    f"'{name}@{DEFAULT_ALIAS}' already points at version {to}; nothing to roll back."
+                    f"'{name}@{DEFAULT_ALIAS}' already points at version {to}; "
+                    "nothing to roll back."
                 )
             return self._move_alias(
                 conn, name, DEFAULT_ALIAS, to, kind="rollback", reason=reason or "rollback"
@@ -431,13 +447,25 @@ class Registry:
                 .values(version=version, updated_at=now, updated_by=self.actor)
             )
         moved = AliasEvent(
-            name=name, alias=alias, from_version=current, to_version=version, kind=kind,
-            actor=self.actor, at=now, reason=reason,
+            name=name,
+            alias=alias,
+            from_version=current,
+            to_version=version,
+            kind=kind,
+            actor=self.actor,
+            at=now,
+            reason=reason,
         )
         conn.execute(
             alias_events.insert().values(
-                name=name, alias=alias, from_version=current, to_version=version, kind=kind,
-                actor=self.actor, at=now, reason=reason,
+                name=name,
+                alias=alias,
+                from_version=current,
+                to_version=version,
+                kind=kind,
+                actor=self.actor,
+                at=now,
+                reason=reason,
             )
         )
         append_record(
@@ -465,7 +493,9 @@ class Registry:
             actual = file_sha256(target)
             if actual != entry.sha256:
                 raise ArtifactIntegrityError(
-                    path=entry.path, expected=entry.sha256, actual=actual,
+                    path=entry.path,
+                    expected=entry.sha256,
+                    actual=actual,
                     where=f"release {release.ref} (store '{self.artifacts.url}', copy {target})",
                 )
         return root
@@ -479,7 +509,9 @@ class Registry:
             actual = file_sha256(Path(tmp))
             if actual != entry.sha256:
                 raise ArtifactIntegrityError(
-                    path=entry.path, expected=entry.sha256, actual=actual,
+                    path=entry.path,
+                    expected=entry.sha256,
+                    actual=actual,
                     where=f"artifact store '{self.artifacts.url}'",
                 )
             os.replace(tmp, target)
@@ -538,7 +570,7 @@ def _is_connect_error(exc: OperationalError) -> bool:
 
 def _create_engine(url: str) -> Engine:
     """An engine for the registry URL, configured for safe concurrent writers."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
         parsed = make_url(url)
@@ -558,9 +590,7 @@ def _create_engine(url: str) -> Engine:
         return engine
     if backend == "postgresql":
         try:
-            return create_engine(
-                parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5}
-            )
+            return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
         except (ModuleNotFoundError, NoSuchModuleError) as exc:
             raise DependencyMissingError("psycopg", "postgres", "a PostgreSQL registry") from exc
     raise ConfigError(

@@ -96,8 +96,9 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 def migrate(conn: Connection, *, now: str, where: str) -> int:
     """Bring the schema up to `SCHEMA_VERSION`; return the version found before."""
     schema_version.create(conn, checkfirst=True)
-    current = conn.execute(select(schema_version.c.version).order_by(
-        schema_version.c.version.desc()).limit(1)).scalar()
+    current = conn.execute(
+        select(schema_version.c.version).order_by(schema_version.c.version.desc()).limit(1)
+    ).scalar()
     found = int(current or 0)
     if found > SCHEMA_VERSION:
         raise RegistryError(
@@ -109,5 +110,3 @@ def migrate(conn: Connection, *, now: str, where: str) -> int:
             step(conn)
             conn.execute(schema_version.insert().values(version=version, applied_at=now))
     return found
-
-

@@ -75,11 +75,19 @@ def detect_code_version(start: Path | None = None) -> str | None:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH, no shell
-            cwd=cwd, capture_output=True, text=True, timeout=5, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
-            cwd=cwd, capture_output=True, text=True, timeout=5, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -236,7 +244,7 @@ def build_draft(
     if schema_path is not None:
         schema = load_schema(schema_path)
     elif table is not None:
-        inferred = schema_from_arrow(table.schema)
+        inferred = schema_from_arrow(table)
         wanted = set(features.inputs) if features.inputs else None
         keep = [f for f in inferred.fields if wanted is None or f.name in wanted]
         schema = Schema(fields=keep)

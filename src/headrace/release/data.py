@@ -82,8 +82,11 @@ def _canonical_type(arrow_type: Any) -> str:
     return "string"
 
 
-def _column_bytes(column: Any, kind: str) -> bytes:
-    """One chunk of one column in canonical binary form (null mask, then values)."""
+def _column_parts(column: Any, kind: str) -> tuple[bytes, ...]:
+    """One chunk of one column in canonical binary form: (null mask, values[, text]).
+
+    Each part is hashed as its own stream, so how the column is chunked cannot matter.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -101,8 +104,8 @@ def _column_bytes(column: Any, kind: str) -> bytes:
         text = pc.cast(column, pa.large_string()).fill_null("")
         strings = text.to_pylist()
         lengths = np.fromiter((len(s) for s in strings), dtype="<i8", count=len(strings))
-        return nulls.tobytes() + lengths.tobytes() + "".join(strings).encode("utf-8")
-    return nulls.tobytes() + values.tobytes()
+        return nulls.tobytes(), lengths.tobytes(), "".join(strings).encode("utf-8")
+    return nulls.tobytes(), values.tobytes()
 
 
 def fingerprint_table(table: Any, *, source: str) -> DataFingerprint:
@@ -114,10 +117,12 @@ def fingerprint_table(table: Any, *, source: str) -> DataFingerprint:
     for info in columns:
         digest.update(f"{info.name}\x00{info.type}\x00".encode())
     for info, chunked in zip(columns, table.columns, strict=True):
-        column_digest = hashlib.sha256()
+        streams = [hashlib.sha256() for _ in range(3 if info.type in ("string", "category") else 2)]
         for chunk in chunked.chunks:
-            column_digest.update(_column_bytes(chunk, info.type))
-        digest.update(column_digest.digest())
+            for stream, part in zip(streams, _column_parts(chunk, info.type), strict=True):
+                stream.update(part)
+        for stream in streams:
+            digest.update(stream.digest())
     return DataFingerprint(
         sha256=digest.hexdigest(), rows=table.num_rows, columns=columns, source=source
     )
@@ -127,7 +132,8 @@ def _numeric_profile(values: Any, count: int) -> ColumnProfile:
     import pyarrow as pa
 
     as_float = np.asarray(
-        values.cast(pa.float64()).fill_null(np.nan) if values.type != pa.float64()
+        values.cast(pa.float64()).fill_null(np.nan)
+        if values.type != pa.float64()
         else values.fill_null(np.nan),
         dtype=np.float64,
     )
@@ -155,8 +161,10 @@ def _categorical_profile(values: Any, count: int) -> ColumnProfile:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    text = pc.cast(values, pa.large_string()) if not pa.types.is_dictionary(values.type) else (
-        pc.cast(values.dictionary_decode(), pa.large_string())
+    text = (
+        pc.cast(values, pa.large_string())
+        if not pa.types.is_dictionary(values.type)
+        else (pc.cast(values.dictionary_decode(), pa.large_string()))
     )
     nulls = int(text.null_count)
     counted = pc.value_counts(text.drop_null()).to_pylist()

@@ -100,16 +100,13 @@ def diff_manifests(a: Manifest, b: Manifest) -> ReleaseDiff:
             delta = right - left if left is not None and right is not None else None
             metrics[key] = [left, right, delta]
 
-    lineage = {
-        key: value
-        for key, value in {
-            "parent": [a.parent, b.parent],
-            "code_version": [a.code_version, b.code_version],
-            "created_by": [a.created_by, b.created_by],
-            "created_at": [a.created_at, b.created_at],
-        }.items()
-        if value[0] != value[1]
+    pairs: dict[str, list[str | None]] = {
+        "parent": [a.parent, b.parent],
+        "code_version": [a.code_version, b.code_version],
+        "created_by": [a.created_by, b.created_by],
+        "created_at": [a.created_at, b.created_at],
     }
+    lineage = {key: value for key, value in pairs.items() if value[0] != value[1]}
     return ReleaseDiff(
         a=a.ref,
         b=b.ref,

@@ -23,8 +23,9 @@ def conn() -> Iterator[Connection]:
 
 def test_records_link_to_their_predecessor(conn: Connection) -> None:
     first = append_record(conn, actor="a", action="register", subject="m:1", details={"x": 1})
-    second = append_record(conn, actor="a", action="alias.set", subject="m@champion",
-                           details={"to": 1})
+    second = append_record(
+        conn, actor="a", action="alias.set", subject="m@champion", details={"to": 1}
+    )
     assert first.prev_hash == GENESIS_HASH and second.prev_hash == first.hash
     assert verify_chain(conn) == 2
     assert [r.seq for r in iter_records(conn, subject="m")] == [1, 2]
@@ -41,7 +42,7 @@ def test_details_order_does_not_change_the_hash(conn: Connection) -> None:
 def test_altered_details_are_found(conn: Connection) -> None:
     for i in range(3):
         append_record(conn, actor="a", action="register", subject=f"m:{i}", details={"i": i})
-    conn.execute(text("UPDATE headrace_audit_log SET details = '{\"i\":9}' WHERE seq = 3"))
+    conn.execute(text("UPDATE headrace_audit_log SET details = :d WHERE seq = 3"), {"d": '{"i":9}'})
     with pytest.raises(AuditChainBrokenError, match=r"#3 \(register m:2\).*altered"):
         verify_chain(conn)
 
@@ -53,9 +54,17 @@ def test_recomputed_hash_still_breaks_the_next_link(conn: Connection) -> None:
     for i in range(3):
         append_record(conn, actor="a", action="register", subject=f"m:{i}", details={"i": i})
     row = conn.execute(text("SELECT * FROM headrace_audit_log WHERE seq = 2")).one()
-    forged = record_hash(seq=2, at=row.at, actor="mallory", action=row.action,
-                         subject=row.subject, details=row.details, prev_hash=row.prev_hash)
-    conn.execute(text("UPDATE headrace_audit_log SET actor='mallory', hash=:h WHERE seq=2"),
-                 {"h": forged})
+    forged = record_hash(
+        seq=2,
+        at=row.at,
+        actor="mallory",
+        action=row.action,
+        subject=row.subject,
+        details=row.details,
+        prev_hash=row.prev_hash,
+    )
+    conn.execute(
+        text("UPDATE headrace_audit_log SET actor='mallory', hash=:h WHERE seq=2"), {"h": forged}
+    )
     with pytest.raises(AuditChainBrokenError, match=r"#3.*does not follow record #2"):
         verify_chain(conn)

@@ -20,12 +20,14 @@ from headrace.release.data import (
 
 
 def _table(rng: np.random.Generator, rows: int = 500) -> pa.Table:
-    return pa.table({
-        "amount": rng.gamma(2.0, 30.0, rows),
-        "count": rng.integers(0, 50, rows),
-        "merchant": rng.choice(["grocery", "travel", "games"], rows),
-        "flag": rng.random(rows) > 0.5,
-    })
+    return pa.table(
+        {
+            "amount": rng.gamma(2.0, 30.0, rows),
+            "count": rng.integers(0, 50, rows),
+            "merchant": rng.choice(["grocery", "travel", "games"], rows),
+            "flag": rng.random(rows) > 0.5,
+        }
+    )
 
 
 def test_fingerprint_depends_on_values_not_on_file_format(
@@ -40,29 +42,35 @@ def test_fingerprint_depends_on_values_not_on_file_format(
     assert from_parquet.sha256 == from_csv.sha256 == in_memory.sha256
     assert from_parquet.rows == 500
     assert [(c.name, c.type) for c in from_parquet.columns] == [
-        ("amount", "float"), ("count", "int"), ("merchant", "string"), ("flag", "bool"),
+        ("amount", "float"),
+        ("count", "int"),
+        ("merchant", "string"),
+        ("flag", "bool"),
     ]
 
 
 @pytest.mark.parametrize("column", ["amount", "count", "merchant", "flag"])
-def test_fingerprint_changes_with_any_single_value(
-    rng: np.random.Generator, column: str
-) -> None:
+def test_fingerprint_changes_with_any_single_value(rng: np.random.Generator, column: str) -> None:
     table = _table(rng)
     values = table.column(column).to_pylist()
     values[-1] = {"amount": 1.5, "count": 999, "merchant": "other", "flag": not values[-1]}[column]
     changed = table.set_column(
-        table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type)
+        table.schema.get_field_index(column),
+        column,
+        pa.array(values, table.schema.field(column).type),
     )
-    assert fingerprint_table(table, source="a").sha256 != fingerprint_table(changed, source="b").sha256
+    assert (
+        fingerprint_table(table, source="a").sha256 != fingerprint_table(changed, source="b").sha256
+    )
 
 
 def test_fingerprint_tells_null_from_zero() -> None:
     with_null = pa.table({"x": pa.array([1.0, None])})
     with_zero = pa.table({"x": pa.array([1.0, 0.0])})
-    assert fingerprint_table(with_null, source="a").sha256 != fingerprint_table(
-        with_zero, source="b"
-    ).sha256
+    assert (
+        fingerprint_table(with_null, source="a").sha256
+        != fingerprint_table(with_zero, source="b").sha256
+    )
 
 
 def test_profile_has_quantiles_histograms_and_frequencies(rng: np.random.Generator) -> None:

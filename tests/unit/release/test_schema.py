@@ -79,7 +79,12 @@ def test_bare_list_and_json(tmp_path: Path) -> None:
 
 
 def test_unknown_type_names_file_path_and_fix(tmp_path: Path) -> None:
-    text = "fields:\n  - {name: a, type: float}\n  - {name: b, type: int}\n  - {name: c, type: flaot}\n"
+    text = (
+        "fields:\n"
+        "  - {name: a, type: float}\n"
+        "  - {name: b, type: int}\n"
+        "  - {name: c, type: flaot}\n"
+    )
     message = schema_error(tmp_path, text)
     assert message.startswith("unknown type 'flaot' at $.fields[2].type in ")
     assert "schema.yaml" in message
@@ -114,7 +119,9 @@ def test_wrong_value_type_suggests_quoting_for_yaml_booleans(tmp_path: Path) -> 
 
 
 def test_duplicate_field_name(tmp_path: Path) -> None:
-    text = "fields:\n  - {name: a, type: float}\n  - {name: b, type: int}\n  - {name: a, type: int}\n"
+    text = (
+        "fields:\n  - {name: a, type: float}\n  - {name: b, type: int}\n  - {name: a, type: int}\n"
+    )
     message = schema_error(tmp_path, text)
     assert message.startswith("duplicate field name 'a' at $.fields[2].name in ")
     assert message.endswith("field names must be unique; rename or remove one")

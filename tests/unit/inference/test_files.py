@@ -1,0 +1,370 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from headrace.errors import ConfigError, InputFileError
+from headrace.inference.files import (
+    OutputWriter,
+    columns_from_arrow,
+    iter_input_chunks,
+    score_file,
+)
+from headrace.inference.service import InferenceService
+from headrace.release.config import ReleaseConfig
+from headrace.release.schema import Field, Schema
+from headrace.runtimes.base import ModelOutput
+from headrace.types import Matrix
+
+SCHEMA = Schema(
+    fields=[
+        Field(name="amount", type="float", min=0),
+        Field(name="age", type="int", nullable=True),
+        Field(name="merchant", type="category", values=["grocery", "travel"]),
+    ]
+)
+
+
+class Classifier:
+    flavor = "sklearn"
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(3)
+        x = rng.uniform(0, 100, size=(100, 3))
+        x[:, 2] = rng.integers(0, 2, size=100)
+        self.estimator = LogisticRegression().fit(x, (x[:, 0] > 50).astype(int))
+
+    def predict(self, matrix: Matrix) -> ModelOutput:
+        matrix = np.nan_to_num(np.asarray(matrix, dtype=float))
+        if (matrix[:, 0] == 666).any():
+            raise RuntimeError("cursed amount")
+        return ModelOutput(
+            self.estimator.predict(matrix),
+            self.estimator.predict_proba(matrix),
+            self.estimator.classes_,
+        )
+
+
+@pytest.fixture(scope="module")
+def service() -> InferenceService:
+    return InferenceService(
+        Classifier(),
+        schema=SCHEMA,
+        inputs=SCHEMA.names,
+        config=ReleaseConfig(labels=["small", "large"]),
+        release="fraud:3",
+        release_digest="sha256:feed",
+    )
+
+
+def good_rows(n: int) -> list[dict[str, Any]]:
+    return [
+        {"amount": float(i % 100), "age": 20 + i % 50, "merchant": ("grocery", "travel")[i % 2]}
+        for i in range(n)
+    ]
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    if path.suffix == ".csv":
+        options = pacsv.ConvertOptions(strings_can_be_null=True)
+        return pacsv.read_csv(path, convert_options=options).to_pylist()  # type: ignore[no-any-return]
+    return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
+
+
+# -- round trips -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("out_ext", [".jsonl", ".csv", ".parquet"])
+def test_csv_round_trip(tmp_path: Path, service: InferenceService, out_ext: str) -> None:
+    lines = ["amount,age,merchant,extra"]
+    lines += [f"{r['amount']},{r['age']},{r['merchant']},x" for r in good_rows(40)]
+    # lines[0] is the header, so lines[k] is data row k - 1
+    lines[4] = "abc,30,travel,x"  # row 3: unparsable
+    lines[5] = "1,2"  # row 4: too few values
+    lines[6] = "5,30,boat,x"  # row 5: not a category
+    lines[7] = "666,30,travel,x"  # row 6: the model raises
+    lines[8] = ",30,travel,x"  # row 7: null amount
+    lines[9] = "1,2,grocery,x,y"  # row 8: too many values
+    lines[10] = "7,,grocery,x"  # row 9: a null age is fine
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join(lines) + "\n")
+    out, rejects = tmp_path / f"out{out_ext}", tmp_path / f"rejects{out_ext}"
+    calls: list[tuple[int, int | None]] = []
+    summary = score_file(
+        service,
+        input_path=source,
+        output_path=out,
+        rejects_path=rejects,
+        progress=lambda done, total: calls.append((done, total)),
+        chunk_rows=16,
+    )
+    assert summary.rows == 40
+    assert summary.predicted == 34 and summary.rejected == 6
+    assert summary.predicted + summary.rejected == summary.rows
+    assert summary.rejected_by_stage == {"decode": 2, "validate": 3, "predict": 1}
+    predictions = read_rows(out)
+    assert [p["row"] for p in predictions] == [i for i in range(40) if i not in {3, 4, 5, 6, 7, 8}]
+    assert list(predictions[0]) == ["row", "prediction", "score", "release", "release_digest"]
+    assert {p["prediction"] for p in predictions} <= {"small", "large"}
+    assert all(0 <= p["score"] <= 1 for p in predictions)
+    assert {(p["release"], p["release_digest"]) for p in predictions} == {
+        ("fraud:3", "sha256:feed")
+    }
+    rejected = read_rows(rejects)
+    assert [(r["row"], r["stage"], r["field"]) for r in rejected] == [
+        (3, "validate", "amount"),
+        (4, "decode", None),
+        (5, "validate", "merchant"),
+        (6, "predict", None),
+        (7, "validate", "amount"),
+        (8, "decode", None),
+    ]
+    assert rejected[1]["reason"] == "Expected 4 columns, got 2"
+    assert rejected[3]["reason"] == "Model raised RuntimeError: cursed amount"
+    assert calls[-1] == (40, 40) and len(calls) >= 3
+    assert all(total is None or total >= done for done, total in calls)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_parquet_round_trip(tmp_path: Path, service: InferenceService) -> None:
+    rows = good_rows(30)
+    amount: list[Any] = [r["amount"] for r in rows]
+    age: list[Any] = [r["age"] for r in rows]
+    amount[2], amount[4], age[6] = None, -1.0, None
+    table = pa.table(
+        {
+            "amount": pa.array(amount, pa.float64()),
+            "age": pa.array(age, pa.int64()),
+            "merchant": pa.array([r["merchant"] for r in rows]).dictionary_encode(),
+            "ignored": pa.array([[1]] * 30),
+        }
+    )
+    source = tmp_path / "in.parquet"
+    pq.write_table(table, source, row_group_size=7)
+    out, rejects = tmp_path / "out.jsonl", tmp_path / "rejects.csv"
+    totals: list[int | None] = []
+    summary = score_file(
+        service,
+        input_path=source,
+        output_path=out,
+        rejects_path=rejects,
+        progress=lambda done, total: totals.append(total),
+        chunk_rows=8,
+    )
+    assert (summary.rows, summary.predicted, summary.rejected) == (30, 28, 2)
+    assert set(totals) == {30}
+    rejected = read_rows(rejects)
+    assert [(r["row"], r["reason"]) for r in rejected] == [
+        (2, "Expected `float`, got `null` - at `$.amount`"),
+        (4, "Value -1.0 below minimum 0.0 - at `$.amount`"),
+    ]
+    predictions = read_rows(out)
+    assert 6 in [p["row"] for p in predictions]  # a null int in a nullable field
+
+
+def test_jsonl_round_trip(tmp_path: Path, service: InferenceService) -> None:
+    lines = [json.dumps(r) for r in good_rows(10)]
+    lines[1] = "{not json"
+    lines[2] = "[1, 2]"
+    lines[3] = ""  # blank: skipped, not a row
+    lines[4] = json.dumps({"amount": "12", "age": 3, "merchant": "travel"})
+    lines[5] = json.dumps({"age": 3, "merchant": "travel"})
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n\n")
+    out, rejects = tmp_path / "out.parquet", tmp_path / "rejects.jsonl"
+    summary = score_file(service, input_path=source, output_path=out, rejects_path=rejects)
+    assert (summary.rows, summary.predicted, summary.rejected) == (9, 5, 4)
+    assert [p["row"] for p in read_rows(out)] == [0, 6, 7, 8, 9]
+    rejected = read_rows(rejects)
+    assert [(r["row"], r["stage"]) for r in rejected] == [
+        (1, "decode"),
+        (2, "decode"),
+        (4, "validate"),
+        (5, "validate"),
+    ]
+    assert rejected[0]["reason"].startswith("Invalid JSON: ")
+    assert rejected[1]["reason"] == "Expected `object`, got `array` - at `$`"
+    assert rejected[3]["reason"] == "Missing required field `amount`"
+    assert summary.first_rejections[0].row == 1
+
+
+def test_json_array_file(tmp_path: Path, service: InferenceService) -> None:
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps([*good_rows(3), "oops"]))
+    summary = score_file(service, input_path=source, output_path=tmp_path / "o.jsonl")
+    assert (summary.rows, summary.predicted, summary.rejected) == (4, 3, 1)
+    assert summary.rejects_path is None and summary.first_rejections[0].row == 3
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"a": 1},\n {"a": }]')
+    with pytest.raises(InputFileError, match=r"Invalid JSON in '.*broken\.json' at line 2"):
+        list(iter_input_chunks(broken))
+
+
+# -- CSV row numbering -----------------------------------------------------------------
+
+
+def test_csv_row_numbers_survive_quoted_newlines_and_bad_rows(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text('a,b\n1,"x\ny"\n2\n3,z\n\n4,"p\nq\nr"\n5,6,7\n8,w\n9,"m\nn",3\n10,v\n')
+    chunks = list(iter_input_chunks(source, chunk_rows=2))
+    rows: list[int] = []
+    bad: list[int] = []
+    values: list[str] = []
+    for chunk in chunks:
+        assert chunk.coerce_strings and chunk.n_rows <= 2
+        rows += chunk.file_rows(np.arange(chunk.n_rows)).tolist()
+        bad += [r.row for r in chunk.rejections]
+        values += chunk.columns["a"].tolist()
+    # data rows: 0 '1', 1 bad, 2 '3', 3 blank line, 4 '4', 5 bad, 6 '8', 7 bad, 8 '10'
+    assert rows == [0, 2, 3, 4, 6, 8] and bad == [1, 5, 7]
+    assert values == ["1", "3", "", "4", "8", "10"]
+
+
+def test_csv_many_bad_rows_across_blocks(tmp_path: Path) -> None:
+    lines = ["a,b"] + [("1,2" if i % 97 else "1") for i in range(20_000)]
+    source = tmp_path / "big.csv"
+    source.write_text("\n".join(lines) + "\n")
+    good: list[int] = []
+    bad: list[int] = []
+    for chunk in iter_input_chunks(source, chunk_rows=5000):
+        good += chunk.file_rows(np.arange(chunk.n_rows)).tolist()
+        bad += [r.row for r in chunk.rejections]
+    assert bad == [i for i in range(20_000) if i % 97 == 0]
+    assert sorted(good + bad) == list(range(20_000))
+    assert good == sorted(good)
+
+
+# -- input errors ----------------------------------------------------------------------
+
+
+def test_input_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(
+        InputFileError, match=r"unknown extension '\.txt'; use one of \.csv, \.parquet"
+    ):
+        list(iter_input_chunks(tmp_path / "x.txt"))
+    with pytest.raises(InputFileError, match=r"Input file '.*nope\.csv' not found: check the path"):
+        list(iter_input_chunks(tmp_path / "nope.csv"))
+    folder = tmp_path / "dir.csv"
+    folder.mkdir()
+    with pytest.raises(InputFileError, match="is a directory"):
+        list(iter_input_chunks(folder))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(InputFileError, match="is empty: there is nothing to score"):
+        list(iter_input_chunks(empty))
+    fake = tmp_path / "fake.parquet"
+    fake.write_text("not parquet")
+    with pytest.raises(InputFileError, match=r"'.*fake\.parquet' is not a readable Parquet file"):
+        list(iter_input_chunks(fake))
+    duplicate = tmp_path / "dup.csv"
+    duplicate.write_text("a,b,a\n1,2,3\n")
+    with pytest.raises(InputFileError, match="names column 'a' twice"):
+        list(iter_input_chunks(duplicate))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"a,b\n1,\xe9\n")
+    with pytest.raises(InputFileError, match=r"Cannot read CSV file '.*latin\.csv' after 0 rows"):
+        list(iter_input_chunks(latin))
+    latin_header = tmp_path / "latin_header.csv"
+    latin_header.write_bytes(b"\xe9,b\n1,2\n")
+    with pytest.raises(InputFileError, match="is not UTF-8 text"):
+        list(iter_input_chunks(latin_header))
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n\n")
+    with pytest.raises(InputFileError, match="has no header line"):
+        list(iter_input_chunks(blank))
+
+
+def test_missing_required_column_is_a_file_error(tmp_path: Path, service: InferenceService) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("amount,merchant\n1,travel\n")
+    with pytest.raises(InputFileError, match=r"has no column 'age', required by the schema"):
+        score_file(service, input_path=source, output_path=tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_output_path_errors(tmp_path: Path, service: InferenceService) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("amount,age,merchant\n1,2,travel\n")
+    with pytest.raises(ConfigError, match=r"Cannot write predictions to '.*out\.txt': unknown"):
+        score_file(service, input_path=source, output_path=tmp_path / "out.txt")
+    with pytest.raises(ConfigError, match="is the input file"):
+        score_file(service, input_path=source, output_path=source)
+    with pytest.raises(ConfigError, match="both go to"):
+        score_file(
+            service,
+            input_path=source,
+            output_path=tmp_path / "o.csv",
+            rejects_path=tmp_path / "o.csv",
+        )
+
+
+def test_header_only_and_all_rejected(tmp_path: Path, service: InferenceService) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("amount,age,merchant\n")
+    out = tmp_path / "out.parquet"
+    summary = score_file(
+        service, input_path=source, output_path=out, rejects_path=tmp_path / "r.csv"
+    )
+    assert summary.rows == 0
+    assert pq.read_table(out).column_names == ["row", "prediction", "release", "release_digest"]
+    assert (tmp_path / "r.csv").read_text().strip() == '"row","stage","field","reason"'
+    bad = tmp_path / "bad.csv"
+    bad.write_text("amount,age,merchant\nx,1,travel\n")
+    summary = score_file(service, input_path=bad, output_path=tmp_path / "o.jsonl")
+    assert (summary.predicted, summary.rejected) == (0, 1)
+    assert (tmp_path / "o.jsonl").read_text() == ""
+
+
+# -- writers and arrow columns ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".csv", ".parquet"])
+def test_output_writer_streams_chunks(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"w{ext}"
+    with OutputWriter(path, columns=["row", "field"]) as writer:
+        writer.write({"row": np.array([0, 1]), "field": np.array([None, None], dtype=object)})
+        assert not path.exists()
+        writer.write({"row": np.array([5]), "field": np.array(["x"], dtype=object)})
+    assert read_rows(path) == [
+        {"row": 0, "field": None},
+        {"row": 1, "field": None},
+        {"row": 5, "field": "x"},
+    ]
+
+
+def test_output_writer_abort_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "w.parquet"
+    with pytest.raises(RuntimeError), OutputWriter(path, columns=["row"]) as writer:
+        writer.write({"row": np.array([1])})
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_columns_from_arrow_keeps_nulls_apart_from_nan() -> None:
+    table = pa.table(
+        {
+            "f": pa.array([1.0, None, float("nan")]),
+            "i": pa.array([1, None, 3]),
+            "b": pa.array([True, None, False]),
+            "s": pa.array(["a", None, "c"]),
+            "d": pa.array(["x", "y", None]).dictionary_encode(),
+        }
+    )
+    columns = columns_from_arrow(table)
+    assert isinstance(columns["f"], np.ma.MaskedArray)
+    assert np.ma.getmaskarray(columns["f"]).tolist() == [False, True, False]
+    assert columns["i"].dtype == np.int64 and np.ma.getmaskarray(columns["i"])[1]
+    assert columns["b"].dtype == np.bool_
+    assert columns["s"].tolist() == ["a", None, "c"]
+    assert columns["d"].tolist() == ["x", "y", None]
+    assert list(columns_from_arrow(table, names=["s", "zzz"])) == ["s"]
