@@ -20,7 +20,12 @@
     ├── ModelError                   a loaded model raised while predicting
     ├── AuditError                   the audit chain cannot be read or written
     │   └── AuditChainBrokenError        verification found an altered/removed/reordered record
-    └── InputFileError               a file to score cannot be read
+    ├── InputFileError               a file to score cannot be read
+    ├── PipelineSpecError            a pipeline YAML is malformed (names the file and key)
+    └── StreamError                  a source or sink failed
+        ├── StreamUnavailableError       the broker cannot be reached
+        ├── SourceError                  consuming or committing failed
+        └── SinkError                    a record was not acknowledged
 
 Messages say what happened, the offending value, where, and how to fix it. Domain errors
 know nothing of HTTP or exit codes; the transports map them.
@@ -41,12 +46,17 @@ __all__ = [
     "InputFileError",
     "ModelError",
     "ModelLoadError",
+    "PipelineSpecError",
     "RegistryError",
     "RegistryIntegrityError",
     "RegistryUnavailableError",
     "ReleaseError",
     "ReleaseNotFoundError",
     "SchemaError",
+    "SinkError",
+    "SourceError",
+    "StreamError",
+    "StreamUnavailableError",
     "ValidationError",
 ]
 
@@ -149,3 +159,23 @@ class AuditChainBrokenError(AuditError):
 
 class InputFileError(HeadraceError):
     """A file to score cannot be read or has the wrong format."""
+
+
+class PipelineSpecError(ConfigError):
+    """A pipeline spec is malformed; the message names the file and the key."""
+
+
+class StreamError(HeadraceError):
+    """A source or sink failed; messages carry ``topic[partition]@offset`` where known."""
+
+
+class StreamUnavailableError(StreamError):
+    """The broker or server behind a source or sink cannot be reached."""
+
+
+class SourceError(StreamError):
+    """Consuming or committing failed."""
+
+
+class SinkError(StreamError):
+    """A record was not acknowledged by its sink (so its source offset is not committed)."""
