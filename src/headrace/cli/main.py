@@ -18,6 +18,7 @@ from headrace.cli import doctor as doctor_cli
 from headrace.cli import predict as predict_cli
 from headrace.cli import register as register_cli
 from headrace.cli import releases as releases_cli
+from headrace.cli import run as run_cli
 from headrace.cli.context import CliState
 
 __all__ = ["app", "main"]
@@ -36,6 +37,8 @@ app.command("register")(register_cli.register)
 app.command("predict")(predict_cli.predict)
 app.command("rollback")(alias_cli.rollback)
 app.command("doctor")(doctor_cli.doctor)
+app.command("run")(run_cli.run)
+app.command("replay")(run_cli.replay)
 
 
 def _version(value: bool) -> None:

@@ -5,22 +5,21 @@ Every transport (stream worker, HTTP server, batch ``headrace predict``) calls t
 the valid rows out as the model's input (`model_matrix`), calls the model (retrying once
 and isolating the rows that make it raise), and post-processes the output into a
 prediction and a score per row (`postprocess`). Every row that gets no prediction gets a
-`Rejection` saying why, at which stage. `score_file` and its readers and writers run the
-same core over CSV, Parquet and JSON-lines files.
+`Rejection` saying why, at which stage. `load_service` builds the service for a release
+in the registry, and `verify_draft` scores a draft's training sample before it is
+registered. `score_file` runs the same core over CSV, Parquet and JSON-lines files, read
+by `iter_input_chunks` and written by `OutputWriter`.
 """
 
 from __future__ import annotations
 
-from headrace.inference.files import (
-    BatchSummary,
-    InputChunk,
-    OutputWriter,
-    columns_from_arrow,
-    iter_input_chunks,
-    score_file,
-)
+from headrace.inference.arrow import columns_from_arrow
+from headrace.inference.chunk import InputChunk
+from headrace.inference.files import BatchSummary, score_file
+from headrace.inference.loading import load_service, service_for_release, verify_draft
 from headrace.inference.matrix import model_matrix
 from headrace.inference.postprocess import Outputs, postprocess
+from headrace.inference.readers import iter_input_chunks
 from headrace.inference.service import InferenceResult, InferenceService
 from headrace.inference.validate import (
     MISSING,
@@ -29,6 +28,7 @@ from headrace.inference.validate import (
     records_to_columns,
     validate,
 )
+from headrace.inference.writers import OutputWriter
 
 __all__ = [
     "MISSING",
@@ -42,9 +42,12 @@ __all__ = [
     "ValidatedBatch",
     "columns_from_arrow",
     "iter_input_chunks",
+    "load_service",
     "model_matrix",
     "postprocess",
     "records_to_columns",
     "score_file",
+    "service_for_release",
     "validate",
+    "verify_draft",
 ]

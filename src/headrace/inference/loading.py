@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from headrace.errors import HeadraceError, ReleaseError
+from headrace.inference.arrow import columns_from_arrow
 from headrace.inference.service import InferenceService
 from headrace.registry.refs import ReleaseRef
 from headrace.registry.store import Registry, Release
@@ -81,8 +82,6 @@ def verify_draft(draft: ReleaseDraft) -> int:
     if draft.profile is None or draft.profile.sample is None:
         return 0
     import pyarrow.parquet as pq
-
-    from headrace.inference.files import columns_from_arrow
 
     sample_path = draft.sources[draft.profile.sample.sha256]
     table = pq.read_table(sample_path)

@@ -1,8 +1,9 @@
 """The registry: release names, versions, aliases, lineage, artifacts and audit.
 
 `Registry` stores manifests in SQLite (default) or PostgreSQL and files in an
-`ArtifactStore` (a local directory by default, or S3). Every mutation appends to the
-audit chain in the same transaction; every load checks each file's sha256.
+`ArtifactStore` (a `LocalArtifactStore` directory by default, or an `S3ArtifactStore`
+bucket). Every mutation appends to the audit chain in the same transaction; every load
+checks each file's sha256.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from headrace.registry.artifacts import (
     blob_key,
     open_artifact_store,
 )
-from headrace.registry.refs import DEFAULT_ALIAS, ReleaseRef, parse_ref
+from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
+from headrace.registry.s3 import ENDPOINT_ENV, S3ArtifactStore
 from headrace.registry.store import AliasEvent, Registry, Release, ReleaseSummary, redact_url
 
 __all__ = [
+    "ALIAS_PATTERN",
     "DEFAULT_ALIAS",
+    "ENDPOINT_ENV",
     "AliasEvent",
     "ArtifactStore",
     "LocalArtifactStore",
@@ -25,6 +29,7 @@ __all__ = [
     "Release",
     "ReleaseRef",
     "ReleaseSummary",
+    "S3ArtifactStore",
     "blob_key",
     "open_artifact_store",
     "parse_ref",

@@ -9,6 +9,7 @@ registry assigns its version and records the `Manifest`, whose digest names it.
 from __future__ import annotations
 
 from headrace.release.bundle import (
+    NAME_PATTERN,
     ReleaseDraft,
     build_draft,
     detect_code_version,
@@ -23,7 +24,15 @@ from headrace.release.config import (
     config_from_builtins,
     load_config,
 )
-from headrace.release.data import fingerprint_table, profile_table, read_training_data
+from headrace.release.data import (
+    PROFILE_BINS,
+    SAMPLE_ROWS,
+    TOP_CATEGORIES,
+    fingerprint_table,
+    profile_table,
+    read_training_data,
+    write_sample,
+)
 from headrace.release.diff import ReleaseDiff, diff_manifests, model_digest
 from headrace.release.features import (
     FeatureSpec,
@@ -32,6 +41,7 @@ from headrace.release.features import (
     model_inputs,
 )
 from headrace.release.manifest import (
+    MANIFEST_FORMAT,
     ColumnInfo,
     ColumnProfile,
     DataFingerprint,
@@ -56,7 +66,12 @@ from headrace.release.schema import (
 
 __all__ = [
     "FIELD_TYPES",
+    "MANIFEST_FORMAT",
+    "NAME_PATTERN",
+    "PROFILE_BINS",
+    "SAMPLE_ROWS",
     "TASKS",
+    "TOP_CATEGORIES",
     "ColumnInfo",
     "ColumnProfile",
     "DataFingerprint",
@@ -94,4 +109,5 @@ __all__ = [
     "schema_from_builtins",
     "schema_to_builtins",
     "validate_name",
+    "write_sample",
 ]

@@ -15,8 +15,8 @@ from headrace.runtimes.loader import FLAVORS, detect_flavor, load_model
 from headrace.runtimes.testing import ConstantModel, FailingModel
 
 __all__ = [
-    "ConstantModel",
     "FLAVORS",
+    "ConstantModel",
     "FailingModel",
     "LoadedModel",
     "ModelOutput",

@@ -1,3 +1,5 @@
+"""`score_file`: every row read ends up predicted or rejected, with its file row number."""
+
 from __future__ import annotations
 
 import json
@@ -6,23 +8,19 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 from headrace.errors import ConfigError, InputFileError
-from headrace.inference.files import (
-    OutputWriter,
-    columns_from_arrow,
-    iter_input_chunks,
-    score_file,
-)
+from headrace.inference.files import score_file
+from headrace.inference.readers import iter_input_chunks
 from headrace.inference.service import InferenceService
 from headrace.release.config import ReleaseConfig
 from headrace.release.schema import Field, Schema
 from headrace.runtimes.base import ModelOutput
 from headrace.types import Matrix
+from support.tables import read_rows
 
 SCHEMA = Schema(
     fields=[
@@ -70,15 +68,6 @@ def good_rows(n: int) -> list[dict[str, Any]]:
         {"amount": float(i % 100), "age": 20 + i % 50, "merchant": ("grocery", "travel")[i % 2]}
         for i in range(n)
     ]
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines()]
-    if path.suffix == ".csv":
-        options = pacsv.ConvertOptions(strings_can_be_null=True)
-        return pacsv.read_csv(path, convert_options=options).to_pylist()  # type: ignore[no-any-return]
-    return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
 
 
 # -- round trips -----------------------------------------------------------------------
@@ -210,80 +199,6 @@ def test_json_array_file(tmp_path: Path, service: InferenceService) -> None:
         list(iter_input_chunks(broken))
 
 
-# -- CSV row numbering -----------------------------------------------------------------
-
-
-def test_csv_row_numbers_survive_quoted_newlines_and_bad_rows(tmp_path: Path) -> None:
-    source = tmp_path / "in.csv"
-    source.write_text('a,b\n1,"x\ny"\n2\n3,z\n\n4,"p\nq\nr"\n5,6,7\n8,w\n9,"m\nn",3\n10,v\n')
-    chunks = list(iter_input_chunks(source, chunk_rows=2))
-    rows: list[int] = []
-    bad: list[int] = []
-    values: list[str] = []
-    for chunk in chunks:
-        assert chunk.coerce_strings and chunk.n_rows <= 2
-        rows += chunk.file_rows(np.arange(chunk.n_rows)).tolist()
-        bad += [r.row for r in chunk.rejections]
-        values += chunk.columns["a"].tolist()
-    # data rows: 0 '1', 1 bad, 2 '3', 3 blank line, 4 '4', 5 bad, 6 '8', 7 bad, 8 '10'
-    assert rows == [0, 2, 3, 4, 6, 8] and bad == [1, 5, 7]
-    assert values == ["1", "3", "", "4", "8", "10"]
-
-
-def test_csv_many_bad_rows_across_blocks(tmp_path: Path) -> None:
-    lines = ["a,b"] + [("1,2" if i % 97 else "1") for i in range(20_000)]
-    source = tmp_path / "big.csv"
-    source.write_text("\n".join(lines) + "\n")
-    good: list[int] = []
-    bad: list[int] = []
-    for chunk in iter_input_chunks(source, chunk_rows=5000):
-        good += chunk.file_rows(np.arange(chunk.n_rows)).tolist()
-        bad += [r.row for r in chunk.rejections]
-    assert bad == [i for i in range(20_000) if i % 97 == 0]
-    assert sorted(good + bad) == list(range(20_000))
-    assert good == sorted(good)
-
-
-# -- input errors ----------------------------------------------------------------------
-
-
-def test_input_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(
-        InputFileError, match=r"unknown extension '\.txt'; use one of \.csv, \.parquet"
-    ):
-        list(iter_input_chunks(tmp_path / "x.txt"))
-    with pytest.raises(InputFileError, match=r"Input file '.*nope\.csv' not found: check the path"):
-        list(iter_input_chunks(tmp_path / "nope.csv"))
-    folder = tmp_path / "dir.csv"
-    folder.mkdir()
-    with pytest.raises(InputFileError, match="is a directory"):
-        list(iter_input_chunks(folder))
-    empty = tmp_path / "empty.jsonl"
-    empty.write_bytes(b"")
-    with pytest.raises(InputFileError, match="is empty: there is nothing to score"):
-        list(iter_input_chunks(empty))
-    fake = tmp_path / "fake.parquet"
-    fake.write_text("not parquet")
-    with pytest.raises(InputFileError, match=r"'.*fake\.parquet' is not a readable Parquet file"):
-        list(iter_input_chunks(fake))
-    duplicate = tmp_path / "dup.csv"
-    duplicate.write_text("a,b,a\n1,2,3\n")
-    with pytest.raises(InputFileError, match="names column 'a' twice"):
-        list(iter_input_chunks(duplicate))
-    latin = tmp_path / "latin.csv"
-    latin.write_bytes(b"a,b\n1,\xe9\n")
-    with pytest.raises(InputFileError, match=r"Cannot read CSV file '.*latin\.csv' after 0 rows"):
-        list(iter_input_chunks(latin))
-    latin_header = tmp_path / "latin_header.csv"
-    latin_header.write_bytes(b"\xe9,b\n1,2\n")
-    with pytest.raises(InputFileError, match="is not UTF-8 text"):
-        list(iter_input_chunks(latin_header))
-    blank = tmp_path / "blank.csv"
-    blank.write_text("\n\n")
-    with pytest.raises(InputFileError, match="has no header line"):
-        list(iter_input_chunks(blank))
-
-
 def test_missing_required_column_is_a_file_error(tmp_path: Path, service: InferenceService) -> None:
     source = tmp_path / "in.csv"
     source.write_text("amount,merchant\n1,travel\n")
@@ -323,48 +238,3 @@ def test_header_only_and_all_rejected(tmp_path: Path, service: InferenceService)
     summary = score_file(service, input_path=bad, output_path=tmp_path / "o.jsonl")
     assert (summary.predicted, summary.rejected) == (0, 1)
     assert (tmp_path / "o.jsonl").read_text() == ""
-
-
-# -- writers and arrow columns ---------------------------------------------------------
-
-
-@pytest.mark.parametrize("ext", [".jsonl", ".csv", ".parquet"])
-def test_output_writer_streams_chunks(tmp_path: Path, ext: str) -> None:
-    path = tmp_path / f"w{ext}"
-    with OutputWriter(path, columns=["row", "field"]) as writer:
-        writer.write({"row": np.array([0, 1]), "field": np.array([None, None], dtype=object)})
-        assert not path.exists()
-        writer.write({"row": np.array([5]), "field": np.array(["x"], dtype=object)})
-    assert read_rows(path) == [
-        {"row": 0, "field": None},
-        {"row": 1, "field": None},
-        {"row": 5, "field": "x"},
-    ]
-
-
-def test_output_writer_abort_leaves_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "w.parquet"
-    with pytest.raises(RuntimeError), OutputWriter(path, columns=["row"]) as writer:
-        writer.write({"row": np.array([1])})
-        raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_columns_from_arrow_keeps_nulls_apart_from_nan() -> None:
-    table = pa.table(
-        {
-            "f": pa.array([1.0, None, float("nan")]),
-            "i": pa.array([1, None, 3]),
-            "b": pa.array([True, None, False]),
-            "s": pa.array(["a", None, "c"]),
-            "d": pa.array(["x", "y", None]).dictionary_encode(),
-        }
-    )
-    columns = columns_from_arrow(table)
-    assert isinstance(columns["f"], np.ma.MaskedArray)
-    assert np.ma.getmaskarray(columns["f"]).tolist() == [False, True, False]
-    assert columns["i"].dtype == np.int64 and np.ma.getmaskarray(columns["i"])[1]
-    assert columns["b"].dtype == np.bool_
-    assert columns["s"].tolist() == ["a", None, "c"]
-    assert columns["d"].tolist() == ["x", "y", None]
-    assert list(columns_from_arrow(table, names=["s", "zzz"])) == ["s"]

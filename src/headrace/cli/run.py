@@ -1,0 +1,126 @@
+"""``headrace run`` and ``headrace replay``: a stream worker in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from headrace.cli.context import open_registry, settings_from
+from headrace.cli.output import print_json
+
+if TYPE_CHECKING:
+    from headrace.pipeline.stats import WorkerStats
+
+__all__ = ["parse_start", "replay", "run"]
+
+PipelineArg = Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")]
+
+
+def parse_start(text: str) -> int | datetime:
+    """``--from``: a non-negative offset, or an ISO-8601 time (UTC when no zone is given)."""
+    from headrace.errors import ConfigError
+
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"--from '{text}' is neither an offset nor an ISO-8601 time: use e.g. 1200 or "
+            "2026-11-22T08:00:00Z."
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _print_stats(name: str) -> Any:
+    tty = sys.stderr.isatty()
+
+    def show(stats: WorkerStats) -> None:
+        p50, p99 = stats.batch_latency_ms.percentiles(50, 99)
+        line = (
+            f"[{name}] {stats.events:,} events ({stats.throughput():,.0f}/s), "
+            f"{stats.outputs:,} outputs, {stats.dead_letters:,} dead letters, "
+            f"{stats.deduplicated:,} repeats dropped, batch p50 {p50:.1f} ms p99 {p99:.1f} ms"
+        )
+        sys.stderr.write(("\r" + line + "\x1b[K") if tty else line + "\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _work(
+    ctx: typer.Context, pipeline: Path, *, start: Any, until_end: bool, as_json: bool
+) -> None:
+    from headrace.pipeline.build import build_worker
+    from headrace.pipeline.spec import load_pipeline_spec
+
+    spec = load_pipeline_spec(pipeline)
+    settings = settings_from(ctx)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if stop.is_set():  # a second signal: stop waiting for the drain
+            raise KeyboardInterrupt
+        sys.stderr.write(
+            f"\n[{spec.name}] {signal.Signals(signum).name}: draining and "
+            "committing, then exiting\n"
+        )
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with open_registry(ctx) as registry:
+            worker = build_worker(
+                spec,
+                registry=registry,
+                home=settings.home,
+                start=start,
+                on_stats=_print_stats(spec.name),
+            )
+        stats = worker.run(stop=stop, until_exhausted=until_end)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = stats.summary()
+    if as_json:
+        print_json({"pipeline": spec.name, "release": worker.service.release, **summary})
+        return
+    sys.stderr.write("\n" if sys.stderr.isatty() else "")
+    typer.echo(
+        f"[{spec.name}] stopped: {stats.events:,} events, {stats.outputs:,} outputs, "
+        f"{stats.dead_letters:,} dead letters, {stats.deduplicated:,} repeats dropped "
+        f"in {stats.elapsed_s:.1f}s ({stats.throughput():,.0f} events/s)"
+    )
+
+
+def run(
+    ctx: typer.Context,
+    pipeline: PipelineArg,
+    until_end: Annotated[
+        bool, typer.Option("--until-end", help="Stop when the source has no more events.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final stats as JSON.")] = False,
+) -> None:
+    """Run a stream worker; SIGTERM/SIGINT drain, commit and exit 0."""
+    _work(ctx, pipeline, start=None, until_end=until_end, as_json=as_json)
+
+
+def replay(
+    ctx: typer.Context,
+    pipeline: PipelineArg,
+    start: Annotated[
+        str, typer.Option("--from", help="Offset (e.g. 1200) or ISO-8601 time to replay from.")
+    ],
+    until_end: Annotated[
+        bool, typer.Option("--until-end", help="Stop when the source has no more events.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final stats as JSON.")] = False,
+) -> None:
+    """Re-process a stream from an offset or a time (Kafka offsets-for-times; file lines)."""
+    _work(ctx, pipeline, start=parse_start(start), until_end=until_end, as_json=as_json)

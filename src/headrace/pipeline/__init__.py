@@ -1,0 +1,56 @@
+"""The stream engine: a worker that turns a live event stream into predictions.
+
+source -> decode -> validate -> dedupe -> predict -> postprocess -> sinks, one
+micro-batch at a time, committing source offsets only after every sink acknowledged the
+batch (at-least-once), with idempotency keys on every output and a dead letter, with its
+reason, for every bad event.
+"""
+
+from __future__ import annotations
+
+from headrace.pipeline.build import build_worker, default_dead_letter_url
+from headrace.pipeline.dedupe import DedupeStore, MemoryDedupe, RedisDedupe, open_dedupe
+from headrace.pipeline.records import (
+    IDEMPOTENCY_HEADER,
+    RELEASE_HEADER,
+    STAGE_HEADER,
+    dead_letter_record,
+    idempotency_key,
+    output_records,
+)
+from headrace.pipeline.spec import (
+    BatchSpec,
+    DedupeSpec,
+    EndpointSpec,
+    LimitsSpec,
+    PipelineSpec,
+    load_pipeline_spec,
+    pipeline_spec_from_dict,
+)
+from headrace.pipeline.stats import LatencyReservoir, WorkerStats
+from headrace.pipeline.worker import Worker
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "RELEASE_HEADER",
+    "STAGE_HEADER",
+    "BatchSpec",
+    "DedupeSpec",
+    "DedupeStore",
+    "EndpointSpec",
+    "LatencyReservoir",
+    "LimitsSpec",
+    "MemoryDedupe",
+    "PipelineSpec",
+    "RedisDedupe",
+    "Worker",
+    "WorkerStats",
+    "build_worker",
+    "dead_letter_record",
+    "default_dead_letter_url",
+    "idempotency_key",
+    "load_pipeline_spec",
+    "open_dedupe",
+    "output_records",
+    "pipeline_spec_from_dict",
+]

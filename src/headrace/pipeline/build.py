@@ -1,0 +1,75 @@
+"""From a spec to a running worker: the release, the source, the sinks, the dedupe store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from headrace.inference.loading import load_service
+from headrace.pipeline.dedupe import open_dedupe
+from headrace.pipeline.spec import PipelineSpec
+from headrace.pipeline.stats import WorkerStats
+from headrace.pipeline.worker import Worker
+from headrace.registry.store import Registry
+from headrace.streams.urls import open_sink, open_source
+
+__all__ = ["build_worker", "default_dead_letter_url"]
+
+
+def default_dead_letter_url(spec: PipelineSpec, *, home: Path) -> str:
+    """Where dead letters go when the spec names no sink: a JSONL file, never nowhere."""
+    return f"file://{(home / 'dead-letters' / f'{spec.name}.jsonl').absolute()}"
+
+
+def build_worker(
+    spec: PipelineSpec,
+    *,
+    registry: Registry,
+    home: Path,
+    start: Any = None,
+    on_stats: Callable[[WorkerStats], None] | None = None,
+) -> Worker:
+    """Load the release and connect everything the spec names (not opened yet).
+
+    Parameters
+    ----------
+    start
+        Replay position for the source (an offset or a datetime), passed as its
+        ``start`` option; None resumes from the group's committed position.
+    """
+    service = load_service(registry, spec.model)
+    options = dict(spec.source.options)
+    if start is not None:
+        options["start"] = start
+    source = open_source(
+        spec.source.url, topic=spec.source.topic, group=spec.group, options=options
+    )
+    outputs = [open_sink(o.url, topic=o.topic, options=dict(o.options)) for o in spec.outputs]
+    if spec.dead_letter is not None:
+        dead_letter = open_sink(
+            spec.dead_letter.url,
+            topic=spec.dead_letter.topic,
+            options=dict(spec.dead_letter.options),
+        )
+    else:
+        dead_letter = open_sink(default_dead_letter_url(spec, home=home), topic="", options={})
+    dedupe = (
+        open_dedupe(
+            spec.dedupe.url,
+            namespace=spec.name,
+            ttl_s=spec.dedupe.ttl_s,
+            max_keys=spec.dedupe.max_keys,
+        )
+        if spec.dedupe.enabled
+        else None
+    )
+    return Worker(
+        spec,
+        service=service,
+        source=source,
+        outputs=outputs,
+        dead_letter=dead_letter,
+        dedupe=dedupe,
+        on_stats=on_stats,
+    )

@@ -1,0 +1,191 @@
+"""The pipeline spec: one YAML file (or Python object) describing a stream worker.
+
+```yaml
+name: fraud-scoring
+model: fraud@champion
+source: {url: "kafka://127.0.0.1:9092", topic: transactions, group: fraud-scoring}
+outputs: [{url: "kafka://127.0.0.1:9092", topic: fraud-scores}]
+dead_letter: {url: "kafka://127.0.0.1:9092", topic: transactions.dlq}
+id_field: event_id
+batch: {max_size: 512, max_wait_ms: 5}
+```
+
+``${VAR}`` and ``${VAR:-default}`` in values are replaced from the environment, so one
+file serves every environment. Errors name the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from headrace.errors import PipelineSpecError
+
+__all__ = [
+    "BatchSpec",
+    "DedupeSpec",
+    "EndpointSpec",
+    "LimitsSpec",
+    "PipelineSpec",
+    "load_pipeline_spec",
+    "pipeline_spec_from_dict",
+]
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class EndpointSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A source or sink: its URL, topic (stream, subject, file), group and client options."""
+
+    url: str
+    topic: str = ""
+    group: str | None = None
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class BatchSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Micro-batching: as large as the backlog allows, bounded in size and in waiting."""
+
+    max_size: int = 512
+    max_wait_ms: float = 5.0
+
+
+class DedupeSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Where emitted event ids are remembered: ``memory://`` (default) or ``redis://…``."""
+
+    url: str = "memory://"
+    ttl_s: float = 24 * 3600.0
+    max_keys: int = 1_000_000
+    enabled: bool = True
+
+
+class LimitsSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Per-event limits; an event past them is dead-lettered, never processed."""
+
+    max_event_bytes: int = 1 << 20
+
+
+class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """A stream worker: where events come from, which release scores them, where to.
+
+    Parameters
+    ----------
+    name
+        The pipeline's name (metrics label, dedupe namespace, default consumer group).
+    model
+        The release: ``name@alias`` or ``name:version``.
+    id_field
+        The event field holding its idempotency key; without it, the source position.
+    event_time_field
+        An event field with the event time (epoch seconds or ISO-8601); without it the
+        broker timestamp is the event time.
+    shutdown_timeout_s
+        How long a stop may take to drain and commit before the worker gives up.
+    """
+
+    name: str
+    model: str
+    source: EndpointSpec
+    outputs: list[EndpointSpec]
+    dead_letter: EndpointSpec | None = None
+    id_field: str | None = None
+    event_time_field: str | None = None
+    batch: BatchSpec = msgspec.field(default_factory=BatchSpec)
+    dedupe: DedupeSpec = msgspec.field(default_factory=DedupeSpec)
+    limits: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
+    on_sink_error: Literal["stop"] = "stop"
+    shutdown_timeout_s: float = 30.0
+    stats_interval_s: float = 10.0
+
+    @property
+    def group(self) -> str:
+        """The consumer group: the source's, or the pipeline name."""
+        return self.source.group or self.name
+
+
+def _expand(value: Any, *, where: str) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            found = os.environ.get(name)
+            if found is not None:
+                return found
+            if default is not None:
+                return default
+            raise PipelineSpecError(
+                f"{where}: environment variable '{name}' is not set; set it or write "
+                f"${{{name}:-default}}."
+            )
+
+        return _VARIABLE.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, where=where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, where=where) for v in value]
+    return value
+
+
+def _check(spec: PipelineSpec, *, where: str) -> PipelineSpec:
+    problems: list[tuple[str, str]] = []
+    if not spec.outputs:
+        problems.append(("$.outputs", "at least one output is required"))
+    if not 1 <= spec.batch.max_size <= 100_000:
+        problems.append(("$.batch.max_size", f"{spec.batch.max_size} is not within 1..100000"))
+    if not 0 <= spec.batch.max_wait_ms <= 60_000:
+        problems.append(("$.batch.max_wait_ms", f"{spec.batch.max_wait_ms} is not within 0..60000"))
+    if spec.limits.max_event_bytes < 1:
+        problems.append(("$.limits.max_event_bytes", "must be positive"))
+    if spec.dedupe.ttl_s <= 0 or spec.dedupe.max_keys < 1:
+        problems.append(("$.dedupe", "ttl_s and max_keys must be positive"))
+    for key, endpoint in (
+        [("$.source", spec.source)]
+        + [(f"$.outputs[{i}]", o) for i, o in enumerate(spec.outputs)]
+        + ([("$.dead_letter", spec.dead_letter)] if spec.dead_letter else [])
+    ):
+        if "://" not in endpoint.url:
+            problems.append(
+                (
+                    f"{key}.url",
+                    f"'{endpoint.url}' is not a URL (kafka://, redis://, nats://, "
+                    "file://, memory://)",
+                )
+            )
+    if problems:
+        key, problem = problems[0]
+        raise PipelineSpecError(f"{where}: {problem} - at `{key}`")
+    return spec
+
+
+def pipeline_spec_from_dict(data: Any, *, where: str = "pipeline spec") -> PipelineSpec:
+    """Validate a decoded spec (after ``${VAR}`` expansion)."""
+    if not isinstance(data, dict):
+        raise PipelineSpecError(
+            f"{where}: expected a mapping with name, model, source and outputs, got "
+            f"{type(data).__name__}."
+        )
+    try:
+        spec = msgspec.convert(_expand(data, where=where), PipelineSpec)
+    except msgspec.ValidationError as exc:
+        raise PipelineSpecError(f"{where}: {exc}. See the pipeline spec in the README.") from exc
+    return _check(spec, where=where)
+
+
+def load_pipeline_spec(path: Path) -> PipelineSpec:
+    """Read and validate a pipeline YAML file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PipelineSpecError(f"Cannot read pipeline spec '{path}': {exc.strerror}.") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PipelineSpecError(f"{path}: invalid YAML{line}: {exc}") from exc
+    return pipeline_spec_from_dict(data, where=str(path))

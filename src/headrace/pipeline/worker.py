@@ -1,0 +1,322 @@
+"""The stream worker: poll, decode, dedupe, score, emit, acknowledge, commit.
+
+One batch at a time, in that order, so the promise is simple to check: a source offset is
+committed only after every output and dead letter of its batch was acknowledged by its
+sink, and an event id is recorded as emitted only after that acknowledgement too. A crash
+anywhere before the commit redelivers the batch; with a dedupe store, repeats are dropped.
+
+Bad events (oversized, undecodable, invalid, missing id, poisonous for the model) become
+dead letters with their reason; they never stop the worker nor delay the good events of
+their batch. A sink that cannot acknowledge stops the worker without committing: a
+restart redelivers, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from headrace.inference.service import InferenceService
+from headrace.pipeline.dedupe import DedupeStore
+from headrace.pipeline.records import dead_letter_record, output_records
+from headrace.pipeline.spec import PipelineSpec
+from headrace.pipeline.stats import WorkerStats
+from headrace.streams.base import Message, OutRecord, Partition, Sink, Source
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("headrace.pipeline")
+
+_ID_TYPES = (str, int)
+
+
+def _event_time_ms(value: Any) -> int | None:
+    """Epoch milliseconds from epoch seconds or an ISO-8601 string; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value * 1000)
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value).timestamp() * 1000)
+        except ValueError:
+            return None
+    return None
+
+
+class Worker:
+    """Runs one pipeline: a source, the inference core, output sinks, a dead-letter sink.
+
+    Parameters
+    ----------
+    spec
+        The pipeline spec (batching, limits, id field).
+    service
+        The inference core for the release the spec names.
+    source, outputs, dead_letter
+        Opened by `run`, closed when it returns.
+    dedupe
+        Where emitted event ids are remembered; None turns deduplication off.
+    on_stats
+        Called with the stats every ``spec.stats_interval_s`` seconds.
+    """
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        *,
+        service: InferenceService,
+        source: Source,
+        outputs: Sequence[Sink],
+        dead_letter: Sink,
+        dedupe: DedupeStore | None,
+        on_stats: Callable[[WorkerStats], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.service = service
+        self.source = source
+        self.outputs = list(outputs)
+        self.dead_letter = dead_letter
+        self.dedupe = dedupe
+        self.on_stats = on_stats
+        self.stats = WorkerStats()
+        self._loads = orjson.loads
+        self._flush_timeout = max(spec.shutdown_timeout_s, 1.0)
+
+    # -- one batch --------------------------------------------------------------------
+
+    def process(self, messages: Sequence[Message]) -> None:
+        """Score one batch and commit it once every sink acknowledged its records."""
+        started = time.perf_counter()
+        spec = self.spec
+        service = self.service
+        max_bytes = spec.limits.max_event_bytes
+        id_field = spec.id_field
+        time_field = spec.event_time_field
+        loads = self._loads
+
+        failures: list[tuple[int, str, str, str | None]] = []  # (index, stage, error, field)
+        candidates: list[int] = []
+        records: list[Any] = []
+        event_ids: list[str] = []
+        for i, message in enumerate(messages):
+            size = len(message.value)
+            if size > max_bytes:
+                failures.append(
+                    (
+                        i,
+                        "decode",
+                        f"Event of {size} bytes exceeds the limit of {max_bytes} "
+                        "bytes (limits.max_event_bytes)",
+                        None,
+                    )
+                )
+                continue
+            try:
+                record = loads(message.value)
+            except orjson.JSONDecodeError as exc:
+                record = _lenient_loads(message.value)
+                if record is _UNDECODABLE:
+                    failures.append((i, "decode", f"Invalid JSON: {exc}", None))
+                    continue
+            if id_field is None:
+                event_id = message.position
+            else:
+                raw = record.get(id_field) if isinstance(record, dict) else None
+                if not isinstance(raw, _ID_TYPES) or isinstance(raw, bool):
+                    problem = "Missing" if raw is None else "Expected `str` or `int` for"
+                    failures.append(
+                        (
+                            i,
+                            "validate",
+                            f"{problem} id field `{id_field}` - at `$.{id_field}`",
+                            id_field,
+                        )
+                    )
+                    continue
+                event_id = str(raw)
+            candidates.append(i)
+            records.append(record)
+            event_ids.append(event_id)
+
+        duplicates = 0
+        if self.dedupe is not None and candidates:
+            seen = self.dedupe.seen(event_ids)
+            first: set[str] = set()
+            keep = []
+            for j, event_id in enumerate(event_ids):
+                if seen[j] or event_id in first:
+                    continue
+                first.add(event_id)
+                keep.append(j)
+            duplicates = len(event_ids) - len(keep)
+            if duplicates:
+                candidates = [candidates[j] for j in keep]
+                records = [records[j] for j in keep]
+                event_ids = [event_ids[j] for j in keep]
+
+        result = service.infer_records(records)
+        for rejection in result.rejections:
+            failures.append(
+                (candidates[rejection.row], rejection.stage, rejection.reason, rejection.field)
+            )
+        scored = result.rows.tolist()
+        scored_messages = [messages[candidates[r]] for r in scored]
+        scored_ids = [event_ids[r] for r in scored]
+        if time_field is None:
+            times = [m.timestamp_ms for m in scored_messages]
+        else:
+            times = [
+                _event_time_ms(records[r].get(time_field)) or messages[candidates[r]].timestamp_ms
+                for r in scored
+            ]
+        now_ms = int(time.time() * 1000)
+        outputs = output_records(
+            scored_messages,
+            event_ids=scored_ids,
+            predictions=result.predictions.tolist(),
+            scores=None if result.scores is None else result.scores.tolist(),
+            event_times_ms=times,
+            release=result.release,
+            release_digest=result.release_digest,
+            processed_at_ms=now_ms,
+        )
+        dead: list[OutRecord] = [
+            dead_letter_record(
+                messages[i],
+                stage=stage,
+                error=error,
+                field=field,
+                pipeline=spec.name,
+                release=result.release,
+                at_ms=now_ms,
+            )
+            for i, stage, error, field in failures
+        ]
+
+        self._deliver(outputs, dead)
+        if self.dedupe is not None and scored_ids:
+            self.dedupe.record(scored_ids)
+        self.source.commit(messages)
+
+        stats = self.stats
+        stats.batches += 1
+        stats.events += len(messages)
+        stats.outputs += len(outputs)
+        stats.dead_letters += len(dead)
+        stats.deduplicated += duplicates
+        for _, stage, error, _ in failures:
+            stats.dead_letter_reasons[f"{stage}: {_reason_class(error)}"] += 1
+        done = time.perf_counter()
+        stats.batch_latency_ms.add(np.full(len(messages), (done - started) * 1000.0))
+        stamped = [t for t in times if t is not None]
+        if stamped:
+            stats.end_to_end_ms.add(now_ms - np.asarray(stamped, dtype=np.float64))
+
+    def _deliver(self, outputs: list[OutRecord], dead: list[OutRecord]) -> None:
+        """Send to every sink, then wait for every acknowledgement (SinkError if not)."""
+        used: list[Sink] = []
+        if outputs:
+            for sink in self.outputs:
+                sink.send(outputs)
+                used.append(sink)
+        if dead:
+            self.dead_letter.send(dead)
+            used.append(self.dead_letter)
+        for sink in used:
+            sink.flush(timeout=self._flush_timeout)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _on_revoke(self, partitions: list[Partition]) -> None:
+        # Batches are committed before the next poll, so nothing is in flight when a
+        # rebalance takes partitions away: the next owner starts after our last commit.
+        log.info("%s: partitions revoked: %s", self.spec.name, partitions)
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        until_exhausted: bool = False,
+        max_events: int | None = None,
+    ) -> WorkerStats:
+        """Process batches until `stop` is set (or the source is exhausted, or
+        `max_events` were processed); then drain, close the sinks and the source.
+        """
+        stop = stop or threading.Event()
+        spec = self.spec
+        wait_s = spec.batch.max_wait_ms / 1000.0
+        idle_wait = max(wait_s, 0.1)
+        self.stats = WorkerStats()
+        next_stats = time.monotonic() + spec.stats_interval_s
+        for sink in [*self.outputs, self.dead_letter]:
+            sink.open()
+        self.source.open(on_revoke=self._on_revoke)
+        try:
+            idle = False
+            while not stop.is_set():
+                messages = self.source.poll(
+                    max_messages=spec.batch.max_size, timeout=idle_wait if idle else wait_s
+                )
+                idle = not messages
+                if messages:
+                    self.process(messages)
+                elif until_exhausted and getattr(self.source, "exhausted", False):
+                    break
+                if max_events is not None and self.stats.events >= max_events:
+                    break
+                if self.on_stats is not None and time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + spec.stats_interval_s
+                    self.on_stats(self.stats)
+        finally:
+            self._close()
+        return self.stats
+
+    def _close(self) -> None:
+        errors: list[BaseException] = []
+        for closer in [*(s.close for s in self.outputs), self.dead_letter.close, self.source.close]:
+            try:
+                closer()
+            except Exception as exc:  # close everything, report the first failure
+                errors.append(exc)
+        if self.dedupe is not None:
+            self.dedupe.close()
+        if errors:
+            log.warning("%s: error while closing: %s", self.spec.name, errors[0])
+
+
+_UNDECODABLE = object()
+
+
+def _lenient_loads(raw: bytes) -> Any:
+    """The slow path for what orjson refuses: NaN/Infinity tokens (Python's json takes
+    them, so the schema can reject the value with a precise reason) or nothing.
+    """
+    import json
+
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return _UNDECODABLE
+
+
+def _reason_class(error: str) -> str:
+    """A short, low-cardinality form of a reason for counting (drops values)."""
+    head = error.split(" - at ", 1)
+    where = f" at {head[1].strip('`')}" if len(head) == 2 else ""
+    words = head[0].split()
+    if error.startswith("Invalid JSON"):
+        return "invalid JSON"
+    if error.startswith("Event of"):
+        return "event too large"
+    if words and words[0] == "Value":
+        kind = "out of range" if ("above" in words or "below" in words) else "bad value"
+        return kind + where
+    return " ".join(words[:3]) + where

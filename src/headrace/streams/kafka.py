@@ -1,0 +1,773 @@
+"""Kafka sources and sinks on confluent-kafka (librdkafka).
+
+`KafkaSource` is one member of a consumer group: it reads a topic, hands out `Message`s
+in micro-batches (``consume``), and commits offsets synchronously, only when told to,
+so an event's offset is committed only after its outputs were acknowledged
+(at-least-once). `KafkaSink` produces with ``acks=all`` and idempotence on, and its
+`KafkaSink.flush` says whether every record sent so far was acknowledged.
+
+Settings: each class starts from `CONSUMER_DEFAULTS` / `PRODUCER_DEFAULTS` (chosen by
+measurement against the test broker, see ``benchmarks/kafka_clients.py``), then applies
+the user's ``options`` (any librdkafka setting). The few settings the delivery promise
+rests on (`CONSUMER_PINNED`, `PRODUCER_PINNED`) cannot be overridden.
+
+Replay: ``KafkaSource(..., start=1200)`` or ``start=datetime(...)`` reads every partition
+from that offset or time the first time the source is assigned it, instead of from the
+group's committed offset; `KafkaSource.seek_to_offset` and `KafkaSource.seek_to_time`
+move a running source the same way. ``headrace replay --from OFFSET|ISO-TIME`` builds
+its source with ``start``.
+
+librdkafka retries an unreachable broker forever; these classes bound that where a
+caller waits for the broker: `KafkaSource.open`, `KafkaSink.open`, a source's polls
+until its first partition assignment, and `KafkaSink.flush` raise
+`StreamUnavailableError` naming the bootstrap servers. Once a source has had its
+partitions, a broker outage is logged and librdkafka reconnects on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from headrace.errors import (
+    ConfigError,
+    DependencyMissingError,
+    SinkError,
+    SourceError,
+    StreamUnavailableError,
+)
+from headrace.streams.base import Message, OutRecord, Partition, RevokeCallback
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+__all__ = [
+    "CONSUMER_DEFAULTS",
+    "CONSUMER_PINNED",
+    "PRODUCER_DEFAULTS",
+    "PRODUCER_PINNED",
+    "KafkaSink",
+    "KafkaSource",
+    "Start",
+]
+
+log = logging.getLogger(__name__)
+_librdkafka_log = logging.getLogger(f"{__name__}.librdkafka")
+
+Start = int | datetime | None
+"""Where a replaying source starts: an offset (on every partition), a time, or `None`
+(the group's committed offset, else the beginning)."""
+
+CONSUMER_DEFAULTS: Mapping[str, Any] = {
+    "auto.offset.reset": "earliest",
+    # Prefetch: measured against Tansu (benchmarks/kafka_clients.py), a larger local
+    # queue keeps `consume` from waiting on fetch round trips.
+    "queued.min.messages": 200_000,
+    "fetch.wait.max.ms": 100,
+}
+"""Consumer settings a user's ``options`` may override."""
+
+CONSUMER_PINNED: Mapping[str, Any] = {
+    # Offsets are committed explicitly, after the sinks acknowledged (at-least-once).
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+}
+"""Consumer settings the delivery promise rests on; ``options`` may not change them."""
+
+PRODUCER_DEFAULTS: Mapping[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    # Java's partitioner, so keys land on the same partitions as with Java producers.
+    "partitioner": "murmur2_random",
+}
+"""Producer settings a user's ``options`` may override."""
+
+PRODUCER_PINNED: Mapping[str, Any] = {
+    # Only failures call back into Python: per-message callbacks cost throughput.
+    "delivery.report.only.error": True,
+}
+"""Producer settings `KafkaSink.flush` relies on; ``options`` may not change them."""
+
+# Keys this module fills in itself; in ``options`` they would silently break it.
+_RESERVED = ("bootstrap.servers", "group.id", "error_cb", "on_delivery")
+
+# How long `KafkaSink.send` waits for room when the local producer queue is full.
+QUEUE_FULL_TIMEOUT = 30.0
+
+
+def _import_kafka(feature: str) -> ModuleType:
+    """confluent_kafka, or `DependencyMissingError` naming the extra to install."""
+    try:
+        import confluent_kafka
+    except ImportError as exc:
+        raise DependencyMissingError("confluent_kafka", "kafka", feature) from exc
+    return confluent_kafka
+
+
+def _bootstrap(value: str) -> str:
+    """``host:port[,host:port]``; a ``kafka://`` prefix is accepted and dropped."""
+    servers = value.removeprefix("kafka://").strip().rstrip("/")
+    if not servers:
+        raise ConfigError(
+            f"Kafka bootstrap servers {value!r} are empty: pass 'host:port', e.g. '127.0.0.1:9092'"
+        )
+    return servers
+
+
+def _config(
+    base: Mapping[str, Any],
+    options: Mapping[str, Any] | None,
+    pinned: Mapping[str, Any],
+    *,
+    what: str,
+) -> dict[str, Any]:
+    """`base` updated with `options`; refuses options that touch pinned or reserved keys."""
+    config = dict(base)
+    for key, value in (options or {}).items():
+        if key in _RESERVED:
+            raise ConfigError(
+                f"{what} option '{key}' is set by headrace itself: remove it from options "
+                "(the bootstrap servers, topic and group are arguments of their own)"
+            )
+        if key in pinned and str(value).lower() != str(pinned[key]).lower():
+            raise ConfigError(
+                f"{what} option '{key}={value}' would break at-least-once delivery: "
+                f"headrace needs '{key}={str(pinned[key]).lower()}'; remove it from options"
+            )
+        config[key] = value
+    config.update(pinned)
+    return config
+
+
+def _error_text(error: KafkaError | None) -> str:
+    return "unknown error" if error is None else f"{error.str()} ({error.name()})"
+
+
+def _positions(topic: str, offsets: Mapping[int, int]) -> str:
+    return ", ".join(f"{topic}[{p}]@{o}" for p, o in sorted(offsets.items()))
+
+
+class KafkaSource:
+    """A member of a Kafka consumer group reading one topic.
+
+    Parameters
+    ----------
+    bootstrap
+        The bootstrap servers, ``host:port[,host:port]``.
+    topic
+        The topic to read.
+    group
+        The consumer group; workers sharing it split the topic's partitions.
+    options
+        librdkafka consumer settings overriding `CONSUMER_DEFAULTS`, e.g.
+        ``{"session.timeout.ms": 6000}``.
+    start
+        Replay: an offset (clamped to what each partition holds) or an aware `datetime`
+        (the first message at or after it; the end where there is none). Applied to
+        each partition the first time this source is assigned it; afterwards the
+        group's commits rule. `None` (default) resumes from the group's commits.
+        Several replaying workers in one group may replay a partition twice when a
+        rebalance moves it before its first commit: at-least-once, never a loss.
+    connect_timeout
+        Seconds `open` (and `poll` until the first assignment) wait for the broker
+        before raising `StreamUnavailableError`.
+
+    Notes
+    -----
+    Keep calling `poll` while paused or while a batch is slow: librdkafka leaves the
+    group when ``max.poll.interval.ms`` (default 300 s) passes between polls.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic: str,
+        group: str,
+        options: Mapping[str, Any] | None = None,
+        start: Start = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not topic:
+            raise ConfigError("KafkaSource needs a topic: pass topic='events'")
+        if not group:
+            raise ConfigError("KafkaSource needs a consumer group: pass group='my-pipeline'")
+        self.bootstrap = _bootstrap(bootstrap)
+        self.topic = topic
+        self.group = group
+        self.url = f"kafka://{self.bootstrap}/{topic}"
+        self.connect_timeout = connect_timeout
+        self._config = _config(CONSUMER_DEFAULTS, options, CONSUMER_PINNED, what="KafkaSource")
+        self._start_ts: int | None = None
+        self._start_offset: int | None = None
+        self._set_start(start)
+        self._consumer: Consumer | None = None
+        self._on_revoke: RevokeCallback | None = None
+        self._owned: set[int] = set()
+        self._started: set[int] = set()  # partitions `start` was applied to
+        self._committed: dict[int, int] = {}  # our last commit per partition
+        self._paused = False
+        self._assigned_once = False
+        self._closing = False
+        self._down_since: float | None = None
+        self._fatal: str | None = None
+        self._callback_error: BaseException | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def open(self, *, on_revoke: RevokeCallback | None = None) -> None:
+        """Create the consumer, check the broker answers, and subscribe.
+
+        Parameters
+        ----------
+        on_revoke
+            Called inside `poll` with the ``(topic, partition)`` pairs about to be taken
+            away (a rebalance, or lost after a session timeout): finish or drop the
+            in-flight work of those partitions and `commit` what is done, before it
+            returns. Commits of partitions this source no longer owns are skipped.
+        """
+        if self._consumer is not None:
+            return
+        kafka = _import_kafka("KafkaSource")
+        config = {
+            **self._config,
+            "bootstrap.servers": self.bootstrap,
+            "group.id": self.group,
+            "error_cb": self._on_error,
+        }
+        config.setdefault("logger", _librdkafka_log)
+        try:
+            consumer = kafka.Consumer(config)
+        except kafka.KafkaException as exc:
+            raise ConfigError(
+                f"KafkaSource for {self.url}: invalid consumer settings: {exc.args[0]}"
+            ) from exc
+        try:
+            consumer.list_topics(self.topic, timeout=self.connect_timeout)
+        except kafka.KafkaException as exc:
+            consumer.close()
+            raise self._unavailable(f"no metadata: {exc.args[0]}") from exc
+        self._on_revoke = on_revoke
+        self._closing = False
+        consumer.subscribe(
+            [self.topic],
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._lost,
+        )
+        self._consumer = consumer
+
+    def close(self) -> None:
+        """Leave the group and drop the connection; commits nothing. Safe to repeat."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        self._closing = True  # the final revoke inside `close` is not the worker's
+        try:
+            consumer.close()
+        except Exception as exc:  # closing must not mask the error that led here
+            log.warning("closing Kafka consumer of %s failed: %s", self.url, exc)
+        self._owned.clear()
+
+    # --- consuming ---------------------------------------------------------------------
+
+    def poll(self, *, max_messages: int, timeout: float) -> list[Message]:
+        """Up to `max_messages` messages, waiting at most `timeout` seconds for the first.
+
+        Raises
+        ------
+        SourceError
+            A fatal consumer error, an unknown topic, or a denied authorization.
+        StreamUnavailableError
+            No broker answered for `connect_timeout` seconds before the first assignment.
+        """
+        consumer = self._require("poll")
+        if max_messages < 1:
+            raise ConfigError(f"poll(max_messages={max_messages}) must ask for at least 1")
+        raw = consumer.consume(max_messages, timeout)
+        self._raise_pending()
+        topic = self.topic
+        out: list[Message] = []
+        append = out.append
+        for m in cast("list[Any]", raw):
+            error = m.error()
+            if error is not None:
+                self._message_error(error, m)
+                continue
+            headers = m.headers()
+            ts_type, ts = m.timestamp()
+            append(
+                Message(
+                    value=m.value() or b"",
+                    topic=topic,
+                    partition=m.partition(),
+                    offset=m.offset(),
+                    key=m.key(),
+                    headers=[(k, b"" if v is None else v) for k, v in headers] if headers else [],
+                    timestamp_ms=ts if ts_type else None,
+                )
+            )
+        if out:
+            self._down_since = None
+        return out
+
+    def commit(self, messages: Sequence[Message]) -> None:
+        """Commit, synchronously, the offset after the last of `messages` per partition.
+
+        Durable when it returns. Partitions this source no longer owns (a rebalance gave
+        them away) are skipped: their messages go to the new owner again. Offsets at or
+        below this source's last commit are skipped too, so commits never move back.
+
+        Raises
+        ------
+        SourceError
+            The broker refused the commit; the message names ``topic[partition]@offset``.
+        """
+        if not messages:
+            return
+        consumer = self._require("commit")
+        kafka = _import_kafka("KafkaSource")
+        last: dict[int, int] = {}
+        for message in messages:
+            offset = message.offset
+            if message.topic != self.topic or not isinstance(offset, int):
+                raise SourceError(
+                    f"Cannot commit {message.position} on {self.url}: it did not come from "
+                    "this source; commit each source's messages on that source"
+                )
+            if last.get(message.partition, -1) < offset:
+                last[message.partition] = offset
+        todo = {
+            p: o + 1
+            for p, o in last.items()
+            if p in self._owned and self._committed.get(p, -1) < o + 1
+        }
+        gone = sorted(set(last) - self._owned)
+        if gone:
+            log.info(
+                "not committing %s: partitions %s of %s were reassigned; their new owner "
+                "reads those messages again",
+                self.group,
+                gone,
+                self.topic,
+            )
+        if not todo:
+            return
+        offsets = [kafka.TopicPartition(self.topic, p, o) for p, o in todo.items()]
+        try:
+            result = consumer.commit(offsets=offsets, asynchronous=False)
+        except kafka.KafkaException as exc:
+            raise self._commit_error(todo, _error_text(exc.args[0])) from exc
+        failed = [tp for tp in result if tp.error is not None]
+        if failed:
+            raise self._commit_error(
+                {tp.partition: tp.offset for tp in failed}, _error_text(failed[0].error)
+            )
+        self._committed.update(todo)
+
+    # --- flow control ------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop fetching; partitions assigned later start paused too, until `resume`."""
+        self._paused = True
+        consumer = self._consumer
+        if consumer is not None and self._owned:
+            consumer.pause(consumer.assignment())
+
+    def resume(self) -> None:
+        """Fetch again after a `pause`."""
+        self._paused = False
+        consumer = self._consumer
+        if consumer is not None and self._owned:
+            consumer.resume(consumer.assignment())
+
+    # --- replay ------------------------------------------------------------------------
+
+    def seek_to_offset(self, offset: int) -> None:
+        """Read every partition from `offset` (clamped to what each partition holds).
+
+        Applies at once to the partitions owned now and, like ``start``, to those
+        assigned later. Messages already returned by `poll` are not taken back.
+        """
+        self._set_start(offset)
+        self._seek_owned()
+
+    def seek_to_time(self, ts_ms: int) -> None:
+        """Read every partition from its first message at or after `ts_ms` (epoch ms).
+
+        Partitions with no such message move to their end. Applies like `seek_to_offset`.
+        """
+        if ts_ms < 0:
+            raise ConfigError(f"seek_to_time({ts_ms}): a time is epoch milliseconds >= 0")
+        self._start_offset, self._start_ts = None, ts_ms
+        self._started.clear()
+        self._seek_owned()
+
+    def _set_start(self, start: Start) -> None:
+        self._start_offset = self._start_ts = None
+        self._started.clear()
+        if start is None:
+            return
+        if isinstance(start, datetime):
+            if start.tzinfo is None:
+                raise ConfigError(
+                    f"Replay start {start.isoformat()} has no time zone: give one, e.g. "
+                    f"'{start.isoformat()}+00:00' for UTC"
+                )
+            self._start_ts = int(start.timestamp() * 1000)
+        elif isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+            self._start_offset = start
+        else:
+            raise ConfigError(
+                f"Replay start {start!r} is neither an offset >= 0 nor a datetime: "
+                "pass e.g. start=0 or start=datetime(2024, 5, 1, tzinfo=UTC)"
+            )
+
+    def _seek_owned(self) -> None:
+        consumer = self._consumer
+        if consumer is None or not self._owned:
+            return
+        kafka = _import_kafka("KafkaSource")
+        partitions = [kafka.TopicPartition(self.topic, p) for p in sorted(self._owned)]
+        self._resolve_start(consumer, partitions)
+        for tp in partitions:
+            try:
+                consumer.seek(tp)
+            except kafka.KafkaException as exc:
+                raise SourceError(
+                    f"Seeking {self.topic}[{tp.partition}]@{tp.offset} on {self.url} failed: "
+                    f"{_error_text(exc.args[0])}; poll once so the partition starts "
+                    "fetching, then seek again"
+                ) from exc
+        self._raise_pending()
+
+    def _resolve_start(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Set the offset of each partition `start` still applies to; remember them."""
+        todo = [tp for tp in partitions if tp.partition not in self._started]
+        if not todo or (self._start_offset is None and self._start_ts is None):
+            return
+        kafka = _import_kafka("KafkaSource")
+        try:
+            if self._start_ts is not None:
+                query = [
+                    kafka.TopicPartition(tp.topic, tp.partition, self._start_ts) for tp in todo
+                ]
+                found = consumer.offsets_for_times(query, timeout=self.connect_timeout)
+                for tp, hit in zip(todo, found, strict=True):
+                    tp.offset = hit.offset if hit.offset >= 0 else kafka.OFFSET_END
+            else:
+                start = cast(int, self._start_offset)
+                for tp in todo:
+                    low, high = consumer.get_watermark_offsets(tp, timeout=self.connect_timeout)
+                    tp.offset = min(max(start, low), high)
+        except kafka.KafkaException as exc:
+            where = self._start_ts if self._start_ts is not None else self._start_offset
+            self._callback_error = SourceError(
+                f"Cannot find where to replay {self.topic} from ({where}) on {self.url}: "
+                f"{_error_text(exc.args[0])}; check the broker and retry"
+            )
+            return
+        for tp in todo:
+            self._started.add(tp.partition)
+            self._committed.pop(tp.partition, None)  # a replay's commits may move back
+
+    # --- librdkafka callbacks (run inside consume/close) -------------------------------
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._resolve_start(consumer, partitions)
+        consumer.assign(partitions)
+        if self._paused and partitions:
+            consumer.pause(partitions)
+        self._owned.update(tp.partition for tp in partitions)
+        self._assigned_once = True
+        self._down_since = None
+        log.info(
+            "%s: group %s assigned %s",
+            self.url,
+            self.group,
+            sorted(tp.partition for tp in partitions),
+        )
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The worker commits what it finished while the partitions are still ours.
+        if not self._closing:
+            self._call_revoke(partitions)
+        self._disown(partitions)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost (session timed out): commits would be refused, so disown first.
+        self._disown(partitions)
+        if not self._closing:
+            self._call_revoke(partitions)
+
+    def _call_revoke(self, partitions: list[TopicPartition]) -> None:
+        log.info(
+            "%s: group %s revokes %s",
+            self.url,
+            self.group,
+            sorted(tp.partition for tp in partitions),
+        )
+        if self._on_revoke is None:
+            return
+        try:
+            self._on_revoke([(tp.topic, tp.partition) for tp in partitions])
+        except BaseException as exc:  # re-raised from `poll` once librdkafka is done
+            self._callback_error = self._callback_error or exc
+
+    def _disown(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._owned.discard(tp.partition)
+            if self._committed.pop(tp.partition, None) is None:
+                # No commit since `start` applied: whoever gets it next replays it too.
+                self._started.discard(tp.partition)
+
+    def _on_error(self, error: KafkaError) -> None:
+        name = error.name()
+        if error.fatal():
+            self._fatal = self._fatal or _error_text(error)
+        elif name == "_ALL_BROKERS_DOWN":
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                log.warning("%s: every Kafka broker is unreachable (%s)", self.url, error.str())
+        elif name != "_TRANSPORT":  # transport errors are librdkafka's to retry (and log)
+            log.warning("%s: %s", self.url, _error_text(error))
+
+    # --- errors ------------------------------------------------------------------------
+
+    def _raise_pending(self) -> None:
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            raise error
+        if self._fatal is not None:
+            raise SourceError(
+                f"Kafka consumer of {self.url} (group {self.group}) failed fatally: "
+                f"{self._fatal}; close the source and open a new one"
+            )
+        if (
+            not self._assigned_once
+            and self._down_since is not None
+            and time.monotonic() - self._down_since > self.connect_timeout
+        ):
+            raise self._unavailable(f"unreachable for over {self.connect_timeout:g}s")
+
+    def _message_error(self, error: KafkaError, message: Any) -> None:
+        name = error.name()
+        if name == "_PARTITION_EOF":
+            return
+        where = f"{self.topic}[{message.partition()}]@{message.offset()}"
+        if name in ("UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION"):
+            raise SourceError(
+                f"Topic '{self.topic}' does not exist on {self.bootstrap} ({where}): "
+                "create it, or fix the topic name in the pipeline"
+            )
+        if "AUTHORIZATION" in name:
+            raise SourceError(
+                f"Kafka denied group '{self.group}' access to {where}: {_error_text(error)}; "
+                "grant the consumer's principal READ on the topic and group"
+            )
+        if error.fatal():
+            raise SourceError(f"Kafka consumer failed at {where}: {_error_text(error)}")
+        log.warning("%s: %s at %s", self.url, _error_text(error), where)
+
+    def _commit_error(self, offsets: Mapping[int, int], reason: str) -> SourceError:
+        return SourceError(
+            f"Committing {_positions(self.topic, offsets)} for group '{self.group}' on "
+            f"{self.bootstrap} failed: {reason}; the messages will be delivered again "
+            "(a rebalance or a broker outage usually explains it)"
+        )
+
+    def _unavailable(self, detail: str) -> StreamUnavailableError:
+        return StreamUnavailableError(
+            f"Kafka at {self.bootstrap} is not reachable for topic '{self.topic}' ({detail}): "
+            "check the broker is running and the bootstrap address is right"
+        )
+
+    def _require(self, action: str) -> Consumer:
+        if self._consumer is None:
+            raise SourceError(f"Cannot {action} on {self.url}: call open() first")
+        return self._consumer
+
+
+class KafkaSink:
+    """Produces records to one Kafka topic.
+
+    Parameters
+    ----------
+    bootstrap
+        The bootstrap servers, ``host:port[,host:port]``.
+    topic
+        The topic to write.
+    options
+        librdkafka producer settings overriding `PRODUCER_DEFAULTS`.
+    connect_timeout
+        Seconds `open` waits for the broker before raising `StreamUnavailableError`.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic: str,
+        options: Mapping[str, Any] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not topic:
+            raise ConfigError("KafkaSink needs a topic: pass topic='predictions'")
+        self.bootstrap = _bootstrap(bootstrap)
+        self.topic = topic
+        self.url = f"kafka://{self.bootstrap}/{topic}"
+        self.connect_timeout = connect_timeout
+        self._config = _config(PRODUCER_DEFAULTS, options, PRODUCER_PINNED, what="KafkaSink")
+        self._producer: Producer | None = None
+        self._failed = 0
+        self._first_failure: str | None = None
+        self._fatal: str | None = None
+        self._down = False
+
+    def open(self) -> None:
+        """Create the producer and check the broker answers within `connect_timeout`."""
+        if self._producer is not None:
+            return
+        kafka = _import_kafka("KafkaSink")
+        config = {
+            **self._config,
+            "bootstrap.servers": self.bootstrap,
+            "error_cb": self._on_error,
+            "on_delivery": self._on_delivery,
+        }
+        config.setdefault("logger", _librdkafka_log)
+        try:
+            producer = kafka.Producer(config)
+        except kafka.KafkaException as exc:
+            raise ConfigError(
+                f"KafkaSink for {self.url}: invalid producer settings: {exc.args[0]}"
+            ) from exc
+        try:
+            producer.list_topics(timeout=self.connect_timeout)
+        except kafka.KafkaException as exc:
+            raise self._unavailable(f"no metadata: {exc.args[0]}") from exc
+        self._producer = producer
+
+    def send(self, records: Sequence[OutRecord]) -> None:
+        """Queue `records` for delivery (returns before the broker acknowledged them).
+
+        When the local queue is full, waits for room up to `QUEUE_FULL_TIMEOUT` seconds.
+        """
+        producer = self._require("send")
+        if self._fatal is not None:
+            raise self._fatal_error()
+        produce = producer.produce
+        topic = self.topic
+        for record in records:
+            try:
+                produce(topic, record.value, record.key, headers=record.headers or None)
+            except BufferError:
+                self._wait_for_room(producer, record)
+        producer.poll(0)  # serve delivery failures and errors without blocking
+
+    def flush(self, *, timeout: float) -> None:
+        """Wait until every record sent so far is acknowledged.
+
+        A failure covers everything sent since the last successful `flush`: the caller
+        must commit none of it. The failure is then forgotten, so a retry starts afresh.
+
+        Raises
+        ------
+        SinkError
+            A record was refused (the first error and the topic are named), or records
+            were still unacknowledged after `timeout` seconds.
+        StreamUnavailableError
+            Records are unacknowledged and every broker was unreachable.
+        """
+        producer = self._require("flush")
+        remaining = producer.flush(timeout)
+        fatal, failed, first = self._fatal, self._failed, self._first_failure
+        down = self._down
+        self._failed, self._first_failure = 0, None
+        if fatal is not None:
+            raise self._fatal_error()
+        if failed:
+            raise SinkError(
+                f"{failed} record(s) to {self.url} were not delivered; first error: {first}"
+            )
+        if remaining:
+            if down:
+                raise self._unavailable(f"{remaining} record(s) unacknowledged after {timeout:g}s")
+            raise SinkError(
+                f"{remaining} record(s) to {self.url} were not acknowledged within "
+                f"{timeout:g}s: the broker is slow or overloaded; retry, or raise the timeout"
+            )
+        self._down = False
+
+    def close(self) -> None:
+        """Flush what is pending (best effort, up to `connect_timeout`) and disconnect."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        remaining = producer.flush(self.connect_timeout)
+        if remaining:
+            log.warning(
+                "%s: closing with %d record(s) unacknowledged; they are dropped",
+                self.url,
+                remaining,
+            )
+            producer.purge()
+            producer.poll(0)
+
+    def _wait_for_room(self, producer: Producer, record: OutRecord) -> None:
+        deadline = time.monotonic() + QUEUE_FULL_TIMEOUT
+        while True:
+            producer.poll(0.05)  # delivers queued records' reports, which frees room
+            try:
+                producer.produce(
+                    self.topic, record.value, record.key, headers=record.headers or None
+                )
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise SinkError(
+                        f"The producer queue for {self.url} stayed full for "
+                        f"{QUEUE_FULL_TIMEOUT:g}s: the broker is slow or unreachable; raise "
+                        "queue.buffering.max.messages or flush more often"
+                    ) from None
+
+    def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
+        if error is None:
+            return
+        self._failed += 1
+        if self._first_failure is None:
+            self._first_failure = f"{self.topic}[{message.partition()}]: {_error_text(error)}"
+
+    def _on_error(self, error: KafkaError) -> None:
+        name = error.name()
+        if error.fatal():
+            self._fatal = self._fatal or _error_text(error)
+        elif name == "_ALL_BROKERS_DOWN":
+            if not self._down:
+                log.warning("%s: every Kafka broker is unreachable (%s)", self.url, error.str())
+            self._down = True
+        elif name != "_TRANSPORT":
+            log.warning("%s: %s", self.url, _error_text(error))
+
+    def _fatal_error(self) -> SinkError:
+        return SinkError(
+            f"Kafka producer for {self.url} failed fatally: {self._fatal}; close the sink and "
+            "open a new one (records sent since the last flush are not delivered)"
+        )
+
+    def _unavailable(self, detail: str) -> StreamUnavailableError:
+        return StreamUnavailableError(
+            f"Kafka at {self.bootstrap} is not reachable for topic '{self.topic}' ({detail}): "
+            "check the broker is running and the bootstrap address is right"
+        )
+
+    def _require(self, action: str) -> Producer:
+        if self._producer is None:
+            raise SinkError(f"Cannot {action} on {self.url}: call open() first")
+        return self._producer

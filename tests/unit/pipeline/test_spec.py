@@ -1,0 +1,71 @@
+"""Pipeline spec: parsing, environment expansion and errors naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from headrace.errors import PipelineSpecError
+from headrace.pipeline.spec import load_pipeline_spec
+
+GOOD = """\
+name: fraud-scoring
+model: fraud@champion
+source: {url: "kafka://${KAFKA:-127.0.0.1:9092}", topic: transactions, group: scorers}
+outputs: [{url: "kafka://127.0.0.1:9092", topic: fraud-scores, options: {linger.ms: 2}}]
+dead_letter: {url: "kafka://127.0.0.1:9092", topic: transactions.dlq}
+id_field: event_id
+batch: {max_size: 256, max_wait_ms: 2}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_good_spec_with_defaults_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = load_pipeline_spec(write(tmp_path, GOOD))
+    assert spec.source.url == "kafka://127.0.0.1:9092"
+    assert spec.group == "scorers" and spec.batch.max_size == 256
+    assert spec.outputs[0].options == {"linger.ms": 2}
+    assert spec.dedupe.url == "memory://" and spec.limits.max_event_bytes == 1 << 20
+    monkeypatch.setenv("KAFKA", "broker:1234")
+    assert load_pipeline_spec(write(tmp_path, GOOD)).source.url == "kafka://broker:1234"
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        (GOOD.replace("max_size: 256", "max_size: lots"), ["Expected `int`", "$.batch.max_size"]),
+        (
+            GOOD.replace("max_size: 256", "max_size: 0"),
+            ["not within 1..100000", "$.batch.max_size"],
+        ),
+        (GOOD.replace("id_field", "idfield"), ["unknown field `idfield`"]),
+        (GOOD.replace("model: fraud@champion\n", ""), ["missing required field `model`"]),
+        (GOOD.replace("outputs: [", "outputs: [] #"), ["at least one output", "$.outputs"]),
+        (
+            GOOD.replace('"kafka://${KAFKA:-127.0.0.1:9092}"', "transactions"),
+            ["is not a URL", "$.source.url"],
+        ),
+        (GOOD.replace("${KAFKA:-127.0.0.1:9092}", "${NOPE_NOT_SET}"), ["NOPE_NOT_SET"]),
+        ("name: [unclosed", ["invalid YAML at line 1"]),
+        ("- just\n- a list\n", ["expected a mapping"]),
+    ],
+)
+def test_malformed_specs_name_file_and_key(tmp_path: Path, text: str, parts: list[str]) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PipelineSpecError) as caught:
+        load_pipeline_spec(path)
+    message = str(caught.value)
+    assert str(path) in message
+    for part in parts:
+        assert part in message, message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PipelineSpecError, match="Cannot read pipeline spec"):
+        load_pipeline_spec(tmp_path / "nope.yaml")
