@@ -14,6 +14,7 @@ import typer
 from headrace import __version__
 from headrace.cli import alias as alias_cli
 from headrace.cli import audit as audit_cli
+from headrace.cli import demo as demo_cli
 from headrace.cli import doctor as doctor_cli
 from headrace.cli import predict as predict_cli
 from headrace.cli import register as register_cli
@@ -37,6 +38,7 @@ app.command("register")(register_cli.register)
 app.command("predict")(predict_cli.predict)
 app.command("rollback")(alias_cli.rollback)
 app.command("doctor")(doctor_cli.doctor)
+app.command("demo")(demo_cli.demo)
 app.command("run")(run_cli.run)
 app.command("replay")(run_cli.replay)
 

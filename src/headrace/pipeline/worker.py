@@ -308,15 +308,19 @@ def _lenient_loads(raw: bytes) -> Any:
 
 
 def _reason_class(error: str) -> str:
-    """A short, low-cardinality form of a reason for counting (drops values)."""
-    head = error.split(" - at ", 1)
-    where = f" at {head[1].strip('`')}" if len(head) == 2 else ""
-    words = head[0].split()
-    if error.startswith("Invalid JSON"):
+    """A short, low-cardinality form of a reason for counting: no event values in it.
+
+    Reasons name types, fields and paths, never values, except those starting with
+    ``Value`` (range and category failures), which are reduced to their kind.
+    """
+    head, _, where = error.partition(" - at ")
+    location = f" at {where.strip('`')}" if where else ""
+    if head.startswith("Invalid JSON"):
         return "invalid JSON"
-    if error.startswith("Event of"):
+    if head.startswith("Event of"):
         return "event too large"
-    if words and words[0] == "Value":
-        kind = "out of range" if ("above" in words or "below" in words) else "bad value"
-        return kind + where
-    return " ".join(words[:3]) + where
+    if head.startswith("Value"):
+        if " above " in head or " below " in head:
+            return "out of range" + location
+        return "value not allowed" + location
+    return head[:80] + location

@@ -489,7 +489,8 @@ class Registry:
         for entry in release.manifest.all_files():
             target = root / _safe_relative(entry.path)
             if not target.is_file():
-                self._download(entry, target)
+                self._download(entry, target)  # hashes the bytes before they land
+                continue
             actual = file_sha256(target)
             if actual != entry.sha256:
                 raise ArtifactIntegrityError(

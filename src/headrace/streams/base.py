@@ -16,7 +16,7 @@ import msgspec
 __all__ = ["Message", "OutRecord", "Partition", "RevokeCallback", "Sink", "Source"]
 
 
-class Message(msgspec.Struct, kw_only=True):
+class Message(msgspec.Struct, kw_only=True, frozen=True):
     """One event as a source delivered it.
 
     Parameters
@@ -73,7 +73,11 @@ class Source(Protocol):
     url: str
 
     def open(self, *, on_revoke: RevokeCallback | None = None) -> None:
-        """Connect and subscribe; `on_revoke` is called before partitions are taken away."""
+        """Connect and subscribe; `on_revoke` is called before partitions are taken away.
+
+        A group with no committed position starts at the beginning of the stream, so
+        nothing produced before the first worker joined is skipped.
+        """
         ...
 
     def poll(self, *, max_messages: int, timeout: float) -> list[Message]:

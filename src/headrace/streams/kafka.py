@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -39,7 +39,7 @@ from headrace.errors import (
     SourceError,
     StreamUnavailableError,
 )
-from headrace.streams.base import Message, OutRecord, Partition, RevokeCallback
+from headrace.streams.base import Message, OutRecord, RevokeCallback
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -206,15 +206,16 @@ class KafkaSource:
         self._config = _config(CONSUMER_DEFAULTS, options, CONSUMER_PINNED, what="KafkaSource")
         self._start_ts: int | None = None
         self._start_offset: int | None = None
+        self._started: set[int] = set()  # partitions `start` was applied to
+        self._skip_below: dict[int, int] = {}  # partition -> replay offset not yet reached
+        self._skip_before: dict[int, int] = {}  # partition -> replay time (ms) not yet reached
         self._set_start(start)
         self._consumer: Consumer | None = None
         self._on_revoke: RevokeCallback | None = None
         self._owned: set[int] = set()
-        self._started: set[int] = set()  # partitions `start` was applied to
         self._committed: dict[int, int] = {}  # our last commit per partition
         self._paused = False
         self._assigned_once = False
-        self._closing = False
         self._down_since: float | None = None
         self._fatal: str | None = None
         self._callback_error: BaseException | None = None
@@ -227,10 +228,11 @@ class KafkaSource:
         Parameters
         ----------
         on_revoke
-            Called inside `poll` with the ``(topic, partition)`` pairs about to be taken
-            away (a rebalance, or lost after a session timeout): finish or drop the
-            in-flight work of those partitions and `commit` what is done, before it
-            returns. Commits of partitions this source no longer owns are skipped.
+            Called inside `poll` (and `close`) with the ``(topic, partition)`` pairs
+            about to be taken away (a rebalance, leaving the group, or lost after a
+            session timeout): finish or drop the in-flight work of those partitions
+            and `commit` what is done, before it returns. Lost partitions are no
+            longer ours: commits of partitions this source does not own are skipped.
         """
         if self._consumer is not None:
             return
@@ -254,7 +256,6 @@ class KafkaSource:
             consumer.close()
             raise self._unavailable(f"no metadata: {exc.args[0]}") from exc
         self._on_revoke = on_revoke
-        self._closing = False
         consumer.subscribe(
             [self.topic],
             on_assign=self._assigned,
@@ -264,16 +265,24 @@ class KafkaSource:
         self._consumer = consumer
 
     def close(self) -> None:
-        """Leave the group and drop the connection; commits nothing. Safe to repeat."""
-        consumer, self._consumer = self._consumer, None
+        """Leave the group and drop the connection. Safe to repeat.
+
+        Commits nothing itself; leaving the group calls the `open` ``on_revoke``
+        callback one last time, so a worker may still commit what it finished.
+        """
+        consumer = self._consumer
         if consumer is None:
             return
-        self._closing = True  # the final revoke inside `close` is not the worker's
         try:
             consumer.close()
         except Exception as exc:  # closing must not mask the error that led here
             log.warning("closing Kafka consumer of %s failed: %s", self.url, exc)
-        self._owned.clear()
+        finally:
+            self._consumer = None
+            self._owned.clear()
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            raise error
 
     # --- consuming ---------------------------------------------------------------------
 
@@ -315,6 +324,8 @@ class KafkaSource:
             )
         if out:
             self._down_since = None
+            if self._skip_below or self._skip_before:
+                out = self._skip_to_start(out)
         return out
 
     def commit(self, messages: Sequence[Message]) -> None:
@@ -390,7 +401,8 @@ class KafkaSource:
     # --- replay ------------------------------------------------------------------------
 
     def seek_to_offset(self, offset: int) -> None:
-        """Read every partition from `offset` (clamped to what each partition holds).
+        """Read every partition from `offset` (from its beginning when retention already
+        removed `offset`; from when it gets there when `offset` is past its end).
 
         Applies at once to the partitions owned now and, like ``start``, to those
         assigned later. Messages already returned by `poll` are not taken back.
@@ -405,13 +417,15 @@ class KafkaSource:
         """
         if ts_ms < 0:
             raise ConfigError(f"seek_to_time({ts_ms}): a time is epoch milliseconds >= 0")
-        self._start_offset, self._start_ts = None, ts_ms
-        self._started.clear()
+        self._set_start(None)
+        self._start_ts = ts_ms
         self._seek_owned()
 
     def _set_start(self, start: Start) -> None:
         self._start_offset = self._start_ts = None
         self._started.clear()
+        self._skip_below.clear()
+        self._skip_before.clear()
         if start is None:
             return
         if isinstance(start, datetime):
@@ -476,6 +490,34 @@ class KafkaSource:
         for tp in todo:
             self._started.add(tp.partition)
             self._committed.pop(tp.partition, None)  # a replay's commits may move back
+            if self._start_ts is not None:
+                self._skip_before[tp.partition] = self._start_ts
+            else:
+                self._skip_below[tp.partition] = cast(int, self._start_offset)
+
+    def _skip_to_start(self, messages: list[Message]) -> list[Message]:
+        """Drop messages a broker's offset lookup let through before the replay start.
+
+        Brokers may answer offset lookups loosely (Tansu 0.6 answers every time lookup
+        with the earliest offset and reports the end of a partition as the start of its
+        last batch), so the lookup only gives a place at or before the start; this drops
+        what precedes it, per partition, until the first message at or after it.
+        """
+        kept: list[Message] = []
+        for message in messages:
+            partition = message.partition
+            below = self._skip_below.get(partition)
+            if below is not None:
+                if cast(int, message.offset) < below:
+                    continue
+                del self._skip_below[partition]
+            before = self._skip_before.get(partition)
+            if before is not None:
+                if message.timestamp_ms is not None and message.timestamp_ms < before:
+                    continue
+                del self._skip_before[partition]
+            kept.append(message)
+        return kept
 
     # --- librdkafka callbacks (run inside consume/close) -------------------------------
 
@@ -496,15 +538,13 @@ class KafkaSource:
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The worker commits what it finished while the partitions are still ours.
-        if not self._closing:
-            self._call_revoke(partitions)
+        self._call_revoke(partitions)
         self._disown(partitions)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost (session timed out): commits would be refused, so disown first.
         self._disown(partitions)
-        if not self._closing:
-            self._call_revoke(partitions)
+        self._call_revoke(partitions)
 
     def _call_revoke(self, partitions: list[TopicPartition]) -> None:
         log.info(
@@ -523,6 +563,8 @@ class KafkaSource:
     def _disown(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._owned.discard(tp.partition)
+            self._skip_below.pop(tp.partition, None)
+            self._skip_before.pop(tp.partition, None)
             if self._committed.pop(tp.partition, None) is None:
                 # No commit since `start` applied: whoever gets it next replays it too.
                 self._started.discard(tp.partition)
@@ -662,7 +704,8 @@ class KafkaSink:
         producer = self._require("send")
         if self._fatal is not None:
             raise self._fatal_error()
-        produce = producer.produce
+        # Typed loosely: our header lists are narrower than the stub's invariant list.
+        produce: Callable[..., None] = producer.produce
         topic = self.topic
         for record in records:
             try:
@@ -725,9 +768,8 @@ class KafkaSink:
         while True:
             producer.poll(0.05)  # delivers queued records' reports, which frees room
             try:
-                producer.produce(
-                    self.topic, record.value, record.key, headers=record.headers or None
-                )
+                produce: Callable[..., None] = producer.produce
+                produce(self.topic, record.value, record.key, headers=record.headers or None)
                 return
             except BufferError:
                 if time.monotonic() > deadline:

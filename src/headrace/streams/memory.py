@@ -17,6 +17,9 @@ callback with the partitions it loses and only then hands them over. A partition
 owner starts at the group's committed offset, so whatever was delivered but not
 committed is delivered again (at-least-once). A member that stops polling without
 closing keeps its partitions, as a Kafka member would until its session expired.
+
+Messages are kept for the life of the broker (there is no retention). A broker serves any
+number of threads; each source or sink is meant for one thread, as a Kafka client is.
 """
 
 from __future__ import annotations

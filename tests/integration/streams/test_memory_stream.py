@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 
 import pytest
-from support.stream_conformance import Backend, StreamConformance
 
 from headrace.errors import ConfigError, SinkError, SourceError
 from headrace.streams import (
@@ -23,6 +22,7 @@ from headrace.streams import (
     open_sink,
     open_source,
 )
+from support.stream_conformance import Backend, StreamConformance
 
 
 class MemoryBackend:
@@ -131,7 +131,7 @@ def test_close_redistributes_and_calls_on_revoke(
     assert revoked["a"] == [[(topic, 3)]]
     assert revoked["c"] == [[(topic, 2)]]
     assert revoked["b"] == []
-    got = []
+    got: list[Message] = []
     deadline = time.monotonic() + 2
     while len(got) < 40 and time.monotonic() < deadline:
         for name in ("a", "c"):
@@ -270,13 +270,15 @@ def test_replay_from_offset_and_from_time(
 ) -> None:
     topic = mem.new_topic()
     mem.broker.append(topic, records(3))
+    time.sleep(0.005)  # timestamps are in milliseconds: keep the three apart from `middle`
     middle = dt.datetime.now(dt.UTC)
     time.sleep(0.005)
     mem.broker.append(topic, records(2))
     mem.broker.set_committed("g", topic, {0: 5})
 
     from_offset = open_source(f"memory://{mem.name}", topic=topic, group="g", options={"start": 1})
-    closing.append(from_offset)  # type: ignore[arg-type]
+    assert isinstance(from_offset, MemorySource)
+    closing.append(from_offset)
     from_offset.open()
     assert [m.offset for m in from_offset.poll(max_messages=10, timeout=0)] == [1, 2, 3, 4]
     from_offset.close()
