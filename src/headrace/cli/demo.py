@@ -63,7 +63,7 @@ def demo(
                 "events": result.events,
                 "malformed_sent": dict(result.malformed_sent),
                 "flagged": result.flagged,
-                "outputs": str(result.outputs_path),
+                "outputs_file": str(result.outputs_path),
                 "dead_letters_file": str(result.dead_letters_path),
                 "audit_records": result.audit_records,
                 **stats,

@@ -61,7 +61,6 @@ from headrace.streams.base import Message, OutRecord, RevokeCallback
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
-    from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
 __all__ = ["NatsSink", "NatsSource"]
@@ -75,7 +74,7 @@ KEY_HEADER = "Headrace-Key"
 
 _B64 = "b64:"
 _TOKEN = re.compile(r"[!#$&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 tchar, without "%"
-_TOKEN_SAFE = "!#$&'*+^`|"  # tchars `quote` would otherwise escape
+_TCHARS_QUOTED = "!#$&'*+^`|"  # tchars `quote` would otherwise escape
 _NAME_RULE = re.compile(r"[^.*>\s/\\]+")  # stream and durable consumer names
 
 _COMMON_OPTIONS = frozenset(
@@ -131,7 +130,7 @@ def encode_headers(
     if key is not None:
         out[key_header] = _encode_value(key)
     for name, value in headers:
-        wire = name if _TOKEN.fullmatch(name) else quote(name, safe=_TOKEN_SAFE)
+        wire = name if _TOKEN.fullmatch(name) else quote(name, safe=_TCHARS_QUOTED)
         if wire in out:
             log.warning(
                 "%s: header '%s' appears more than once (or is the key header); NATS keeps "
@@ -214,9 +213,7 @@ class _Loop:
         except concurrent.futures.TimeoutError:
             if not future.done():
                 future.cancel()
-                raise StreamUnavailableError(
-                    f"{what}: no answer within {timeout:.1f}s"
-                ) from None
+                raise StreamUnavailableError(f"{what}: no answer within {timeout:.1f}s") from None
             raise
 
     def stop(self) -> None:
@@ -294,7 +291,9 @@ class _Settings:
         self.stream_config = dict(stream_config)
         self.key_header = str(ours.get("key_header", KEY_HEADER))
         if not _TOKEN.fullmatch(self.key_header):
-            raise ConfigError(f"{owner} option 'key_header' must be a token, got {self.key_header!r}")
+            raise ConfigError(
+                f"{owner} option 'key_header' must be a token, got {self.key_header!r}"
+            )
         self.connect_timeout = self.number("connect_timeout", 2.0)
         self.request_timeout = self.number("request_timeout", 5.0)
         self.max_reconnect_attempts = int(self.number("max_reconnect_attempts", 60, floor=-1))
@@ -309,8 +308,9 @@ class _Settings:
         return float(value)
 
     def unavailable(self, exc: BaseException | str, *, doing: str) -> StreamUnavailableError:
+        reason = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
         return StreamUnavailableError(
-            f"NATS at {self.shown} is unreachable while {doing}: {exc or type(exc).__name__}. "
+            f"NATS at {self.shown} is unreachable while {doing}: {reason}. "
             "Check that nats-server runs with JetStream (-js) and the URL is right; the "
             "next call tries again."
         )
@@ -348,7 +348,7 @@ class _Settings:
             await _close_quietly(client)
             if isinstance(exc, TypeError | ValueError):
                 raise ConfigError(f"{self.owner}: bad connection options: {exc}") from exc
-            raise self.unavailable(exc or "no answer", doing=f"connecting ({where})") from exc
+            raise self.unavailable(exc, doing=f"connecting ({where})") from exc
         return client
 
     async def ensure_stream(self, js: JetStreamContext, *, where: str) -> str:
@@ -404,12 +404,10 @@ def _stream_name(subject: str) -> str:
 def _subject_covers(pattern: str, subject: str) -> bool:
     """Whether stream subject `pattern` (with ``*``/``>`` wildcards) captures `subject`."""
     have = subject.split(".")
-    for i, token in enumerate(pattern.split(".")):
-        if token == ">":
+    for i, part in enumerate(pattern.split(".")):
+        if part == ">":
             return len(have) > i
-        if i >= len(have) or (token != "*" and token != have[i]) or (
-            token == "*" and have[i] == ">"
-        ):
+        if i >= len(have) or (part != "*" and part != have[i]) or (part == "*" and have[i] == ">"):
             return False
     return len(have) == len(pattern.split("."))
 
@@ -482,9 +480,10 @@ class NatsSource:
             for creating it (e.g. ``{"max_age": 86400, "storage": "memory"}``).
         ``key_header``
             The header that carries the key (default ``Headrace-Key``).
-        ``connect_timeout``, ``request_timeout``, ``max_reconnect_attempts``, ``reconnect_time_wait``
-            Bounds on connecting (2 s), on API calls and commits (5 s), and on the
-            background reconnection (60 attempts, 2 s apart; -1: forever).
+        ``connect_timeout``, ``request_timeout``
+            Bounds on connecting (default 2 s) and on API calls and commits (5 s).
+        ``max_reconnect_attempts``, ``reconnect_time_wait``
+            The background reconnection: 60 attempts (-1: forever), 2 s apart.
 
     Raises
     ------
@@ -557,7 +556,7 @@ class NatsSource:
             return
         self._loop = _Loop(f"headrace-nats-{self.group}")
         try:
-            self._run(self._connect(replay=True), what="connecting")
+            self._run(self._connect(replay=True), what="connecting")  # remembers the client
         except BaseException:
             self._loop.stop()
             self._loop = None
@@ -628,7 +627,7 @@ class NatsSource:
         for message in messages:
             offset = message.offset
             if not isinstance(offset, int) or offset not in self._inflight:
-                if isinstance(offset, int) and self._is_own(message):
+                if isinstance(offset, int) and _subject_covers(self.topic, message.topic):
                     continue  # acknowledged already (committed twice): nothing to do
                 raise SourceError(
                     f"Cannot commit {message.position} on {self._where}: it was not read by "
@@ -644,12 +643,10 @@ class NatsSource:
         for seq in todo:
             self._inflight.pop(seq, None)
 
-    def _is_own(self, message: Message) -> bool:
-        return _subject_covers(self.topic, message.topic) or message.topic == self.topic
-
     # --- coroutines on the private loop -----------------------------------------------
 
-    async def _connect(self, *, replay: bool) -> None:
+    async def _connect(self, *, replay: bool) -> tuple[Client, JetStreamContext.PullSubscription]:
+        """Connect, set up the stream and the consumer, bind; remember and return them."""
         from nats.js.api import AckPolicy, ConsumerConfig
         from nats.js.errors import APIError, NotFoundError
 
@@ -691,6 +688,7 @@ class NatsSource:
             await _close_quietly(client)
             raise
         self._client, self._sub, self._stream = client, sub, stream
+        return client, sub
 
     async def _update_consumer(self, js: JetStreamContext, stream: str, config: Any) -> None:
         from nats.js.errors import APIError
@@ -722,9 +720,7 @@ class NatsSource:
             self._client = self._sub = None
             if client is not None:
                 await _close_quietly(client)
-            await self._connect(replay=False)
-            assert self._client is not None and self._sub is not None  # noqa: S101
-            return self._client, self._sub
+            return await self._connect(replay=False)
         deadline = time.monotonic() + timeout
         while not client.is_connected:
             if time.monotonic() >= deadline:
@@ -819,7 +815,7 @@ class NatsSource:
             if self._inflight and client.is_connected:
                 for _, reply in self._inflight.values():
                     await client.publish(reply, b"-NAK")
-                await client.flush(timeout=self._settings.request_timeout)
+                await client.flush(timeout=max(int(self._settings.request_timeout), 1))
                 log.info("%s: gave %d messages back", self._where, len(self._inflight))
         finally:
             await _close_quietly(client)
@@ -855,7 +851,11 @@ class NatsSink:
             Also send the key as ``Nats-Msg-Id``, so the server drops a record whose key
             it saw within the stream's duplicate window (default off; turn it on only
             for outputs whose key is an idempotency key, never for dead letters).
-        ``stream``, ``create_stream``, ``stream_config``, ``key_header``, ``connect_timeout``, ``request_timeout``, ``max_reconnect_attempts``, ``reconnect_time_wait``
+        ``stream``, ``create_stream``, ``stream_config``, ``key_header``
+            As for `NatsSource`.
+        ``connect_timeout``, ``request_timeout``
+            As for `NatsSource`.
+        ``max_reconnect_attempts``, ``reconnect_time_wait``
             As for `NatsSource`.
 
     Raises
@@ -869,7 +869,7 @@ class NatsSink:
     def __init__(self, url: str, *, topic: str, options: Mapping[str, Any] | None = None) -> None:
         owner = "NatsSink"
         _import_nats(owner)
-        if "*" in topic.split(".") or ">" in topic.split("."):
+        if topic and ("*" in topic.split(".") or ">" in topic.split(".")):
             raise ConfigError(f"{owner} cannot publish to wildcard subject {topic!r}")
         self.url = url
         self.topic = topic
@@ -909,8 +909,8 @@ class NatsSink:
 
     def send(self, records: Sequence[OutRecord]) -> None:
         """Publish the records (in order) without waiting for their acks."""
-        loop, js = self._loop, self._js
-        if loop is None or js is None:
+        loop = self._loop
+        if loop is None:
             raise SinkError(f"{self._where}: the sink is not open; call open() first")
         if not records:
             return
@@ -923,7 +923,7 @@ class NatsSink:
             if self._dedupe and record.key is not None and headers is not None:
                 headers["Nats-Msg-Id"] = headers[key_header]
             items.append((record.value, headers))
-        self._pending.append(loop.submit(self._publish(js, items)))
+        self._pending.append(loop.submit(self._publish(items)))
 
     def flush(self, *, timeout: float) -> None:
         """Wait until every record sent so far is acknowledged by the stream.
@@ -941,6 +941,9 @@ class NatsSink:
         for index, future in enumerate(pending):
             try:
                 results = future.result(max(deadline - time.monotonic(), 0.0))
+            except StreamError as exc:  # could not even reconnect
+                failures.append(exc)
+                continue
             except concurrent.futures.TimeoutError:
                 for rest in pending[index:]:
                     rest.cancel()
@@ -959,11 +962,10 @@ class NatsSink:
 
     def close(self) -> None:
         """Flush what is pending (best effort) and disconnect."""
-        loop, self._loop = self._loop, None
+        loop = self._loop
         if loop is None:
             return
         try:
-            self._loop = loop
             self.flush(timeout=self._ack_timeout + 1)
         except SinkError as exc:
             log.warning("%s: records lost on close: %s", self._where, exc)
@@ -977,7 +979,7 @@ class NatsSink:
                     log.warning("%s: closing: %s", self._where, exc)
             loop.stop()
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> JetStreamContext:
         settings = self._settings
         client = await settings.connect(where=self._where)
         try:
@@ -988,10 +990,16 @@ class NatsSink:
             await _close_quietly(client)
             raise
         self._client, self._js = client, js
+        return js
 
-    async def _publish(
-        self, js: JetStreamContext, items: list[tuple[bytes, dict[str, str] | None]]
-    ) -> list[Any]:
+    async def _publish(self, items: list[tuple[bytes, dict[str, str] | None]]) -> list[Any]:
+        client, js = self._client, self._js
+        if client is None or js is None or client.is_closed:
+            # nats-py gave up reconnecting (max_reconnect_attempts): start afresh.
+            if client is not None:
+                await _close_quietly(client)
+            self._client = self._js = None
+            js = await self._connect()
         # Tasks start in creation order and each queues its message before its first
         # wait, so the messages leave in order while their acks are awaited together.
         tasks = [

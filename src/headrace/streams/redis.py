@@ -276,6 +276,8 @@ def _start_id(start: Any, *, owner: str) -> str:
     if start in ("latest", "$"):
         return "$"
     if isinstance(start, datetime):
+        if start.tzinfo is None:
+            raise ConfigError(f"{owner}: start time {start} has no time zone")
         ms = int(start.timestamp() * 1000)
     elif isinstance(start, int) and not isinstance(start, bool):
         ms = start
@@ -318,8 +320,8 @@ class RedisStreamSource:
             too) or ``"latest"`` (only entries added from now on).
         ``start``
             Replay: move the group to this position on `open`, even if it exists; an
-            entry id (inclusive), epoch milliseconds, a datetime, ``"earliest"`` or
-            ``"latest"``.
+            entry id (inclusive), epoch milliseconds, a datetime with a time zone,
+            ``"earliest"`` or ``"latest"``.
         ``claim_idle_ms``
             Claim entries left unacknowledged this long in any member's pending list
             (default 30000; 0 disables claiming). Keep it above the longest batch.

@@ -363,7 +363,7 @@ def test_commit_of_foreign_message_is_refused(
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
-    """A private Tansu broker (never the session's) and a function that stops it."""
+    """A private Tansu broker (never the session's) and a function that kills it."""
     pytest.importorskip("confluent_kafka")
     binary = _tansu_binary()
     port = free_port()
@@ -382,9 +382,15 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
         ],
         log=log,
     )
+
+    def crash() -> None:
+        # SIGKILL: a crash, and quick (on SIGTERM Tansu waits for its clients to leave).
+        proc.kill()
+        proc.wait()
+
     try:
         wait_for_port(proc, port, name="private Tansu broker", log=log)
-        yield f"{LOCALHOST}:{port}", lambda: stop_process(proc)
+        yield f"{LOCALHOST}:{port}", crash
     finally:
         stop_process(proc)
 
@@ -393,7 +399,7 @@ def test_broker_gone_fails_flush_and_first_poll(
     own_broker: tuple[str, Callable[[], None]], closing: list[KafkaSource | KafkaSink]
 ) -> None:
     bootstrap, stop = own_broker
-    sink = KafkaSink(bootstrap, topic="gone", connect_timeout=5)
+    sink = KafkaSink(bootstrap, topic="gone", connect_timeout=2)
     source = KafkaSource(
         bootstrap, topic="gone", group="gone", options=FAST_GROUP, connect_timeout=2
     )
@@ -412,4 +418,9 @@ def test_broker_gone_fails_flush_and_first_poll(
     with pytest.raises(StreamUnavailableError, match=bootstrap):
         while time.monotonic() - started < 10:
             source.poll(max_messages=10, timeout=0.2)
+    assert time.monotonic() - started < 5
+
+    started = time.monotonic()
+    sink.close()  # best effort, bounded by connect_timeout
+    source.close()
     assert time.monotonic() - started < 5

@@ -1,0 +1,151 @@
+"""`headrace run`, `replay` and `demo` as processes: real files, a real registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from headrace.registry import Registry
+from support.models import draft_from, write_sklearn_release
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    files = write_sklearn_release(tmp_path / "model")
+    home = tmp_path / "home"
+    with Registry(
+        f"sqlite:///{home / 'registry.db'}",
+        artifacts=f"file://{home / 'artifacts'}",
+        actor="e2e",
+        cache_dir=home / "cache",
+    ) as registry:
+        registry.register(draft_from(files, tmp_path), alias="champion")
+    return home
+
+
+def env_for(home: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+    return {**clean, "HEADRACE_HOME": str(home)}
+
+
+def write_events(path: Path, start: int, count: int, *, bad_every: int = 0) -> int:
+    bad = 0
+    with path.open("a") as handle:
+        for i in range(start, start + count):
+            if bad_every and i % bad_every == 0:
+                handle.write(json.dumps({"event_id": f"e{i}", "f0": "oops"}) + "\n")
+                bad += 1
+            else:
+                row = {"event_id": f"e{i}", **{f"f{j}": (i % 10) / 10 + j for j in range(5)}}
+                handle.write(json.dumps(row) + "\n")
+    return bad
+
+
+def pipeline(tmp_path: Path, *, follow: bool = False) -> Path:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(
+        "name: scoring\n"
+        "model: fraud@champion\n"
+        f"source: {{url: 'file://{tmp_path / 'events.jsonl'}', group: scoring,"
+        f" options: {{follow: {str(follow).lower()}}}}}\n"
+        f"outputs: [{{url: 'file://{tmp_path / 'scores.jsonl'}'}}]\n"
+        f"dead_letter: {{url: 'file://{tmp_path / 'dlq.jsonl'}'}}\n"
+        "id_field: event_id\n"
+        "stats_interval_s: 0.2\n"
+    )
+    return spec
+
+
+def headrace(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "headrace", *args],
+        capture_output=True,
+        text=True,
+        env=env_for(home),
+        timeout=180,
+    )
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_run_resumes_from_its_checkpoint_and_replay_goes_back(home: Path, tmp_path: Path) -> None:
+    bad = write_events(tmp_path / "events.jsonl", 0, 500, bad_every=50)
+    spec = pipeline(tmp_path)
+    first = headrace(home, "run", str(spec), "--until-end", "--json")
+    assert first.returncode == 0, first.stderr
+    stats = json.loads(first.stdout)
+    assert (stats["events"], stats["outputs"], stats["dead_letters"]) == (500, 500 - bad, bad)
+    assert len(lines(tmp_path / "scores.jsonl")) == 500 - bad
+    assert all(d["stage"] == "validate" for d in lines(tmp_path / "dlq.jsonl"))
+
+    write_events(tmp_path / "events.jsonl", 500, 100)
+    second = json.loads(headrace(home, "run", str(spec), "--until-end", "--json").stdout)
+    assert second["events"] == 100  # resumed after the checkpoint: nothing repeated
+
+    replayed = headrace(home, "replay", str(spec), "--from", "450", "--until-end", "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout)["events"] == 150
+    bad_from = headrace(home, "replay", str(spec), "--from", "yesterday")
+    assert bad_from.returncode == 1 and "neither an offset nor an ISO-8601" in bad_from.stderr
+
+
+def test_sigterm_drains_commits_and_exits_zero(home: Path, tmp_path: Path) -> None:
+    write_events(tmp_path / "events.jsonl", 0, 300)
+    spec = pipeline(tmp_path, follow=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headrace", "run", str(spec)],
+        env=env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(lines(tmp_path / "scores.jsonl")) < 300 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(lines(tmp_path / "scores.jsonl")) == 300
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert time.monotonic() - started < 10
+    assert "SIGTERM: draining" in err and "stopped: 300 events" in out
+    checkpoint = tmp_path / "events.jsonl.scoring.offset"
+    assert json.loads(checkpoint.read_text())["offset"] == 300
+
+
+def test_bad_pipeline_spec_is_one_line(home: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: x\nmodel: fraud\nsource: {url: 'file://e.jsonl'}\noutputs: []\n")
+    result = headrace(home, "run", str(spec))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {spec}: at least one output is required - at `$.outputs`"
+    ]
+
+
+def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
+    result = headrace(
+        tmp_path, "demo", "--events", "3000", "--home", str(tmp_path / "demo"), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["release"] == "fraud:1" and summary["events"] == 3000
+    sent = sum(summary["malformed_sent"].values())
+    assert sent > 0 and summary["dead_letters"] == sent
+    assert summary["outputs"] == 3000 - sent
+    assert summary["audit_records"] == 2
+    assert Path(summary["outputs_file"]).exists()
