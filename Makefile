@@ -21,7 +21,7 @@ ARGS ?=
 LINT_PATHS := $(wildcard src tests benchmarks examples)
 BENCHMARKS := $(sort $(wildcard benchmarks/*.py))
 
-.PHONY: help install quickstart fmt check test bench
+.PHONY: help install demo quickstart fmt check test bench
 
 help: ## List the targets
 	@echo "usage: make TARGET"
@@ -34,6 +34,9 @@ install: ## Create .venv if missing, install torch (pinned) and headrace[dev] ed
 
 QUICKSTART ?= examples/out
 HEADRACE ?= $(VENV)/bin/headrace
+
+demo: ## Run `headrace demo`: train, register, stream, score and audit a fraud model
+	$(HEADRACE) demo
 
 quickstart: ## Train an example fraud model, register it, batch-score a file, verify the audit chain
 	$(PY) examples/train_fraud.py $(QUICKSTART)

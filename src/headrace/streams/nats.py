@@ -320,17 +320,18 @@ class _Settings:
         from nats.aio.client import Client
 
         shown = self.shown
+        client = Client()
 
         async def on_error(exc: Exception) -> None:
             log.debug("%s: NATS %s: %s", where, shown, exc)
 
         async def on_disconnect() -> None:
-            log.warning("%s: lost the connection to NATS %s; reconnecting", where, shown)
+            if not client.is_closed:  # also called when closing, which is no news
+                log.warning("%s: lost the connection to NATS %s; reconnecting", where, shown)
 
         async def on_reconnect() -> None:
             log.info("%s: reconnected to NATS %s", where, shown)
 
-        client = Client()
         kwargs: dict[str, Any] = {
             "connect_timeout": self.connect_timeout,
             "max_reconnect_attempts": self.max_reconnect_attempts,
@@ -719,6 +720,7 @@ class NatsSource:
         if client is None or sub is None or client.is_closed:
             self._client = self._sub = None
             if client is not None:
+                log.info("%s: reconnection was given up; connecting afresh", self._where)
                 await _close_quietly(client)
             return await self._connect(replay=False)
         deadline = time.monotonic() + timeout

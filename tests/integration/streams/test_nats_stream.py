@@ -20,14 +20,14 @@ from typing import Any
 
 import nats
 import pytest
-from conftest import LOCALHOST, start_process, stop_process, wait_for_port
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-from support.stream_conformance import Backend, StreamConformance
 
+from conftest import LOCALHOST, start_process, stop_process, wait_for_port
 from headrace.errors import ConfigError, SinkError, SourceError, StreamUnavailableError
 from headrace.streams.base import Message, OutRecord
 from headrace.streams.nats import KEY_HEADER, NatsSink, NatsSource, redact_url
+from support.stream_conformance import Backend, StreamConformance
 
 pytestmark = pytest.mark.nats
 
@@ -319,9 +319,7 @@ def test_sink_creates_a_stream_named_after_the_subject(backend: NatsBackend) -> 
     backend.streams.append(stream)
     with pytest.raises(ConfigError, match="create_stream"):
         NatsSink(backend.url, topic=topic, options={"create_stream": False}).open()
-    sink = NatsSink(
-        backend.url, topic=topic, options={"stream_config": {"storage": "memory"}}
-    )
+    sink = NatsSink(backend.url, topic=topic, options={"stream_config": {"storage": "memory"}})
     sink.open()
     sink.send([OutRecord(value=b"x")])
     sink.flush(timeout=5)
@@ -352,7 +350,7 @@ def test_bad_options_are_config_errors(nats_url: str) -> None:
     with pytest.raises(ConfigError, match="initial_position"):
         NatsSource(nats_url, topic="a", group="g", options={"initial_position": "x"})
     with pytest.raises(ConfigError, match="time zone"):
-        NatsSource(nats_url, topic="a", group="g", options={"start": datetime(2026, 1, 1)})  # noqa: DTZ001
+        NatsSource(nats_url, topic="a", group="g", options={"start": datetime(2026, 1, 1)})
     with pytest.raises(ConfigError, match="no_such_option"):
         NatsSink(nats_url, topic="a", options={"no_such_option": 1})
     with pytest.raises(ConfigError, match="wildcard"):
@@ -360,7 +358,7 @@ def test_bad_options_are_config_errors(nats_url: str) -> None:
 
 
 def test_stream_of_another_subject_is_refused(backend: NatsBackend) -> None:
-    topic = backend.new_topic()
+    backend.new_topic()
     stream = backend.streams[-1]
     with pytest.raises(ConfigError, match="not subject"):
         NatsSource(
