@@ -39,7 +39,7 @@ from headrace.errors import (
     SourceError,
     StreamUnavailableError,
 )
-from headrace.streams.base import Message, OutRecord, RevokeCallback
+from headrace.streams.base import Message, OutRecord, Partition, RevokeCallback
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -65,10 +65,16 @@ Start = int | datetime | None
 
 CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "auto.offset.reset": "earliest",
-    # Prefetch: measured against Tansu (benchmarks/kafka_clients.py), a larger local
-    # queue keeps `consume` from waiting on fetch round trips.
-    "queued.min.messages": 200_000,
-    "fetch.wait.max.ms": 100,
+    # Measured against Tansu (benchmarks/kafka_clients.py, 600k events, 4 partitions):
+    # librdkafka's defaults stall each partition's fetcher for a second whenever its
+    # prefetch queue is full (fetch.queue.backoff.ms=1000): ~128k ev/s; a 10 ms backoff,
+    # ~300k ev/s, with a smaller queue (less to discard on pause or rebalance).
+    "queued.min.messages": 20_000,
+    "fetch.queue.backoff.ms": 10,
+    # On Tansu, delivery latency grows with this wait (Kafka answers a waiting fetch as
+    # soon as data arrives): p50 ~130 ms at librdkafka's 500 under 5-20k ev/s, ~15-20 ms
+    # at 50; lower values slow the broker down with extra fetches.
+    "fetch.wait.max.ms": 50,
 }
 """Consumer settings a user's ``options`` may override."""
 
@@ -284,6 +290,12 @@ class KafkaSource:
             error, self._callback_error = self._callback_error, None
             raise error
 
+    @property
+    def assignment(self) -> list[Partition]:
+        """The ``(topic, partition)`` pairs this source owns now (empty before the
+        group's first assignment and after `close`)."""
+        return [(self.topic, p) for p in sorted(self._owned)]
+
     # --- consuming ---------------------------------------------------------------------
 
     def poll(self, *, max_messages: int, timeout: float) -> list[Message]:
@@ -299,7 +311,12 @@ class KafkaSource:
         consumer = self._require("poll")
         if max_messages < 1:
             raise ConfigError(f"poll(max_messages={max_messages}) must ask for at least 1")
-        raw = consumer.consume(max_messages, timeout)
+        # `consume(n, timeout)` waits for all n messages or the whole timeout; the first
+        # message alone must end the wait, so take it with `poll`, then what is buffered.
+        first = consumer.poll(timeout)
+        raw = [] if first is None else [first]
+        if first is not None and max_messages > 1:
+            raw.extend(consumer.consume(max_messages - 1, 0))
         self._raise_pending()
         topic = self.topic
         out: list[Message] = []

@@ -18,19 +18,20 @@ are escaped so that any ``(str, bytes)`` pair round-trips:
 
 * a name that is not an RFC 7230 token is percent-encoded (``my header`` ->
   ``my%20header``), as is ``%`` itself;
-* a value that is not printable UTF-8 without surrounding blanks (NATS trims values
-  and cannot carry line breaks) is sent as ``b64:<base64>``, as is one starting with
-  ``b64:``.
+* a value that is not printable ASCII without surrounding blanks (NATS trims values
+  and cannot carry line breaks; older nats-py drop non-ASCII headers) is sent as
+  ``b64:<base64>``, as is one starting with ``b64:``.
 
 NATS keeps one value per header name: when a record repeats a name, the last value wins
 and a warning is logged.
 
 Delivery: the consumer acknowledges explicitly. `NatsSource.commit` acknowledges and
-waits for the server's confirmation of the last acknowledgement (later ones are applied
-after earlier ones), so a commit is durable when it returns. Unacknowledged messages come
-again after ``ack_wait``; `NatsSource.close` gives its unacknowledged messages back at
-once (``-NAK``), and a paused source keeps its in-flight messages from expiring
-(``+WPI``).
+waits for the server's confirmation of the last acknowledgement (the server applies the
+acknowledgements of one connection in order), so a commit is durable when it returns.
+Unacknowledged messages come again after ``ack_wait`` once their source stops polling
+(a source that polls, paused or not, keeps its in-flight messages alive with ``+WPI``);
+`NatsSource.close` gives them back at once (``-NAK``). An idle source checks every few
+seconds that its consumer still exists and creates it again if it was deleted.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ import re
 import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import orjson
 
 from headrace.errors import (
     ConfigError,
@@ -63,11 +66,11 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js.client import JetStreamContext
 
-__all__ = ["NatsSink", "NatsSource"]
+__all__ = ["KEY_HEADER", "NatsSink", "NatsSource", "redact_url"]
 
 log = logging.getLogger("headrace.streams.nats")
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 KEY_HEADER = "Headrace-Key"
 """The header that carries `Message.key` / `OutRecord.key` (option ``key_header``)."""
@@ -76,6 +79,7 @@ _B64 = "b64:"
 _TOKEN = re.compile(r"[!#$&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 tchar, without "%"
 _TCHARS_QUOTED = "!#$&'*+^`|"  # tchars `quote` would otherwise escape
 _NAME_RULE = re.compile(r"[^.*>\s/\\]+")  # stream and durable consumer names
+_CONSUMER_CHECK_S = 5.0  # how often an idle source checks that its consumer still exists
 
 _COMMON_OPTIONS = frozenset(
     {
@@ -120,7 +124,7 @@ def _import_nats(feature: str) -> None:
 # --- headers ---------------------------------------------------------------------------
 
 
-def encode_headers(
+def _encode_headers(
     headers: Sequence[tuple[str, bytes]], *, key: bytes | None, key_header: str, where: str
 ) -> dict[str, str] | None:
     """NATS headers for a record (see the module docstring for the escaping)."""
@@ -142,7 +146,7 @@ def encode_headers(
     return out
 
 
-def decode_headers(
+def _decode_headers(
     headers: Mapping[str, str] | None, *, key_header: str
 ) -> tuple[bytes | None, list[tuple[str, bytes]]]:
     """The key and the ``(name, value)`` headers of a received message."""
@@ -163,8 +167,11 @@ def _encode_value(value: bytes) -> str:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         text = None
+    # ASCII only: nats-py before 2.11 or so parses headers as e-mail headers and drops
+    # every header of a message with a non-ASCII value.
     if (
         text is not None
+        and text.isascii()
         and text.isprintable()
         and text == text.strip()
         and not text.startswith(_B64)
@@ -197,11 +204,11 @@ class _Loop:
         asyncio.set_event_loop(self._loop)
         self._loop.run_forever()
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
         """Schedule `coro` on the loop; the caller waits on the returned future."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float, what: str) -> T:
+    def run(self, coro: Coroutine[Any, Any, _T], *, timeout: float, what: str) -> _T:
         """Run `coro` on the loop and wait for it; `StreamUnavailableError` past `timeout`.
 
         The coroutines given here bound their own waits; `timeout` only guards against a
@@ -343,7 +350,7 @@ class _Settings:
         }
         try:
             await asyncio.wait_for(
-                client.connect(servers=[self.url], **kwargs), self.connect_timeout + 1.0
+                client.connect(servers=[self.url], **kwargs), self.connect_timeout
             )
         except Exception as exc:
             await _close_quietly(client)
@@ -431,7 +438,13 @@ def _start_config(start: Any, *, owner: str) -> dict[str, Any]:
     if isinstance(start, datetime):
         if start.tzinfo is None:
             raise ConfigError(f"{owner}: start time {start} has no time zone")
-        return {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start}
+        from nats.js.api import ConsumerConfig
+
+        # Newer nats-py convert a datetime themselves; older ones send the field as is.
+        when: datetime | str = start
+        if not hasattr(ConsumerConfig, "_to_utc_iso"):
+            when = start.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": when}
     if isinstance(start, str) and start.isdigit():
         start = int(start)
     if isinstance(start, int) and not isinstance(start, bool) and start >= 1:
@@ -538,6 +551,7 @@ class NatsSource:
         self._inflight: dict[int, tuple[int, str]] = {}
         self._delivered = 0
         self._next_touch = 0.0
+        self._next_check = 0.0
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -694,11 +708,13 @@ class NatsSource:
     async def _update_consumer(self, js: JetStreamContext, stream: str, config: Any) -> None:
         from nats.js.errors import APIError
 
-        if config.filter_subject not in (None, self.topic) or config.filter_subjects:
+        # `filter_subjects` (several filters) came with nats-py 2.7 and nats-server 2.10.
+        filters = getattr(config, "filter_subjects", None)
+        if config.filter_subject not in (None, self.topic) or filters:
             raise ConfigError(
                 f"{self._where}: consumer '{self.group}' of stream '{stream}' already reads "
-                f"{config.filter_subjects or config.filter_subject!r}; pick another group "
-                "name for this subject."
+                f"{filters or config.filter_subject!r}; pick another group name for this "
+                "subject."
             )
         wanted = {
             "ack_wait": self._ack_wait,
@@ -740,7 +756,7 @@ class NatsSource:
         await self._touch_inflight()
         try:
             raw = await sub.fetch(batch=count, timeout=max(timeout, 0.01))
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError, or asyncio's near the deadline
             raw = []
         except nats.js.errors.APIError as exc:
             if exc.code == 503:
@@ -751,16 +767,19 @@ class NatsSource:
             ) from exc
         except (nats.errors.ConnectionClosedError, OSError) as exc:
             raise self._settings.unavailable(exc, doing=f"reading {self._where}") from exc
-        if not raw and not client.is_connected:
-            raise self._settings.unavailable(
-                "disconnected, reconnecting", doing=f"reading {self._where}"
-            )
+        if not raw:
+            if not client.is_connected:
+                raise self._settings.unavailable(
+                    "disconnected, reconnecting", doing=f"reading {self._where}"
+                )
+            await self._check_consumer(client)
+            return []
         key_header = self._settings.key_header
         messages = []
         for msg in raw:
             metadata = msg.metadata
             seq = metadata.sequence.stream
-            key, headers = decode_headers(msg.headers, key_header=key_header)
+            key, headers = _decode_headers(msg.headers, key_header=key_header)
             self._delivered += 1
             # Re-inserted at the end: the dict's order is the delivery order.
             self._inflight.pop(seq, None)
@@ -777,6 +796,40 @@ class NatsSource:
                 )
             )
         return messages
+
+    async def _check_consumer(self, client: Client) -> None:
+        """Recreate the consumer if it vanished (a fetch from a deleted one just waits)."""
+        import nats.errors
+        from nats.js.errors import NotFoundError
+
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + _CONSUMER_CHECK_S
+        try:
+            await client.jetstream(timeout=self._settings.request_timeout).consumer_info(
+                self._stream, self.group
+            )
+            return
+        except NotFoundError:
+            pass
+        except nats.errors.Error as exc:  # only a check: the next one may get through
+            log.debug("%s: checking the consumer: %s", self._where, exc)
+            return
+        log.warning(
+            "%s: the consumer (or its stream '%s') was deleted; creating it again (its "
+            "%d unacknowledged messages come again from the new one)",
+            self._where,
+            self._stream,
+            len(self._inflight),
+        )
+        self._inflight.clear()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+        self._client = None
+        await _close_quietly(client)
+        await self._connect(replay=False)
 
     async def _touch_inflight(self) -> None:
         """Tell the server we still work on in-flight messages (``+WPI``)."""
@@ -822,7 +875,7 @@ class NatsSource:
         finally:
             await _close_quietly(client)
 
-    def _run(self, coro: Coroutine[Any, Any, T], *, what: str, timeout: float | None = None) -> T:
+    def _run(self, coro: Coroutine[Any, Any, _T], *, what: str, timeout: float | None = None) -> _T:
         loop = self._loop
         if loop is None:
             coro.close()
@@ -835,8 +888,24 @@ class NatsSource:
 # --- sink ------------------------------------------------------------------------------
 
 
+class _Acks:
+    """The JetStream acks awaited for the records of one `NatsSink.send` call."""
+
+    __slots__ = ("done", "expected", "failures", "received", "seen")
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = 0
+        self.seen = bytearray(expected)  # 1 where the ack of that record arrived
+        self.failures: list[tuple[int, str]] = []
+        self.done = asyncio.Event()
+
+
 class NatsSink:
     """Publishes records to a JetStream subject; `flush` waits for every ack.
+
+    Acks come back on one wildcard inbox per sink instead of one request per record,
+    which is about four times faster than nats-py's ``js.publish``.
 
     Parameters
     ----------
@@ -848,7 +917,7 @@ class NatsSink:
         Headrace's own options, below; any other key goes to ``nats.connect``.
 
         ``ack_timeout``
-            Seconds to wait for each publish's ack (default 5).
+            Seconds to wait for the acks of one `send` (default 5).
         ``dedupe_by_key``
             Also send the key as ``Nats-Msg-Id``, so the server drops a record whose key
             it saw within the stream's duplicate window (default off; turn it on only
@@ -880,9 +949,14 @@ class NatsSink:
         self._dedupe = bool(settings.options.get("dedupe_by_key", False))
         self._where = f"subject '{topic}'"
         self._loop: _Loop | None = None
+        self._pending: list[concurrent.futures.Future[tuple[int, list[tuple[int, str]]]]] = []
+        # Owned by the event loop's thread:
         self._client: Client | None = None
-        self._js: JetStreamContext | None = None
-        self._pending: list[concurrent.futures.Future[list[Any]]] = []
+        self._inbox = ""
+        self._batches: dict[int, _Acks] = {}
+        self._batch_ids = 0
+        self._order: asyncio.Lock | None = None
+        self._stream_missing = False
 
     def open(self) -> None:
         """Connect and make sure a stream captures the subject.
@@ -919,7 +993,7 @@ class NatsSink:
         items = []
         key_header = self._settings.key_header
         for record in records:
-            headers = encode_headers(
+            headers = _encode_headers(
                 record.headers, key=record.key, key_header=key_header, where=self._where
             )
             if self._dedupe and record.key is not None and headers is not None:
@@ -933,19 +1007,17 @@ class NatsSink:
         Raises
         ------
         SinkError
-            When a publish failed or was not acknowledged within `timeout` (the records
-            may be partly stored: the caller redelivers them, at-least-once).
+            When a record was refused or not acknowledged (within ``ack_timeout`` of its
+            `send`, or within `timeout`); the records may be partly stored: the caller
+            redelivers them (at-least-once).
         """
         pending, self._pending = self._pending, []
         deadline = time.monotonic() + max(timeout, 0.0)
-        failures: list[BaseException] = []
         total = 0
+        failures: list[tuple[int, str]] = []
         for index, future in enumerate(pending):
             try:
-                results = future.result(max(deadline - time.monotonic(), 0.0))
-            except StreamError as exc:  # could not even reconnect
-                failures.append(exc)
-                continue
+                sent, failed = future.result(max(deadline - time.monotonic(), 0.0))
             except concurrent.futures.TimeoutError:
                 for rest in pending[index:]:
                     rest.cancel()
@@ -954,13 +1026,18 @@ class NatsSink:
                     f"acknowledged within {timeout:.1f}s. Is the server reachable and a "
                     "stream capturing the subject?"
                 ) from None
-            total += len(results)
-            failures += [r for r in results if isinstance(r, BaseException)]
+            except StreamError as exc:  # could not publish at all
+                for rest in pending[index + 1 :]:
+                    rest.cancel()
+                raise SinkError(str(exc)) from exc
+            failures += [(total + i, reason) for i, reason in failed]
+            total += sent
         if failures:
+            index, reason = failures[0]
             raise SinkError(
                 f"NATS at {self._settings.shown} did not store {len(failures)} of {total} "
-                f"records to {self._where}: {_describe(failures[0], self._ack_timeout)}"
-            ) from failures[0]
+                f"records to {self._where} (first: record {index}: {reason})"
+            )
 
     def close(self) -> None:
         """Flush what is pending (best effort) and disconnect."""
@@ -973,54 +1050,106 @@ class NatsSink:
             log.warning("%s: records lost on close: %s", self._where, exc)
         finally:
             self._loop = None
-            client, self._client, self._js = self._client, None, None
-            if client is not None:
-                try:
-                    loop.run(_close_quietly(client), timeout=10, what="closing")
-                except StreamError as exc:
-                    log.warning("%s: closing: %s", self._where, exc)
+            try:
+                loop.run(self._disconnect(), timeout=10, what="closing")
+            except StreamError as exc:
+                log.warning("%s: closing: %s", self._where, exc)
             loop.stop()
 
-    async def _connect(self) -> JetStreamContext:
+    # --- coroutines on the private loop -----------------------------------------------
+
+    async def _connect(self) -> Client:
         settings = self._settings
         client = await settings.connect(where=self._where)
         try:
             js = client.jetstream(timeout=settings.request_timeout)
-            # Also sets up the request inbox, so publishes below keep their order.
             await settings.ensure_stream(js, where=self._where)
+            inbox = client.new_inbox()
+            await client.subscribe(f"{inbox}.*.*", cb=self._on_ack)
         except BaseException:
             await _close_quietly(client)
             raise
-        self._client, self._js = client, js
-        return js
+        self._client, self._inbox = client, inbox
+        return client
 
-    async def _publish(self, items: list[tuple[bytes, dict[str, str] | None]]) -> list[Any]:
-        client, js = self._client, self._js
-        if client is None or js is None or client.is_closed:
-            # nats-py gave up reconnecting (max_reconnect_attempts): start afresh.
-            if client is not None:
-                await _close_quietly(client)
-            self._client = self._js = None
-            js = await self._connect()
-        # Tasks start in creation order and each queues its message before its first
-        # wait, so the messages leave in order while their acks are awaited together.
-        tasks = [
-            asyncio.ensure_future(
-                js.publish(self.topic, value, timeout=self._ack_timeout, headers=headers)
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await _close_quietly(client)
+
+    async def _publish(
+        self, items: list[tuple[bytes, dict[str, str] | None]]
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Publish `items` in order and wait for their acks: (count, [(index, reason)])."""
+        import nats.errors
+
+        if self._order is None:
+            self._order = asyncio.Lock()
+        self._batch_ids += 1
+        batch = self._batch_ids
+        acks = _Acks(len(items))
+        self._batches[batch] = acks
+        try:
+            # Sends queued before this one go out first (the lock is fair), so records
+            # keep the order of the `send` calls.
+            async with self._order:
+                client = self._client
+                if client is None or client.is_closed:
+                    # nats-py gave up reconnecting (max_reconnect_attempts): start afresh.
+                    if client is not None:
+                        log.info("%s: reconnection was given up; connecting afresh", self._where)
+                        await _close_quietly(client)
+                    client = await self._connect()
+                elif self._stream_missing and self._settings.create_stream:
+                    self._stream_missing = False
+                    js = client.jetstream(timeout=self._settings.request_timeout)
+                    await self._settings.ensure_stream(js, where=self._where)
+                prefix = f"{self._inbox}.{batch}."
+                try:
+                    for index, (value, headers) in enumerate(items):
+                        await client.publish(
+                            self.topic, value, reply=f"{prefix}{index}", headers=headers
+                        )
+                except (nats.errors.Error, OSError) as exc:
+                    doing = f"publishing to {self._where}"
+                    raise self._settings.unavailable(exc, doing=doing) from exc
+            try:
+                await asyncio.wait_for(acks.done.wait(), self._ack_timeout)
+            except TimeoutError:
+                reason = f"no ack within {self._ack_timeout:.1f}s (server unreachable or slow)"
+                missing = [(i, reason) for i, seen in enumerate(acks.seen) if not seen]
+                return len(items), sorted([*acks.failures, *missing])
+            return len(items), acks.failures
+        finally:
+            del self._batches[batch]
+
+    async def _on_ack(self, msg: Any) -> None:
+        batch, _, index = msg.subject.rpartition(".")
+        acks = self._batches.get(int(batch.rpartition(".")[2]))
+        if acks is None:
+            return  # a late ack of a send that was given up
+        position = int(index)
+        if position >= acks.expected or acks.seen[position]:
+            return
+        acks.seen[position] = 1
+        data: bytes = msg.data
+        if not data:  # a status message: 503 means no stream captures the subject
+            status = (msg.headers or {}).get("Status", "?")
+            self._stream_missing = True
+            acks.failures.append(
+                (
+                    position,
+                    f"no JetStream stream answered (status {status}): was the stream deleted? "
+                    "The next send creates it again (unless 'create_stream' is off)",
+                )
             )
-            for value, headers in items
-        ]
-        return await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _describe(exc: BaseException, ack_timeout: float) -> str:
-    import nats.errors
-    import nats.js.errors
-
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return "no JetStream stream captures the subject (was it deleted?)"
-    if isinstance(exc, nats.errors.TimeoutError):
-        return f"no ack within {ack_timeout:.1f}s (server unreachable or overloaded)"
-    if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.OutboundBufferLimitError):
-        return f"server unreachable ({type(exc).__name__})"
-    return f"{type(exc).__name__}: {exc}"
+        elif b'"error"' in data:
+            try:
+                error = orjson.loads(data).get("error", {})
+                reason = f"{error.get('description', data.decode())} (code {error.get('err_code')})"
+            except orjson.JSONDecodeError:
+                reason = data.decode("utf-8", "replace")
+            acks.failures.append((position, reason))
+        acks.received += 1
+        if acks.received >= acks.expected:
+            acks.done.set()

@@ -17,13 +17,16 @@ acknowledged (`RedisStreamSource.commit` = ``XACK``). Redis has no rebalance; in
 * a restarted member re-reads its own pending entries first (give it a stable name with
   the ``consumer`` option, e.g. the pod name, for this to apply);
 * members claim entries that sat unacknowledged longer than ``claim_idle_ms`` in anyone's
-  PEL (``XAUTOCLAIM``), so the events of a crashed member are not stuck; members keep
-  their own in-flight entries fresh meanwhile, so a slow batch is not stolen;
+  PEL (``XAUTOCLAIM``), so the events of a crashed member are not stuck. A member that
+  keeps polling (paused or not) keeps its own in-flight entries fresh, so entries held
+  across polls are not taken from it; one batch must still finish within
+  ``claim_idle_ms``, or another member processes it too (at-least-once);
 * `RedisStreamSource.close` hands its unacknowledged entries back (marks them idle at
   once), so the next member picks them up without waiting for ``claim_idle_ms``.
 
 ``Message.offset`` is the entry id (``"1700000000000-0"``), ``partition`` is 0, ``topic``
 is the stream key and ``timestamp_ms`` the id's time part (the server's clock at ``XADD``).
+Needs Redis 6.2 or later (``XAUTOCLAIM``).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from headrace.errors import (
 )
 from headrace.streams.base import Message, OutRecord, RevokeCallback
 
-__all__ = ["RedisStreamSink", "RedisStreamSource"]
+__all__ = ["RedisStreamSink", "RedisStreamSource", "redact_url"]
 
 log = logging.getLogger("headrace.streams.redis")
 
@@ -119,6 +122,15 @@ class _Client(Protocol):
     def register_script(self, script: str) -> Any: ...
 
     def close(self) -> None: ...
+
+    @property
+    def connection_pool(self) -> Any: ...
+
+
+def _close(client: _Client) -> None:
+    """Close the client and its pool's sockets (redis-py 5.0's `close` leaves them open)."""
+    client.close()
+    client.connection_pool.disconnect()
 
 
 def redact_url(url: str) -> str:
@@ -426,7 +438,7 @@ class RedisStreamSource:
                 log.info("%s: group moved to %s (replay)", self._where, position)
         except Exception:
             self._client = None
-            client.close()
+            _close(client)
             raise
         self._pending_cursor = "0"
         self._claim_cursor = "0-0"
@@ -447,7 +459,7 @@ class RedisStreamSource:
             log.warning("%s: could not hand back pending entries: %s", self._where, exc)
         finally:
             self._inflight.clear()
-            client.close()
+            _close(client)
 
     def pause(self) -> None:
         """Stop reading; `poll` returns nothing until `resume`."""
@@ -772,7 +784,7 @@ class RedisStreamSink:
         try:
             client.ping()
         except _client_errors() as exc:
-            client.close()
+            _close(client)
             raise _translate(exc, url=self.url, where=f"connecting to {self._where}") from exc
         self._client = client
         self._pipe = client.pipeline(transaction=False)
@@ -817,7 +829,7 @@ class RedisStreamSink:
             log.warning("%s: records lost on close: %s", self._where, exc)
         finally:
             client, self._client, self._pipe = self._client, None, None
-            client.close()
+            _close(client)
 
     def _execute(self) -> None:
         queued, self._queued = self._queued, 0

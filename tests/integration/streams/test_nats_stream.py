@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import shutil
 import subprocess
 import time
 import uuid
@@ -23,7 +24,13 @@ import pytest
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from conftest import LOCALHOST, start_process, stop_process, wait_for_port
+from conftest import (
+    LOCALHOST,
+    service_unavailable,
+    start_process,
+    stop_process,
+    wait_for_port,
+)
 from headrace.errors import ConfigError, SinkError, SourceError, StreamUnavailableError
 from headrace.streams.base import Message, OutRecord
 from headrace.streams.nats import KEY_HEADER, NatsSink, NatsSource, redact_url
@@ -177,14 +184,13 @@ def test_unacknowledged_messages_come_again_after_ack_wait(backend: NatsBackend)
     hung.open()
     other.open()
     try:
+        before_delivery = time.monotonic()
         got = poll_until(hung, expected=3)
         hung.commit(got[:1])
-        # `hung` stops polling (stuck or dead); nothing comes before ack_wait ...
-        started = time.monotonic()
-        assert other.poll(max_messages=10, timeout=0.3) == []
+        # `hung` stops polling (stuck or dead): after ack_wait, and not before, ...
         again = poll_until(other, expected=2, timeout=5)
-        assert time.monotonic() - started >= 0.6
-        # ... then exactly the two unacknowledged ones, with their stream sequences.
+        assert time.monotonic() - before_delivery >= 1.0
+        # ... exactly the two unacknowledged ones come again, with their sequences.
         assert [(m.offset, m.value) for m in again] == [(m.offset, m.value) for m in got[1:]]
         other.commit(again)
         assert ack_pending(backend, topic, group) == 0
@@ -270,6 +276,47 @@ def test_replay_and_initial_position(backend: NatsBackend) -> None:
         assert by_time.poll(max_messages=10, timeout=0.2) == []
     finally:
         by_time.close()
+
+
+def test_deleted_consumer_and_stream_are_recreated(
+    backend: NatsBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headrace.streams.nats as module
+
+    monkeypatch.setattr(module, "_CONSUMER_CHECK_S", 0.1)
+    topic = f"headrace-test.recreated.{uuid.uuid4().hex[:8]}"
+    backend.streams.append(topic.replace(".", "_"))
+    sink = NatsSink(backend.url, topic=topic, options={"stream_config": {"storage": "memory"}})
+    source = NatsSource(backend.url, topic=topic, group="g")
+    sink.open()
+    source.open()
+    try:
+        sink.send([OutRecord(value=b"1")])
+        sink.flush(timeout=5)
+        source.commit(poll_until(source, expected=1))
+
+        async def delete_consumer(js: Any) -> None:
+            await js.delete_consumer(topic.replace(".", "_"), "g")
+
+        backend.run(delete_consumer)
+        sink.send([OutRecord(value=b"2")])
+        sink.flush(timeout=5)
+        # The new consumer starts at the beginning again: at-least-once.
+        assert [m.value for m in poll_until(source, expected=2)] == [b"1", b"2"]
+
+        async def delete_stream(js: Any) -> None:
+            await js.delete_stream(topic.replace(".", "_"))
+
+        backend.run(delete_stream)
+        sink.send([OutRecord(value=b"lost")])
+        with pytest.raises(SinkError, match="was the stream deleted"):
+            sink.flush(timeout=5)
+        sink.send([OutRecord(value=b"3")])  # creates the stream again first
+        sink.flush(timeout=5)
+        assert [m.value for m in poll_until(source, expected=1)] == [b"3"]
+    finally:
+        source.close()
+        sink.close()
 
 
 # --- wire format -----------------------------------------------------------------------
@@ -398,6 +445,8 @@ class OwnNats:
 
 @pytest.fixture
 def own_nats(tmp_path: Path, free_tcp_port: int) -> Iterator[OwnNats]:
+    if shutil.which("nats-server") is None:
+        service_unavailable("nats-server", "PATH", "apt-get install nats-server")
     server = OwnNats(free_tcp_port, tmp_path)
     server.start()
     yield server

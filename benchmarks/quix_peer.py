@@ -1,0 +1,70 @@
+"""The Quix Streams peer of ``stream_throughput.py``: score each message on its own.
+
+Run by ``stream_throughput.py --quix-python PATH`` in a venv of its own (quixstreams is
+never installed into headrace's venv)::
+
+    python3 -m venv /tmp/quix-venv
+    /tmp/quix-venv/bin/pip install quixstreams scikit-learn==<headrace venv's> orjson numpy
+
+It reads JSON events (``{"id": 7, "f00": 0.52, ..., "f19": -1.3}``), calls the model's
+``predict_proba`` on one row per message inside ``sdf.apply``, and writes
+``{"event_id", "prediction", "score", "processed_at_ms"}`` with ``to_topic``: a Quix
+``Application`` as its documentation writes one, with its default settings apart from a
+short session timeout (Tansu's group join takes about half of it) and
+``auto_offset_reset="earliest"``. It runs until SIGTERM (Quix drains and commits then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+N_FEATURES = 20
+FEATURES = [f"f{i:02d}" for i in range(N_FEATURES)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    for name in ("--bootstrap", "--input", "--output", "--group", "--model", "--state-dir"):
+        parser.add_argument(name, required=True)
+    parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    args = parser.parse_args()
+
+    import joblib
+    import numpy as np
+    from quixstreams import Application
+
+    model = joblib.load(args.model)  # a pickle this benchmark wrote itself
+    proba = model.predict_proba
+    positive = list(model.classes_).index(1)
+
+    def score(event: dict[str, Any]) -> dict[str, Any]:
+        row = np.array([[event[name] for name in FEATURES]], dtype=np.float64)
+        p = float(proba(row)[0, positive])
+        return {
+            "event_id": event["id"],
+            "prediction": "fraud" if p >= 0.5 else "legit",
+            "score": p,
+            "processed_at_ms": int(time.time() * 1000),
+        }
+
+    app = Application(
+        broker_address=args.bootstrap,
+        consumer_group=args.group,
+        auto_offset_reset="earliest",
+        consumer_extra_config={
+            "session.timeout.ms": args.session_timeout_ms,
+            "heartbeat.interval.ms": min(500, args.session_timeout_ms // 3),
+        },
+        state_dir=args.state_dir,
+        loglevel="WARNING",
+    )
+    source = app.topic(args.input, value_deserializer="json")
+    sink = app.topic(args.output, value_serializer="json")
+    app.dataframe(source).apply(score).to_topic(sink)
+    app.run()
+
+
+if __name__ == "__main__":
+    main()
