@@ -11,7 +11,9 @@ It reads JSON events (``{"id": 7, "f00": 0.52, ..., "f19": -1.3}``), calls the m
 ``{"event_id", "prediction", "score", "processed_at_ms"}`` with ``to_topic``: a Quix
 ``Application`` as its documentation writes one, with its default settings apart from a
 short session timeout (Tansu's group join takes about half of it) and
-``auto_offset_reset="earliest"``. It runs until SIGTERM (Quix drains and commits then).
+``auto_offset_reset="earliest"``. One addition: ``set_timestamp`` stamps each output with
+the time it was scored (Quix would carry the input's timestamp over, and the benchmark
+reads output timestamps). It stops after ``--max-events`` outputs, or at SIGTERM.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main() -> None:
     for name in ("--bootstrap", "--input", "--output", "--group", "--model", "--state-dir"):
         parser.add_argument(name, required=True)
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    parser.add_argument("--max-events", type=int, default=0, help="stop after N outputs")
     args = parser.parse_args()
 
     import joblib
@@ -62,8 +65,11 @@ def main() -> None:
     )
     source = app.topic(args.input, value_deserializer="json")
     sink = app.topic(args.output, value_serializer="json")
-    app.dataframe(source).apply(score).to_topic(sink)
-    app.run()
+    sdf = app.dataframe(source).apply(score)
+    sdf = sdf.set_timestamp(lambda value, key, timestamp, headers: value["processed_at_ms"])
+    sdf.to_topic(sink)
+    # count: stop after that many outputs; 0 runs until SIGTERM.
+    app.run(count=args.max_events, collect=False)
 
 
 if __name__ == "__main__":

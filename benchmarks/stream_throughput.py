@@ -51,7 +51,6 @@ import collections
 import datetime
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -82,7 +81,6 @@ FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "604800000"}
 PACED_BASE = 10_000_000  # event ids of the paced latency run
 WARM_BASE = 20_000_000  # event ids of its warm-up events
-MODELS = {"lr": "LogisticRegression", "gbm": "HistGradientBoostingClassifier(max_iter=100)"}
 
 
 # --- data and models ---------------------------------------------------------------------
@@ -266,55 +264,58 @@ def produce_all(bootstrap: str, topic: str, payloads: list[bytes], ids: list[int
         raise RuntimeError(f"pre-filling {topic} did not finish within 60s")
 
 
-class Watermarks:
-    """How many records a topic holds, from its partitions' high watermarks."""
+class Reader:
+    """Reads a topic from its beginning in a background thread: timestamps and values.
+
+    Counting records by high watermarks does not work here: Tansu's ListOffsets answer
+    lags (15,782 of 20,000 records, a second after the producer's flush returned).
+    """
 
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        self.topic = topic
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
-        self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
-
-    def count(self) -> int:
-        return sum(
-            self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)[1]
-            for tp in self._partitions
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-reader-{uuid.uuid4().hex[:6]}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
         )
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self.stamps: list[int] = []
+        self.values: list[bytes] = []
+        self.last_ms = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-    def close(self) -> None:
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._consumer.consume(10_000, 0.2)
+            for m in batch:
+                if m.error() is None:
+                    self.values.append(m.value())
+                    self.stamps.append(m.timestamp()[1])
+            if batch:
+                self.last_ms = time.monotonic()
         self._consumer.close()
 
+    def wait(self, count: int, *, timeout: float, idle: float = 0.0) -> int:
+        """Until `count` records were read (and none came for `idle` seconds after)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.stamps) >= count and time.monotonic() - self.last_ms >= idle:
+                break
+            time.sleep(0.02)
+        return len(self.stamps)
 
-def read_topic(
-    bootstrap: str, topic: str, partitions: int, expected: int, *, values: bool
-) -> tuple[np.ndarray, list[bytes]]:
-    """Every record's timestamp (ms), and its value when asked, from the beginning."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-reader-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    stamps: list[int] = []
-    out: list[bytes] = []
-    deadline = time.monotonic() + 120
-    try:
-        while len(stamps) < expected and time.monotonic() < deadline:
-            for m in consumer.consume(10_000, 0.5):
-                if m.error() is not None:
-                    continue
-                stamps.append(m.timestamp()[1])
-                if values:
-                    out.append(m.value())
-    finally:
-        consumer.close()
-    return np.asarray(stamps, dtype=np.int64), out
+    def close(self) -> tuple[np.ndarray, list[bytes]]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return np.asarray(self.stamps, dtype=np.int64), self.values
 
 
 # --- contenders (run as child processes) ---------------------------------------------------
@@ -322,13 +323,14 @@ def read_topic(
 
 @dataclass(frozen=True)
 class Job:
-    """One contender run: where it reads and writes."""
+    """One contender run: where it reads and writes, and after how many events it stops."""
 
     kind: str  # bare, headrace-lr, headrace-gbm, quix-lr, quix-gbm
     input: str
     output: str
     group: str
-    dead_letters: str = ""
+    dead_letters: str
+    max_events: int = 0  # 0: until SIGTERM
 
 
 @dataclass
@@ -343,14 +345,16 @@ class Env:
     py_spy: str | None = None
 
     def command(self, job: Job) -> list[str]:
+        common = ["--bootstrap", self.bootstrap, "--input", job.input, "--output", job.output]
+        common += ["--group", job.group, "--max-events", str(job.max_events)]
         if job.kind.startswith("quix-"):
             if self.quix_python is None:
                 raise RuntimeError("quix contenders need --quix-python")
             return [
                 self.quix_python,
                 str(HERE / "quix_peer.py"),
-                *("--bootstrap", self.bootstrap, "--input", job.input, "--output", job.output),
-                *("--group", job.group, "--model", str(self.pickles[job.kind[5:]])),
+                *common,
+                *("--model", str(self.pickles[job.kind.removeprefix("quix-")])),
                 *("--state-dir", str(self.root / f"quix-state-{job.group}")),
                 *("--session-timeout-ms", str(FAST_GROUP["session.timeout.ms"])),
             ]
@@ -359,14 +363,13 @@ class Env:
             str(Path(__file__).resolve()),
             "contend",
             job.kind,
-            *("--bootstrap", self.bootstrap, "--input", job.input, "--output", job.output),
-            *("--group", job.group, "--dead-letters", job.dead_letters),
-            *("--root", str(self.root)),
+            *common,
+            *("--dead-letters", job.dead_letters, "--root", str(self.root)),
         ]
 
 
 def contend(args: argparse.Namespace) -> None:
-    """The child: run one contender until SIGTERM."""
+    """The child: run one contender until it processed ``--max-events`` or got SIGTERM."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.kind == "bare":
@@ -399,8 +402,9 @@ def bare_loop(args: argparse.Namespace, stop: threading.Event) -> None:
     consumer.subscribe([args.input])
     loads, dumps, topic = orjson.loads, orjson.dumps, args.output
     produce = out.produce
+    done = 0
     try:
-        while not stop.is_set():
+        while not stop.is_set() and not (args.max_events and done >= args.max_events):
             batch = consumer.consume(BATCH, WAIT_MS / 1000)
             if not batch:
                 continue
@@ -417,6 +421,7 @@ def bare_loop(args: argparse.Namespace, stop: threading.Event) -> None:
                 raise RuntimeError("outputs not acknowledged within 30s")
             offsets = [TopicPartition(args.input, p, o + 1) for p, o in last.items()]
             consumer.commit(offsets=offsets, asynchronous=False)
+            done += len(batch)
     finally:
         consumer.close()
         out.flush(10)
@@ -446,7 +451,7 @@ def headrace_worker(args: argparse.Namespace, stop: threading.Event) -> None:
     root = Path(args.root)
     with registry_for(root) as registry:
         worker = build_worker(spec, registry=registry, home=root / "home")
-    stats = worker.run(stop=stop)
+    stats = worker.run(stop=stop, max_events=args.max_events or None)
     print(orjson.dumps(stats.summary()).decode(), flush=True)
 
 
@@ -473,16 +478,12 @@ def running(env: Env, job: Job, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         stop_process(proc)
 
 
-def wait_for(
-    marks: Watermarks, target: int, proc: subprocess.Popen[bytes], *, timeout: float, log: Path
-) -> None:
-    deadline = time.monotonic() + timeout
-    while (count := marks.count()) < target:
-        if proc.poll() is not None:
-            raise RuntimeError(f"contender exited with {proc.returncode}; see {log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{count} of {target} outputs after {timeout:.0f}s; see {log}")
-        time.sleep(0.05)
+def dead_letters(env: Env, topic: str, kind: str) -> None:
+    reader = Reader(env.bootstrap, topic, 1)
+    reader.wait(0, timeout=5, idle=1.0)
+    count = len(reader.close()[0])
+    if count:
+        print(f"    warning: {kind} wrote {count} dead letters", flush=True)
 
 
 def throughput_run(
@@ -491,39 +492,38 @@ def throughput_run(
     """events/s over the first `count` outputs of a fresh group reading `source`."""
     output = create_topic(env.bootstrap, env.partitions, "out")
     dead = create_topic(env.bootstrap, 1, "dlq")
-    job = Job(kind, source, output, f"g-{uuid.uuid4().hex[:8]}", dead)
+    job = Job(kind, source, output, f"g-{uuid.uuid4().hex[:8]}", dead, max_events=count)
     log = env.root / f"{kind}.log"
-    marks = Watermarks(env.bootstrap, output, env.partitions)
     spy: subprocess.Popen[bytes] | None = None
-    try:
-        with running(env, job, log) as proc:
-            if profile is not None and env.py_spy is not None:
-                wait_for(marks, 1, proc, timeout=120, log=log)
-                spy = subprocess.Popen(
-                    [env.py_spy, "record", "--pid", str(proc.pid), "--rate", "500"]
-                    + ["--idle", "--nonblocking", "--format", "raw", "-o", str(profile)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            wait_for(marks, count, proc, timeout=120 + count / 500, log=log)
-        if spy is not None:
-            spy.wait(timeout=30)
-        dead_count = Watermarks(env.bootstrap, dead, 1)
-        if dead_count.count():
-            print(f"    warning: {kind} wrote {dead_count.count()} dead letters", flush=True)
-        dead_count.close()
-    finally:
-        marks.close()
-    stamps, _ = read_topic(env.bootstrap, output, env.partitions, count, values=False)
-    stamps = np.sort(stamps)[:count]
-    if len(stamps) < count:
-        raise RuntimeError(f"read {len(stamps)} of {count} outputs of {kind}")
+    with running(env, job, log) as proc:
+        if profile is not None and env.py_spy is not None:
+            # From the start: samples before the first batch are cut off when reading.
+            spy = subprocess.Popen(
+                [env.py_spy, "record", "--pid", str(proc.pid), "--rate", "500", "--idle"]
+                + ["--nonblocking", "--format", "speedscope", "-o", str(profile)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        try:
+            code = proc.wait(timeout=120 + count / 300)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{kind} did not finish {count} events in time; see {log}") from None
+        if code != 0:
+            raise RuntimeError(f"{kind} exited with {code}; see {log}")
+    if spy is not None:
+        spy.wait(timeout=60)
+    reader = Reader(env.bootstrap, output, env.partitions)
+    got = reader.wait(count, timeout=60, idle=1.0)
+    stamps = np.sort(reader.close()[0])[:count]
+    if got < count:
+        raise RuntimeError(f"read {got} of {count} outputs of {kind}; see {log}")
+    dead_letters(env, dead, kind)
     return (count - 1) * 1000.0 / max(1, int(stamps[-1] - stamps[0]))
 
 
 def latency_run(
     env: Env, kind: str, rate: float, seconds: float, rows: np.ndarray
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """p50/p99/max (ms) of output time - event time with events paced at `rate`/s."""
     source = create_topic(env.bootstrap, env.partitions, "paced")
     output = create_topic(env.bootstrap, env.partitions, "out")
@@ -535,51 +535,51 @@ def latency_run(
     keys = [str(PACED_BASE + i).encode() for i in range(total)]
     sent = np.zeros(total, dtype=np.int64)
     out = producer(env.bootstrap, **{"linger.ms": 0})
-    marks = Watermarks(env.bootstrap, output, env.partitions)
-    try:
-        with running(env, job, log) as proc:
-            warm = 0
-            deadline = time.monotonic() + 120
-            while marks.count() == 0:  # joined, model loaded, first batch out
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{kind} produced no output in time; see {log}")
-                value = encode(WARM_BASE + warm, rows[warm % len(rows)].tolist())
-                out.produce(source, value, str(WARM_BASE + warm).encode())
-                out.flush(5)
-                warm += 1
-                time.sleep(0.1)
-            wait_for(marks, warm, proc, timeout=30, log=log)
-            time.sleep(0.5)
-            produce, clock, now = out.produce, time.perf_counter, time.time
-            started = clock()
-            i = 0
-            while i < total:
-                due = min(total, int((clock() - started) * rate) + 1)
-                while i < due:
-                    stamp = int(now() * 1000)
-                    produce(source, payloads[i], keys[i], timestamp=stamp)
-                    sent[i] = stamp
-                    i += 1
-                out.poll(0)
-                time.sleep(0.0005)
-            achieved = total / (clock() - started)
-            out.flush(30)
-            wait_for(marks, warm + total, proc, timeout=60 + seconds * 2, log=log)
-    finally:
-        marks.close()
-    stamps, values = read_topic(env.bootstrap, output, env.partitions, warm + total, values=True)
+    with running(env, job, log) as proc:
+        # Warm-up until the first output: joined, model loaded, first batch out. The
+        # reader stops before the paced run so that it takes no CPU from the contender.
+        warmup = Reader(env.bootstrap, output, env.partitions)
+        warm = 0
+        deadline = time.monotonic() + 120
+        while not warmup.stamps:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                warmup.close()
+                raise RuntimeError(f"{kind} produced no output in time; see {log}")
+            value = encode(WARM_BASE + warm, rows[warm % len(rows)].tolist())
+            out.produce(source, value, str(WARM_BASE + warm).encode())
+            out.flush(5)
+            warm += 1
+            time.sleep(0.1)
+        warmup.wait(warm, timeout=30, idle=0.5)
+        warmup.close()
+        produce, clock, now = out.produce, time.perf_counter, time.time
+        started = clock()
+        i = 0
+        while i < total:
+            due = min(total, int((clock() - started) * rate) + 1)
+            while i < due:
+                stamp = int(now() * 1000)
+                produce(source, payloads[i], keys[i], timestamp=stamp)
+                sent[i] = stamp
+                i += 1
+            out.poll(0)
+            time.sleep(0.001)
+        achieved = total / (clock() - started)
+        out.flush(30)
+        reader = Reader(env.bootstrap, output, env.partitions)
+        reader.wait(warm + total, timeout=60 + seconds * 2)
+        stamps, values = reader.close()
     latency = np.full(total, np.nan)
     for stamp, value in zip(stamps.tolist(), values, strict=True):
         index = int(orjson.loads(value)["event_id"]) - PACED_BASE
         if 0 <= index < total and np.isnan(latency[index]):
             latency[index] = stamp - sent[index]
-    missing = int(np.isnan(latency).sum())
     got = latency[~np.isnan(latency)]
     p50, p99 = np.percentile(got, [50, 99])
     return {
         "rate": achieved,
         "events": total,
-        "missing": missing,
+        "missing": float(total - len(got)),
         "p50": float(p50),
         "p99": float(p99),
         "max": float(got.max()),
@@ -712,8 +712,6 @@ PROFILE_RULES: list[tuple[str, str, str | None]] = [
     ("pipeline/worker.py", "worker: loop", None),
 ]
 
-_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*):(?P<line>\d+)\)$")
-
 
 def _worker_lines() -> tuple[range, int]:
     """Lines of `Worker.process`'s decode loop, and of KafkaSource.poll's consume call."""
@@ -729,38 +727,47 @@ def _worker_lines() -> tuple[range, int]:
 
 
 def profile_breakdown(path: Path) -> dict[str, float]:
-    """Share of the worker's main-thread samples per stage, from py-spy's raw output."""
+    """Share of the worker's main-thread samples per stage, from py-spy's speedscope file.
+
+    Samples before the first and after the last one inside `Worker.process` (start-up,
+    the group join, the idle tail) are left out.
+    """
     decode_lines, consume_line = _worker_lines()
+    data = orjson.loads(path.read_bytes())
+    frames = data["shared"]["frames"]
+
+    def stage(index: int) -> str | None:
+        frame = frames[index]
+        func = frame["name"].rpartition(".")[2]  # py-spy names methods Class.method
+        file, line = frame.get("file") or "", frame.get("line") or 0
+        if file.endswith("streams/kafka.py") and func == "poll" and line == consume_line:
+            func = "poll:consume"
+        if file.endswith("pipeline/worker.py") and func == "process" and line in decode_lines:
+            func = "process:decode"
+        for where, name, wanted in PROFILE_RULES:
+            if where in file and (wanted is None or wanted == func):
+                return name
+        return None
+
     counts: collections.Counter[str] = collections.Counter()
-    for line in path.read_text().splitlines():
-        stack, _, number = line.rpartition(" ")
-        if not number.isdigit():
-            continue
-        frames = stack.split(";")
-        if not any("pipeline/worker.py" in f for f in frames):
-            continue  # not the main thread's work loop (start-up, other threads)
-        category = "other"
-        for frame in reversed(frames):
-            match = _FRAME.match(frame)
-            if match is None:
-                continue
-            func, file, lineno = match["func"], match["file"], int(match["line"])
-            if file.endswith("streams/kafka.py") and func == "poll" and lineno == consume_line:
-                func = "poll:consume"
-            if file.endswith("pipeline/worker.py") and func == "process" and lineno in decode_lines:
-                func = "process:decode"
-            found = next(
-                (
-                    name
-                    for where, name, wanted in PROFILE_RULES
-                    if where in file and (wanted is None or wanted == func)
-                ),
-                None,
+    for profile in data["profiles"]:
+        samples, weights = profile["samples"], profile["weights"]
+        inside = [
+            i
+            for i, stack in enumerate(samples)
+            if any(
+                frames[k]["name"].rpartition(".")[2] == "process"
+                and (frames[k].get("file") or "").endswith("pipeline/worker.py")
+                for k in stack
             )
-            if found is not None:
-                category = found
-                break
-        counts[category] += int(number)
+        ]
+        if not inside:
+            continue
+        for i in range(inside[0], inside[-1] + 1):
+            found = next(
+                (name for k in reversed(samples[i]) if (name := stage(k)) is not None), "other"
+            )
+            counts[found] += weights[i]
     total = sum(counts.values()) or 1
     return {name: count / total for name, count in counts.most_common()}
 
@@ -779,6 +786,7 @@ def main() -> None:
     child.add_argument("kind", choices=["bare", "headrace-lr", "headrace-gbm"])
     for name in ("--bootstrap", "--input", "--output", "--group", "--dead-letters", "--root"):
         child.add_argument(name, required=True)
+    child.add_argument("--max-events", type=int, default=0)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
@@ -857,7 +865,7 @@ def main() -> None:
                 else:
                     args.profile.mkdir(parents=True, exist_ok=True)
                     for kind in [k for k in kinds if k.startswith("headrace-")]:
-                        out = args.profile / f"{kind}.txt"
+                        out = args.profile / f"{kind}.speedscope.json"
                         rate = throughput_run(env, kind, source, args.events, profile=out)
                         profiles[kind] = (rate, profile_breakdown(out))
 

@@ -16,8 +16,11 @@ import msgspec
 __all__ = ["Message", "OutRecord", "Partition", "RevokeCallback", "Sink", "Source"]
 
 
-class Message(msgspec.Struct, kw_only=True, frozen=True):
+class Message(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """One event as a source delivered it.
+
+    Built once per event on the hot path, so it is untracked by the garbage collector
+    (``gc=False``: it holds only bytes, strings and ints, never a cycle).
 
     Parameters
     ----------
@@ -47,7 +50,7 @@ class Message(msgspec.Struct, kw_only=True, frozen=True):
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-class OutRecord(msgspec.Struct, kw_only=True):
+class OutRecord(msgspec.Struct, kw_only=True, gc=False):
     """One record for a sink: the payload plus the key and headers to send it with."""
 
     value: bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +20,13 @@ from conftest import (
     stop_process,
     wait_for_port,
 )
-from headrace.errors import ConfigError, SinkError, SourceError, StreamUnavailableError
+from headrace.errors import (
+    ConfigError,
+    DependencyMissingError,
+    SinkError,
+    SourceError,
+    StreamUnavailableError,
+)
 from headrace.streams.base import Message, OutRecord, Partition
 from headrace.streams.kafka import KafkaSink, KafkaSource
 from support.stream_conformance import Backend, StreamConformance
@@ -308,6 +315,14 @@ def test_replay_start_must_be_an_offset_or_an_aware_time() -> None:
         KafkaSource("127.0.0.1:9092", topic="t", group="g", start=-1)
 
 
+def test_missing_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # makes the import fail
+    with pytest.raises(DependencyMissingError, match=r"headrace\[kafka\]' to use KafkaSource"):
+        KafkaSource("127.0.0.1:9092", topic="t", group="g").open()
+    with pytest.raises(DependencyMissingError, match="to use KafkaSink"):
+        KafkaSink("127.0.0.1:9092", topic="t").open()
+
+
 def test_options_may_not_break_at_least_once() -> None:
     with pytest.raises(ConfigError, match="enable.auto.commit"):
         KafkaSource("127.0.0.1:9092", topic="t", group="g", options={"enable.auto.commit": True})
@@ -327,10 +342,10 @@ def test_unreachable_broker_fails_fast(free_tcp_port: int) -> None:
     bootstrap = f"{LOCALHOST}:{free_tcp_port}"
     started = time.monotonic()
     with pytest.raises(StreamUnavailableError, match=bootstrap):
-        KafkaSource(bootstrap, topic="t", group="g", connect_timeout=2).open()
+        KafkaSource(bootstrap, topic="t", group="g", connect_timeout=1).open()
     with pytest.raises(StreamUnavailableError, match="check the broker is running"):
-        KafkaSink(bootstrap, topic="t", connect_timeout=2).open()
-    assert time.monotonic() - started < 6
+        KafkaSink(bootstrap, topic="t", connect_timeout=1).open()
+    assert time.monotonic() - started < 4
 
 
 def test_sink_delivery_failure_raises_then_recovers(
@@ -343,6 +358,14 @@ def test_sink_delivery_failure_raises_then_recovers(
     with pytest.raises(SinkError, match=r"2 record\(s\) to kafka://.*not a valid topic!"):
         sink.flush(timeout=10)
     sink.flush(timeout=1)  # the failure was reported once; nothing is pending
+
+
+def test_missing_topic_is_named_at_open(kafka: KafkaBackend) -> None:
+    topic = f"missing-{uuid.uuid4().hex[:8]}"
+    source = kafka.make_source(topic, group="missing")
+    with pytest.raises(SourceError, match=f"Topic '{topic}' does not exist"):
+        source.open()
+    source.close()
 
 
 def test_commit_of_foreign_message_is_refused(
@@ -407,6 +430,8 @@ def test_broker_gone_fails_flush_and_first_poll(
     )
     closing.extend([sink, source])
     sink.open()
+    sink.send([OutRecord(value=b"first")])
+    sink.flush(timeout=5)  # also creates the topic (Tansu creates topics on produce)
     source.open()
     stop()
 
