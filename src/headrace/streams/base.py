@@ -123,8 +123,11 @@ class Sink(Protocol):
         ...
 
     def flush(self, *, timeout: float) -> None:
-        """Block until every record sent so far is acknowledged; raise `SinkError` if any
-        failed or `timeout` passed, so the caller does not commit their source offsets.
+        """Block until every record sent so far is acknowledged.
+
+        Raise `SinkError` if any failed or `timeout` passed (`StreamUnavailableError` when
+        the broker is unreachable), so the caller does not commit its source offsets. A
+        failure covers every record sent since the last successful flush.
         """
         ...
 
