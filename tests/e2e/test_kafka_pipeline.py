@@ -304,7 +304,7 @@ def test_worker_recovers_on_its_own_after_the_broker_froze_for_10s(
     tmp_path: Path,
 ) -> None:
     bootstrap = private_broker.bootstrap
-    events = demo_events(30_000, seed=13, malformed_rate=0.0, prefix="stall-")
+    events = demo_events(60_000, seed=13, malformed_rate=0.0, prefix="stall-")
     total = len(events.valid_ids)
     source, outputs, dead = topics(bootstrap)
     spec = write_pipeline(
@@ -317,38 +317,36 @@ def test_worker_recovers_on_its_own_after_the_broker_froze_for_10s(
     )
     reader = readers(bootstrap, outputs)
     seen = IdTracker(reader)
+    # A backlog keeps the worker busy: the freeze finds a batch between its outputs and
+    # its commit, and the group session expires under it (10 s > session.timeout.ms).
     producer = Producer(bootstrap, source)
-    warm_up = 500
-    producer.send(events.items[:warm_up])
+    producer.send(events.items)
     worker = workers.start(spec, label="worker")
     reader.wait_for(
-        lambda: seen.count() >= warm_up, timeout=60, what="warm-up", alive=worker.check_alive
-    )
-    producer.start(events.items[warm_up:], rate=3_000)
-    reader.wait_for(
-        lambda: seen.count() >= warm_up + 3_000,
+        lambda: seen.count() >= 5_000,
         timeout=60,
-        what="outputs before the stall",
+        what="outputs before the freeze",
         alive=worker.check_alive,
     )
-
     private_broker.pause()
     try:
         time.sleep(10)
         worker.check_alive()
     finally:
         private_broker.resume()
-    stalled_at = seen.count()
-    assert stalled_at < total - 5_000, "the stall came too late to be mid-stream"
+    frozen_at = seen.count()
+    assert frozen_at < total - 20_000, "the freeze came too late to be mid-stream"
 
     resumed = time.monotonic()
     reader.wait_for(
         lambda: seen.count() >= total, timeout=90, what="every event", alive=worker.check_alive
     )
     caught_up = time.monotonic() - resumed
-    producer.join()
     stats = worker.terminate()
     repeats = check_outputs(reader.drain(), events, release, at_most=2)
-    print(f"\nbroker stall: caught up {caught_up:.1f}s after SIGCONT, {repeats} repeats")
     assert stats["events"] == total + repeats
-    assert repeats <= MAX_BATCH
+    refused = "UNKNOWN_MEMBER_ID" in worker.tail(100_000)
+    print(
+        f"\nbroker freeze: caught up {caught_up:.1f}s after SIGCONT, {repeats} repeats, "
+        f"commit refused after the session expired: {refused}"
+    )

@@ -46,7 +46,9 @@ def _print_stats(name: str) -> Any:
         line = (
             f"[{name}] {stats.events:,} events ({stats.throughput():,.0f}/s), "
             f"{stats.outputs:,} outputs, {stats.dead_letters:,} dead letters, "
-            f"{stats.deduplicated:,} repeats dropped, batch p50 {p50:.1f} ms p99 {p99:.1f} ms"
+            f"{stats.deduplicated:,} repeats dropped, lag "
+            f"{'?' if stats.lag is None else format(stats.lag, ',')}, "
+            f"batch p50 {p50:.1f} ms p99 {p99:.1f} ms"
         )
         sys.stderr.write(("\r" + line + "\x1b[K") if tty else line + "\n")
         sys.stderr.flush()

@@ -52,6 +52,7 @@ class WorkerStats:
     dead_letters: int = 0
     deduplicated: int = 0
     batches: int = 0
+    lag: int | None = None
     started: float = field(default_factory=time.monotonic)
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     batch_latency_ms: LatencyReservoir = field(default_factory=LatencyReservoir)
@@ -77,6 +78,7 @@ class WorkerStats:
             "dead_letters": self.dead_letters,
             "deduplicated": self.deduplicated,
             "batches": self.batches,
+            "lag": self.lag,
             "seconds": round(self.elapsed_s, 3),
             "events_per_s": round(self.throughput(), 1),
             "processing_ms": {"p50": p50, "p95": p95, "p99": p99},

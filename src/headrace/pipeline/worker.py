@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from headrace.errors import SourceError
 from headrace.inference.service import InferenceService
 from headrace.pipeline.dedupe import DedupeStore
 from headrace.pipeline.records import dead_letter_record, output_records
@@ -204,7 +205,14 @@ class Worker:
         self._deliver(outputs, dead)
         if self.dedupe is not None and scored_ids:
             self.dedupe.record(scored_ids)
-        self.source.commit(messages)
+        try:
+            self.source.commit(messages)
+        except SourceError as exc:
+            # Every output of the batch was acknowledged: a refused commit (the group
+            # moved on while the broker stalled, a rebalance) only means these events
+            # come again, to this worker or the partition's next owner, as repeats with
+            # the same idempotency keys. Stopping would turn a blip into an outage.
+            log.warning("%s: %s", spec.name, exc)
 
         stats = self.stats
         stats.batches += 1
@@ -274,6 +282,8 @@ class Worker:
                     break
                 if self.on_stats is not None and time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + spec.stats_interval_s
+                    lag = getattr(self.source, "lag", None)
+                    self.stats.lag = lag() if callable(lag) else None
                     self.on_stats(self.stats)
         finally:
             self._close()

@@ -414,6 +414,32 @@ class KafkaSource:
 
     # --- flow control ------------------------------------------------------------------
 
+    def lag(self) -> int | None:
+        """Messages between this member's positions and the partitions' ends (None if unknown).
+
+        Asks the broker for the high watermarks, so call it seldom (the worker does once
+        per stats interval). On Tansu the reported end is the start of the last batch plus
+        one, so lag reads low there.
+        """
+        consumer = self._consumer
+        if consumer is None or not self._owned:
+            return None
+        from confluent_kafka import TopicPartition
+
+        total = 0
+        try:
+            positions = consumer.position(
+                [TopicPartition(self.topic, partition) for partition in sorted(self._owned)]
+            )
+            for tp in positions:
+                _low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                if tp.offset >= 0:
+                    total += max(0, high - tp.offset)
+        except Exception as exc:  # lag is a report, never a reason to stop consuming
+            log.debug("lag of %s unavailable: %s", self.url, exc)
+            return None
+        return total
+
     def pause(self) -> None:
         """Stop fetching; partitions assigned later start paused too, until `resume`."""
         self._paused = True

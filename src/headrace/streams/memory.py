@@ -621,6 +621,10 @@ class MemorySource:
             offsets[message.partition] = max(offsets.get(message.partition, 0), message.offset + 1)
         self.broker._commit(self.group, self.topic, member, offsets)
 
+    def lag(self) -> int:
+        """Messages of the topic after the group's committed offsets."""
+        return self.broker.lag(self.group, self.topic)
+
     def pause(self) -> None:
         """Stop fetching; `poll` still handles rebalances and waits out its timeout."""
         self._paused = True

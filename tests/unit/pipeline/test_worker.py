@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -199,3 +200,15 @@ def test_without_dedupe_repeats_pass_with_the_same_idempotency_key() -> None:
     rig.worker(dedupe=None).run(max_events=2)
     first, second = rig.outputs()
     assert first["idempotency_key"] == second["idempotency_key"]
+
+
+def test_stats_report_lag_while_running() -> None:
+    rig = Rig()
+    rig.produce([event(i) for i in range(300)])
+    seen: list[int | None] = []
+    worker = rig.worker()
+    worker.spec = msgspec.structs.replace(rig.spec, stats_interval_s=0.0)
+    worker.on_stats = lambda stats: seen.append(stats.lag)
+    worker.run(max_events=300)
+    assert seen and seen[0] is not None and seen[0] > 0  # a backlog after the first batch
+    assert seen[-1] is not None and seen[-1] < seen[0]
