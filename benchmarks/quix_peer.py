@@ -32,6 +32,7 @@ def main() -> None:
         parser.add_argument(name, required=True)
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--max-events", type=int, default=0, help="stop after N outputs")
+    parser.add_argument("--fetch-wait-ms", type=int, help="fetch.wait.max.ms (default: Quix's)")
     args = parser.parse_args()
 
     import joblib
@@ -59,6 +60,7 @@ def main() -> None:
         consumer_extra_config={
             "session.timeout.ms": args.session_timeout_ms,
             "heartbeat.interval.ms": min(500, args.session_timeout_ms // 3),
+            **({} if args.fetch_wait_ms is None else {"fetch.wait.max.ms": args.fetch_wait_ms}),
         },
         state_dir=args.state_dir,
         loglevel="WARNING",

@@ -35,7 +35,7 @@ thereby left out for every contender alike. Median of ``--repeat`` runs, interle
 Latency: a separate run per contender on fresh topics. Warm-up events until the first
 output appears (joined, model loaded), then events produced at half of that contender's
 median throughput for ``--latency-seconds``, each with an explicit timestamp; latency is
-the output's timestamp minus its event's. The parent producer uses ``linger.ms=0``.
+the output's timestamp minus its event's. The parent producer uses ``linger.ms=1``.
 
 Also printed: the CPU cost per event of each stage of the worker, timed in this process on
 512-event batches without Kafka, and (``--profile DIR``) where a worker's wall time goes
@@ -331,6 +331,7 @@ class Job:
     group: str
     dead_letters: str
     max_events: int = 0  # 0: until SIGTERM
+    fetch_wait_ms: int | None = None  # consumer fetch.wait.max.ms; None: its default
 
 
 @dataclass
@@ -347,6 +348,8 @@ class Env:
     def command(self, job: Job) -> list[str]:
         common = ["--bootstrap", self.bootstrap, "--input", job.input, "--output", job.output]
         common += ["--group", job.group, "--max-events", str(job.max_events)]
+        if job.fetch_wait_ms is not None:
+            common += ["--fetch-wait-ms", str(job.fetch_wait_ms)]
         if job.kind.startswith("quix-"):
             if self.quix_python is None:
                 raise RuntimeError("quix contenders need --quix-python")
@@ -395,6 +398,7 @@ def bare_loop(args: argparse.Namespace, stop: threading.Event) -> None:
             "group.id": args.group,
             **CONSUMER_DEFAULTS,
             **FAST_GROUP,
+            **_fetch_wait(args),
             **CONSUMER_PINNED,
         }
     )
@@ -427,6 +431,10 @@ def bare_loop(args: argparse.Namespace, stop: threading.Event) -> None:
         out.flush(10)
 
 
+def _fetch_wait(args: argparse.Namespace) -> dict[str, int]:
+    return {} if args.fetch_wait_ms is None else {"fetch.wait.max.ms": args.fetch_wait_ms}
+
+
 def headrace_worker(args: argparse.Namespace, stop: threading.Event) -> None:
     """A pipeline worker built from a spec, as ``headrace run`` builds it."""
     from headrace.pipeline import build_worker, pipeline_spec_from_dict
@@ -440,7 +448,7 @@ def headrace_worker(args: argparse.Namespace, stop: threading.Event) -> None:
                 "url": kafka,
                 "topic": args.input,
                 "group": args.group,
-                "options": FAST_GROUP,
+                "options": {**FAST_GROUP, **_fetch_wait(args)},
             },
             "outputs": [{"url": kafka, "topic": args.output}],
             "dead_letter": {"url": kafka, "topic": args.dead_letters},
@@ -521,20 +529,48 @@ def throughput_run(
     return (count - 1) * 1000.0 / max(1, int(stamps[-1] - stamps[0]))
 
 
+def latency_plan(kinds: list[str], results: Results) -> list[tuple[str, str, float, int | None]]:
+    """(label, contender, events/s, fetch.wait.max.ms) of each latency run.
+
+    Each contender at half of its median throughput with its own consumer settings;
+    then the bare loop and headrace with ``fetch.wait.max.ms=10`` (Tansu holds a fetch
+    for that long even when records arrive meanwhile); then the bare loop at
+    headrace-lr's rate: the floor the broker sets at that rate.
+    """
+    half = {k: statistics.median(results.rates[k]) / 2 for k in kinds}
+    plan: list[tuple[str, str, float, int | None]] = [(k, k, half[k], None) for k in kinds]
+    ours = [k for k in ("bare", "headrace-lr", "headrace-gbm") if k in kinds]
+    plan += [(f"{k}, fetch.wait.max.ms=10", k, half[k], 10) for k in ours]
+    if "bare" in kinds and "headrace-lr" in kinds:
+        rate = half["headrace-lr"]
+        plan += [
+            ("bare at headrace-lr's rate", "bare", rate, None),
+            ("bare at headrace-lr's rate, fetch.wait=10", "bare", rate, 10),
+        ]
+    return plan
+
+
 def latency_run(
-    env: Env, kind: str, rate: float, seconds: float, rows: np.ndarray
+    env: Env,
+    kind: str,
+    rate: float,
+    seconds: float,
+    rows: np.ndarray,
+    *,
+    fetch_wait_ms: int | None = None,
 ) -> dict[str, float]:
     """p50/p99/max (ms) of output time - event time with events paced at `rate`/s."""
     source = create_topic(env.bootstrap, env.partitions, "paced")
     output = create_topic(env.bootstrap, env.partitions, "out")
     dead = create_topic(env.bootstrap, 1, "dlq")
-    job = Job(kind, source, output, f"g-{uuid.uuid4().hex[:8]}", dead)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    job = Job(kind, source, output, group, dead, fetch_wait_ms=fetch_wait_ms)
     log = env.root / f"{kind}-latency.log"
     total = max(100, int(rate * seconds))
     payloads = [encode(PACED_BASE + i, rows[i % len(rows)].tolist()) for i in range(total)]
     keys = [str(PACED_BASE + i).encode() for i in range(total)]
     sent = np.zeros(total, dtype=np.int64)
-    out = producer(env.bootstrap, **{"linger.ms": 0})
+    out = producer(env.bootstrap, **{"linger.ms": 1})
     with running(env, job, log) as proc:
         # Warm-up until the first output: joined, model loaded, first batch out. The
         # reader stops before the paced run so that it takes no CPU from the contender.
@@ -775,6 +811,11 @@ def profile_breakdown(path: Path) -> dict[str, float]:
 # --- main ----------------------------------------------------------------------------------
 
 
+def _load() -> str:
+    """The 1-minute load average: other work on the machine shows here."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def _p(values: list[float]) -> str:
     return f"{statistics.median(values):>9,.0f}  ({min(values):,.0f}-{max(values):,.0f})"
 
@@ -787,6 +828,7 @@ def main() -> None:
     for name in ("--bootstrap", "--input", "--output", "--group", "--dead-letters", "--root"):
         child.add_argument(name, required=True)
     child.add_argument("--max-events", type=int, default=0)
+    child.add_argument("--fetch-wait-ms", type=int)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
@@ -796,6 +838,13 @@ def main() -> None:
     parser.add_argument("--quix-gbm-events", type=int, default=20_000)
     parser.add_argument("--profile", type=Path, help="py-spy a headrace run; files go here")
     parser.add_argument("--only", help="comma-separated contenders, e.g. bare,headrace-lr")
+    parser.add_argument(
+        "--omp-threads",
+        type=int,
+        default=1,
+        help="OpenMP/BLAS threads of every process (OMP_NUM_THREADS); 0: the libraries' "
+        "default (one per core, which the broker and the client threads also need)",
+    )
     args = parser.parse_args()
     if args.command == "contend":
         contend(args)
@@ -811,12 +860,16 @@ def main() -> None:
         counts["quix-lr"] = min(args.events, args.quix_lr_events)
     if "quix-gbm" in counts:
         counts["quix-gbm"] = min(args.events, args.quix_gbm_events)
+    if args.omp_threads:  # before scikit-learn (and its OpenMP runtime) is imported
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(args.omp_threads)
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     began = time.monotonic()
     print(
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; Python "
         f"{platform.python_version()}, nproc {os.cpu_count()}; {args.events:,} events, "
-        f"{args.partitions} partitions, median of {args.repeat}",
+        f"{args.partitions} partitions, median of {args.repeat}; OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; load average {_load()}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="headrace-stream-bench-") as tmp:
@@ -842,19 +895,24 @@ def main() -> None:
                 for kind in kinds:
                     rate = throughput_run(env, kind, source, counts[kind])
                     results.rates[kind].append(rate)
-                    print(f"  run {repeat + 1} {kind:<14} {rate:>9,.0f}", flush=True)
+                    print(
+                        f"  run {repeat + 1} {kind:<14} {rate:>9,.0f}   (load {_load()})",
+                        flush=True,
+                    )
 
-            print("latency at half of each median throughput:", flush=True)
-            for kind in kinds:
-                rate = statistics.median(results.rates[kind]) / 2
-                results.latency[kind] = latency_run(
-                    env, kind, rate, args.latency_seconds, rows[:20_000]
+            if args.latency_seconds > 0:
+                print("latency (event produced -> output produced):", flush=True)
+            for label, kind, rate, wait in (
+                latency_plan(kinds, results) if args.latency_seconds else []
+            ):
+                lat = latency_run(
+                    env, kind, rate, args.latency_seconds, rows[:20_000], fetch_wait_ms=wait
                 )
-                lat = results.latency[kind]
+                results.latency[label] = lat
                 print(
-                    f"  {kind:<14} {lat['rate']:>8,.0f}/s  p50 {lat['p50']:.0f} ms  "
-                    f"p99 {lat['p99']:.0f} ms  max {lat['max']:.0f} ms  "
-                    f"missing {lat['missing']}",
+                    f"  {label:<40} {lat['rate']:>8,.0f}/s  p50 {lat['p50']:>4.0f} ms  "
+                    f"p99 {lat['p99']:>4.0f} ms  max {lat['max']:>4.0f} ms  "
+                    f"missing {lat['missing']:.0f}  (load {_load()})",
                     flush=True,
                 )
 
@@ -901,6 +959,14 @@ def print_report(
             f"{kind:<14} {counts[kind]:>8,} {_p(results.rates[kind]):>28} "
             f"{lat.get('p50', float('nan')):>7.0f} {lat.get('p99', float('nan')):>7.0f}"
         )
+    if results.latency:
+        print(f"\n{'latency run':<42} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+    for label, lat in results.latency.items():
+        print(
+            f"{label:<42} {lat['rate']:>9,.0f} {lat['p50']:>7.0f} {lat['p99']:>7.0f} "
+            f"{lat['max']:>7.0f}"
+        )
+    print()
     if "bare" in med and "headrace-lr" in med:
         print(f"headrace-lr / bare: {med['headrace-lr'] / med['bare']:.0%} (target >= 60%)")
     for model, target in (("lr", 5), ("gbm", 30)):

@@ -25,6 +25,7 @@
     └── StreamError                  a source or sink failed
         ├── StreamUnavailableError       the broker cannot be reached
         ├── SourceError                  consuming or committing failed
+        │   └── CommitRefusedError           the group moved on: the batch comes again
         └── SinkError                    a record was not acknowledged
 
 Messages say what happened, the offending value, where, and how to fix it. Domain errors
@@ -40,6 +41,7 @@ __all__ = [
     "ArtifactUnavailableError",
     "AuditChainBrokenError",
     "AuditError",
+    "CommitRefusedError",
     "ConfigError",
     "DependencyMissingError",
     "HeadraceError",
@@ -179,3 +181,12 @@ class SourceError(StreamError):
 
 class SinkError(StreamError):
     """A record was not acknowledged by its sink (so its source offset is not committed)."""
+
+
+class CommitRefusedError(SourceError):
+    """The broker refused a commit because the group moved on (a rebalance, an expired
+    session): the messages will be delivered again, to this member or the next owner.
+
+    Not a failure of the delivery promise: a worker whose outputs were acknowledged logs
+    it and carries on; the repeats carry the same idempotency keys.
+    """

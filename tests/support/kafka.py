@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import yaml
@@ -224,6 +224,12 @@ class Producer:
         self._thread = threading.Thread(target=run, name="e2e-producer", daemon=True)
         self._thread.start()
 
+    def close(self) -> None:
+        """Wait for the background thread (if any) and release the client."""
+        if self._thread is not None:
+            self._thread.join(150)
+        self._producer.close()
+
     def join(self, timeout: float = 150.0) -> None:
         """Wait for the background producer; fail if it failed or did not finish."""
         if self._thread is not None:
@@ -272,26 +278,30 @@ class TopicReader:
                 "fetch.wait.max.ms": 50,
             }
         )
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self._partitions])
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in self._partitions]
+        )
 
     def poll(self, timeout: float = 0.2) -> int:
         """Read what is there (waiting up to `timeout` for the first); returns how many."""
         got = 0
         for message in self._consumer.consume(10_000, timeout):
             error = message.error()
+            partition = cast(int, message.partition())
             if error is not None:
                 if error.name() != "_PARTITION_EOF":
                     raise AssertionError(f"reading {self.topic}: {error}")
-                self._at_end.add(message.partition())
+                self._at_end.add(partition)
                 continue
-            self._at_end.discard(message.partition())
+            self._at_end.discard(partition)
+            headers = cast("list[tuple[str, bytes]]", message.headers() or [])
             self.records.append(
                 Record(
-                    partition=message.partition(),
-                    offset=message.offset(),
+                    partition=partition,
+                    offset=cast(int, message.offset()),
                     key=message.key(),
                     value=message.value() or b"",
-                    headers=dict(message.headers() or []),
+                    headers=dict(headers),
                 )
             )
             got += 1
@@ -317,13 +327,22 @@ class TopicReader:
                 )
             self.poll()
 
-    def drain(self, *, timeout: float = 30.0) -> list[Record]:
-        """Read until every partition is at its end (call once the writers stopped)."""
-        self.wait_for(
-            lambda: self._at_end >= self._partitions,
-            timeout=timeout,
-            what=f"reading {self.topic} to its end",
-        )
+    def drain(self, *, timeout: float = 30.0, quiet: float = 1.0) -> list[Record]:
+        """Read to the end of every partition (call once the writers stopped).
+
+        An end-of-partition event may predate records the broker got since, and is not
+        repeated while nothing new comes: done is every partition at its end and nothing
+        new for `quiet` seconds (the fetcher keeps asking every ``fetch.wait.max.ms``).
+        """
+        last = (len(self.records), time.monotonic())
+
+        def done() -> bool:
+            nonlocal last
+            if len(self.records) != last[0]:
+                last = (len(self.records), time.monotonic())
+            return self._at_end >= self._partitions and time.monotonic() - last[1] >= quiet
+
+        self.wait_for(done, timeout=timeout, what=f"reading {self.topic} to its end")
         return self.records
 
     def close(self) -> None:
@@ -390,8 +409,13 @@ def write_pipeline(
     dead_letter: str,
     dedupe: Mapping[str, Any] | None = None,
     max_batch: int = 512,
+    sink_bootstrap: str | None = None,
+    source_options: Mapping[str, Any] | None = None,
 ) -> Path:
-    """A pipeline spec reading `source` and writing `outputs` and `dead_letter`."""
+    """A pipeline spec reading `source` and writing `outputs` and `dead_letter` (on
+    `sink_bootstrap` when given, else on the source's broker).
+    """
+    sinks = sink_bootstrap or bootstrap
     spec: dict[str, Any] = {
         "name": name,
         "model": "fraud@champion",
@@ -399,10 +423,10 @@ def write_pipeline(
             "url": f"kafka://{bootstrap}",
             "topic": source,
             "group": name,
-            "options": dict(FAST_GROUP),
+            "options": {**FAST_GROUP, **(source_options or {})},
         },
-        "outputs": [{"url": f"kafka://{bootstrap}", "topic": outputs}],
-        "dead_letter": {"url": f"kafka://{bootstrap}", "topic": dead_letter},
+        "outputs": [{"url": f"kafka://{sinks}", "topic": outputs}],
+        "dead_letter": {"url": f"kafka://{sinks}", "topic": dead_letter},
         "id_field": "event_id",
         "batch": {"max_size": max_batch, "max_wait_ms": 5},
         # The demo's oversized events are 70 kB: below Kafka's 1 MB, above this limit.
@@ -441,6 +465,17 @@ class WorkerProcess:
 
     def tail(self, chars: int = 3000) -> str:
         return self.stderr.read_text(errors="replace")[-chars:]
+
+    def wait_for_log(self, pattern: re.Pattern[str], *, timeout: float) -> bool:
+        """Whether the worker's stderr matches `pattern` within `timeout` seconds (fail
+        if the worker exits first)."""
+        deadline = time.monotonic() + timeout
+        while not pattern.search(self.stderr.read_text(errors="replace")):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def progress(self) -> tuple[int, int]:
         """(events, outputs) from the worker's last stats line (0, 0 before the first)."""

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from headrace.errors import SourceError
+from headrace.errors import CommitRefusedError, ConfigError
 from headrace.inference.service import InferenceService
 from headrace.pipeline.dedupe import DedupeStore
 from headrace.pipeline.records import dead_letter_record, output_records
@@ -207,7 +207,7 @@ class Worker:
             self.dedupe.record(scored_ids)
         try:
             self.source.commit(messages)
-        except SourceError as exc:
+        except CommitRefusedError as exc:
             # Every output of the batch was acknowledged: a refused commit (the group
             # moved on while the broker stalled, a rebalance) only means these events
             # come again, to this worker or the partition's next owner, as repeats with
@@ -260,6 +260,11 @@ class Worker:
         """
         stop = stop or threading.Event()
         spec = self.spec
+        if until_exhausted and not hasattr(self.source, "exhausted"):
+            raise ConfigError(
+                f"{spec.name}: --until-end needs a source with an end (file://); "
+                f"'{self.source.url}' streams forever. Stop the worker with SIGTERM instead."
+            )
         wait_s = spec.batch.max_wait_ms / 1000.0
         idle_wait = max(wait_s, 0.1)
         self.stats = WorkerStats()

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from headrace.errors import (
+    CommitRefusedError,
     ConfigError,
     DependencyMissingError,
     SinkError,
@@ -677,7 +678,18 @@ class KafkaSource:
         )
 
     def _commit_error(self, offsets: Mapping[int, int], reason: str) -> SourceError:
-        return SourceError(
+        refused = any(
+            code in reason
+            for code in (
+                "UNKNOWN_MEMBER_ID",
+                "ILLEGAL_GENERATION",
+                "REBALANCE_IN_PROGRESS",
+                "Unknown member",
+                "Illegal generation",
+                "rebalance",
+            )
+        )
+        return (CommitRefusedError if refused else SourceError)(
             f"Committing {_positions(self.topic, offsets)} for group '{self.group}' on "
             f"{self.bootstrap} failed: {reason}; the messages will be delivered again "
             "(a rebalance or a broker outage usually explains it)"

@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlparse
 
-from headrace.errors import ConfigError, SinkError, SourceError
+from headrace.errors import CommitRefusedError, ConfigError, SinkError, SourceError
 from headrace.streams.base import Message, OutRecord, Partition, RevokeCallback
 
 __all__ = ["MemoryBroker", "MemorySink", "MemorySource", "broker", "partition_for_key"]
@@ -327,7 +327,7 @@ class MemoryBroker:
             lost = sorted(p for p in offsets if state.owner[p] != member)
             if lost:
                 where = ", ".join(f"{topic}[{p}]@{offsets[p] - 1}" for p in lost)
-                raise SourceError(
+                raise CommitRefusedError(
                     f"Cannot commit {where} for group '{group}' on memory://{self.name}: "
                     "the partition was reassigned in a rebalance (commit inside on_revoke); "
                     "its new owner redelivers what was not committed"

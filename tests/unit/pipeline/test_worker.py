@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pytest
 
-from headrace.errors import SinkError
+from headrace.errors import CommitRefusedError, ConfigError, SinkError
 from headrace.inference.service import InferenceService
 from headrace.pipeline.dedupe import MemoryDedupe
 from headrace.pipeline.records import IDEMPOTENCY_HEADER
@@ -212,3 +212,29 @@ def test_stats_report_lag_while_running() -> None:
     worker.run(max_events=300)
     assert seen and seen[0] is not None and seen[0] > 0  # a backlog after the first batch
     assert seen[-1] is not None and seen[-1] < seen[0]
+
+
+class RefusingSource(MemorySource):
+    """A member whose group moved on: every commit is refused, as after a long stall."""
+
+    def commit(self, messages: Any) -> None:
+        raise CommitRefusedError("Unknown member (UNKNOWN_MEMBER_ID)")
+
+
+def test_a_refused_commit_is_logged_and_the_worker_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig()
+    rig.produce([event(i) for i in range(100)])
+    worker = rig.worker()
+    worker.source = RefusingSource(f"memory://{rig.name}/events", group="scoring")
+    stats = worker.run(max_events=100)
+    assert stats.outputs == 100  # the outputs were acknowledged; the events come again later
+    assert "UNKNOWN_MEMBER_ID" in caplog.text
+    assert rig.broker.lag("scoring", "events") == 100
+
+
+def test_until_end_is_refused_for_a_source_without_an_end() -> None:
+    rig = Rig()
+    with pytest.raises(ConfigError, match="--until-end needs a source with an end"):
+        rig.worker().run(until_exhausted=True)
