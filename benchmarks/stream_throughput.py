@@ -81,6 +81,7 @@ FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "604800000"}
 PACED_BASE = 10_000_000  # event ids of the paced latency run
 WARM_BASE = 20_000_000  # event ids of its warm-up events
+COMMON_RATE = 1_000  # events/s of the latency runs every contender can sustain
 
 
 # --- data and models ---------------------------------------------------------------------
@@ -532,21 +533,16 @@ def throughput_run(
 def latency_plan(kinds: list[str], results: Results) -> list[tuple[str, str, float, int | None]]:
     """(label, contender, events/s, fetch.wait.max.ms) of each latency run.
 
-    Each contender at half of its median throughput with its own consumer settings;
-    then the bare loop and headrace with ``fetch.wait.max.ms=10`` (Tansu holds a fetch
-    for that long even when records arrive meanwhile); then the bare loop at
-    headrace-lr's rate: the floor the broker sets at that rate.
+    Each contender at half of its median throughput, with its own consumer settings;
+    then each at `COMMON_RATE`, where no contender is near its limit, with its own
+    settings and with ``fetch.wait.max.ms=10`` (Tansu holds a fetch that long even when
+    records arrive meanwhile, so at light load this setting decides the latency).
     """
     half = {k: statistics.median(results.rates[k]) / 2 for k in kinds}
     plan: list[tuple[str, str, float, int | None]] = [(k, k, half[k], None) for k in kinds]
-    ours = [k for k in ("bare", "headrace-lr", "headrace-gbm") if k in kinds]
-    plan += [(f"{k}, fetch.wait.max.ms=10", k, half[k], 10) for k in ours]
-    if "bare" in kinds and "headrace-lr" in kinds:
-        rate = half["headrace-lr"]
-        plan += [
-            ("bare at headrace-lr's rate", "bare", rate, None),
-            ("bare at headrace-lr's rate, fetch.wait=10", "bare", rate, 10),
-        ]
+    common = [k for k in kinds if half[k] * 2 > COMMON_RATE * 1.3]
+    plan += [(f"{k} @ {COMMON_RATE:,}/s", k, COMMON_RATE, None) for k in common]
+    plan += [(f"{k} @ {COMMON_RATE:,}/s, fetch.wait=10", k, COMMON_RATE, 10) for k in common]
     return plan
 
 
@@ -727,7 +723,7 @@ def stage_costs(root: Path, kind: str, payloads: list[bytes]) -> dict[str, float
 
 
 # Where a sample of the worker's main thread is counted: the innermost frame whose file
-# (and, for the worker's and the Kafka module's own lines, function) names a stage.
+# (and, for the Kafka module and the worker's own lines, function or line) names a stage.
 PROFILE_RULES: list[tuple[str, str, str | None]] = [
     ("runtimes/", "predict (model)", None),
     ("inference/postprocess.py", "postprocess", None),
@@ -743,23 +739,27 @@ PROFILE_RULES: list[tuple[str, str, str | None]] = [
     ("streams/kafka.py", "flush (wait for acks)", "flush"),
     ("streams/kafka.py", "commit (synchronous)", "commit"),
     ("streams/base.py", "poll: build Message objects", None),
-    ("pipeline/worker.py", "decode (orjson + id)", "process:decode"),
-    ("pipeline/worker.py", "worker: other", "process"),
-    ("pipeline/worker.py", "worker: loop", None),
+    ("pipeline/worker.py", "decode (JSON -> records/rows)", "worker:decode"),
+    ("pipeline/worker.py", "Worker.run loop", "run"),
+    ("pipeline/worker.py", "Worker.process bookkeeping", None),
 ]
+_DECODE_TEXT = ("loads(", "decode(", "_fast_batch(", "map(get_row")
 
 
-def _worker_lines() -> tuple[range, int]:
-    """Lines of `Worker.process`'s decode loop, and of KafkaSource.poll's consume call."""
+def _source_lines() -> tuple[set[int], int]:
+    """Lines of worker.py that decode events, and the line of KafkaSource.poll's consume."""
     import headrace.pipeline.worker as worker_module
     import headrace.streams.kafka as kafka_module
 
     source = Path(worker_module.__file__).read_text().splitlines()
-    start = next(i for i, t in enumerate(source, 1) if "for i, message in enumerate(messages)" in t)
-    end = next(i for i, t in enumerate(source, 1) if i > start and "duplicates = 0" in t)
+    decode = {i for i, t in enumerate(source, 1) if any(d in t for d in _DECODE_TEXT)}
+    loop = [i for i, t in enumerate(source, 1) if "for i, message in enumerate(messages)" in t]
+    if loop:  # the per-event loop that decodes and extracts ids, up to the dedupe step
+        end = next(i for i, t in enumerate(source, 1) if i > loop[0] and "duplicates = 0" in t)
+        decode.update(range(loop[0], end))
     kafka_source = Path(kafka_module.__file__).read_text().splitlines()
     consume = next(i for i, t in enumerate(kafka_source, 1) if "consumer.consume(" in t)
-    return range(start, end), consume
+    return decode, consume
 
 
 def profile_breakdown(path: Path) -> dict[str, float]:
@@ -768,7 +768,7 @@ def profile_breakdown(path: Path) -> dict[str, float]:
     Samples before the first and after the last one inside `Worker.process` (start-up,
     the group join, the idle tail) are left out.
     """
-    decode_lines, consume_line = _worker_lines()
+    decode_lines, consume_line = _source_lines()
     data = orjson.loads(path.read_bytes())
     frames = data["shared"]["frames"]
 
@@ -778,8 +778,8 @@ def profile_breakdown(path: Path) -> dict[str, float]:
         file, line = frame.get("file") or "", frame.get("line") or 0
         if file.endswith("streams/kafka.py") and func == "poll" and line == consume_line:
             func = "poll:consume"
-        if file.endswith("pipeline/worker.py") and func == "process" and line in decode_lines:
-            func = "process:decode"
+        if file.endswith("pipeline/worker.py") and line in decode_lines:
+            func = "worker:decode"
         for where, name, wanted in PROFILE_RULES:
             if where in file and (wanted is None or wanted == func):
                 return name
