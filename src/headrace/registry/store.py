@@ -34,6 +34,7 @@ from headrace.errors import (
     ReleaseError,
     ReleaseNotFoundError,
 )
+from headrace.redaction import redact_url
 from headrace.registry.artifacts import ArtifactStore, open_artifact_store
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
 from headrace.registry.tables import alias_events, aliases, migrate, releases
@@ -46,21 +47,13 @@ from headrace.release.manifest import (
     manifest_digest,
 )
 
-__all__ = ["AliasEvent", "Registry", "Release", "ReleaseSummary", "redact_url"]
+__all__ = ["AliasEvent", "Registry", "Release", "ReleaseSummary"]
 
 _PG_LOCK_KEY = 0x68656164  # "head": one advisory lock serialises registry writes
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for messages and logs)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ import time
 from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -60,13 +60,14 @@ from headrace.errors import (
     StreamError,
     StreamUnavailableError,
 )
+from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord, RevokeCallback
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js.client import JetStreamContext
 
-__all__ = ["KEY_HEADER", "NatsSink", "NatsSource", "redact_url"]
+__all__ = ["KEY_HEADER", "NatsSink", "NatsSource"]
 
 log = logging.getLogger("headrace.streams.nats")
 
@@ -101,17 +102,6 @@ _SOURCE_OPTIONS = _COMMON_OPTIONS | {
     "start",
 }
 _SINK_OPTIONS = _COMMON_OPTIONS | {"ack_timeout", "dedupe_by_key"}
-
-
-def redact_url(url: str) -> str:
-    """`url` with its password (or token) replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    user = "***" if parts.password is None else f"{parts.username}:***"
-    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _import_nats(feature: str) -> None:

@@ -40,7 +40,6 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn, Protocol, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from headrace.errors import (
     ConfigError,
@@ -49,9 +48,10 @@ from headrace.errors import (
     SourceError,
     StreamUnavailableError,
 )
+from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord, RevokeCallback
 
-__all__ = ["RedisStreamSink", "RedisStreamSource", "redact_url"]
+__all__ = ["RedisStreamSink", "RedisStreamSource"]
 
 log = logging.getLogger("headrace.streams.redis")
 
@@ -131,19 +131,6 @@ def _close(client: _Client) -> None:
     """Close the client and its pool's sockets (redis-py 5.0's `close` leaves them open)."""
     client.close()
     client.connection_pool.disconnect()
-
-
-def redact_url(url: str) -> str:
-    """`url` with its password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _import_redis(feature: str) -> Any:

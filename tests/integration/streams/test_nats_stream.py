@@ -32,8 +32,9 @@ from conftest import (
     wait_for_port,
 )
 from headrace.errors import ConfigError, SinkError, SourceError, StreamUnavailableError
+from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord
-from headrace.streams.nats import KEY_HEADER, NatsSink, NatsSource, redact_url
+from headrace.streams.nats import KEY_HEADER, NatsSink, NatsSource
 from support.stream_conformance import Backend, StreamConformance
 
 pytestmark = pytest.mark.nats

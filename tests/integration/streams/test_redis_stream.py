@@ -28,8 +28,9 @@ from conftest import (
     wait_for_port,
 )
 from headrace.errors import ConfigError, SinkError, SourceError, StreamUnavailableError
+from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord
-from headrace.streams.redis import RedisStreamSink, RedisStreamSource, redact_url
+from headrace.streams.redis import RedisStreamSink, RedisStreamSource
 from support.stream_conformance import Backend, StreamConformance
 
 pytestmark = pytest.mark.redis
