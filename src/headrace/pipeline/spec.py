@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import yaml
@@ -98,7 +98,6 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     batch: BatchSpec = msgspec.field(default_factory=BatchSpec)
     dedupe: DedupeSpec = msgspec.field(default_factory=DedupeSpec)
     limits: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
-    on_sink_error: Literal["stop"] = "stop"
     shutdown_timeout_s: float = 30.0
     stats_interval_s: float = 10.0
 

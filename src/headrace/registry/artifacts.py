@@ -69,13 +69,17 @@ class LocalArtifactStore:
         target = self._path(sha256)
         if target.exists():
             return
+        tmp: str | None = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
             os.close(fd)
             shutil.copyfile(source, tmp)
             os.replace(tmp, target)
+            tmp = None
         except OSError as exc:
+            if tmp is not None:  # a failed copy must not leave a partial file behind
+                Path(tmp).unlink(missing_ok=True)
             raise ArtifactUnavailableError(
                 f"Cannot write to artifact store '{self.url}': {exc}. "
                 "Check the directory exists and is writable, or set HEADRACE_ARTIFACTS."
