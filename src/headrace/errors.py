@@ -17,6 +17,8 @@
     │   ├── ArtifactNotFoundError        a blob the manifest names is missing
     │   └── ArtifactIntegrityError       a blob's sha256 differs from the manifest
     ├── ModelLoadError               a model file is not a model of its flavor
+    ├── UnknownModelError            a served model name or version does not exist
+    ├── ModelUnavailableError        a served model exists but cannot be loaded right now
     ├── ModelError                   a loaded model raised while predicting
     ├── AuditError                   the audit chain cannot be read or written
     │   └── AuditChainBrokenError        verification found an altered/removed/reordered record
@@ -48,6 +50,7 @@ __all__ = [
     "InputFileError",
     "ModelError",
     "ModelLoadError",
+    "ModelUnavailableError",
     "PipelineSpecError",
     "RegistryError",
     "RegistryIntegrityError",
@@ -59,6 +62,7 @@ __all__ = [
     "SourceError",
     "StreamError",
     "StreamUnavailableError",
+    "UnknownModelError",
     "ValidationError",
 ]
 
@@ -145,6 +149,14 @@ class ModelLoadError(HeadraceError):
 
 class ModelError(HeadraceError):
     """A loaded model raised while predicting."""
+
+
+class UnknownModelError(HeadraceError, LookupError):
+    """A model name or version that the server does not serve (or the registry lacks)."""
+
+
+class ModelUnavailableError(HeadraceError):
+    """A served model exists but cannot answer now: its load failed, or it was unloaded."""
 
 
 class AuditError(HeadraceError):

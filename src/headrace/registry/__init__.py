@@ -17,9 +17,10 @@ from headrace.registry.artifacts import (
 )
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
 from headrace.registry.s3 import ENDPOINT_ENV, S3ArtifactStore
-from headrace.registry.store import AliasEvent, Registry, Release, ReleaseSummary
+from headrace.registry.store import ALIAS_CHANNEL, AliasEvent, Registry, Release, ReleaseSummary
 
 __all__ = [
+    "ALIAS_CHANNEL",
     "ALIAS_PATTERN",
     "DEFAULT_ALIAS",
     "ENDPOINT_ENV",

@@ -47,7 +47,10 @@ from headrace.release.manifest import (
     manifest_digest,
 )
 
-__all__ = ["AliasEvent", "Registry", "Release", "ReleaseSummary"]
+__all__ = ["ALIAS_CHANNEL", "AliasEvent", "Registry", "Release", "ReleaseSummary"]
+
+ALIAS_CHANNEL = "headrace_alias"
+"""PostgreSQL NOTIFY channel of alias moves; the payload is ``name@alias:version``."""
 
 _PG_LOCK_KEY = 0x68656164  # "head": one advisory lock serialises registry writes
 
@@ -356,6 +359,22 @@ class Registry:
             )
             return {row.alias: int(row.version) for row in rows}
 
+    def alias_revision(self) -> int:
+        """A number that changes whenever any alias moves (cheap enough to poll each second).
+
+        It is the id of the latest alias event, 0 before the first.
+        """
+        with self._transaction(write=False) as conn:
+            return int(conn.execute(select(func.max(alias_events.c.id))).scalar() or 0)
+
+    def alias_targets(self, alias: str = DEFAULT_ALIAS) -> dict[str, int]:
+        """Name -> version for every name that has `alias`."""
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(aliases.c.name, aliases.c.version).where(aliases.c.alias == alias)
+            )
+            return {row.name: int(row.version) for row in rows}
+
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
         """Every move of a name's aliases (or one alias), oldest first."""
         with self._transaction(write=False) as conn:
@@ -461,6 +480,13 @@ class Registry:
                 reason=reason,
             )
         )
+        if self._postgres:
+            # Delivered at commit to every `LISTEN headrace_alias` session (serving's hot
+            # swap), so a server notices a promotion or rollback at once instead of polling.
+            conn.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": ALIAS_CHANNEL, "payload": f"{name}@{alias}:{version}"},
+            )
         append_record(
             conn,
             actor=self.actor,

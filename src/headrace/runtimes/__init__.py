@@ -6,12 +6,18 @@ per row, plus class probabilities and labels for classifiers. Each flavor's libr
 imported only when a model of that flavor is loaded, and a missing one raises
 `headrace.errors.DependencyMissingError` with the pip command. `detect_flavor` guesses a
 flavor from a file name. `ConstantModel` and `FailingModel` are fakes for tests.
+
+`ModelPool` keeps many loaded models under a memory budget: each load's footprint is
+measured (`measure_footprint`), the least recently used are evicted to make room, and
+concurrent requests for a model that is loading share its one load.
 """
 
 from __future__ import annotations
 
 from headrace.runtimes.base import LoadedModel, ModelOutput, RuntimeLoader
+from headrace.runtimes.footprint import measure_footprint, object_graph_bytes, resident_bytes
 from headrace.runtimes.loader import FLAVORS, detect_flavor, load_model
+from headrace.runtimes.pool import ModelPool, PoolEntry
 from headrace.runtimes.testing import ConstantModel, FailingModel
 
 __all__ = [
@@ -20,7 +26,12 @@ __all__ = [
     "FailingModel",
     "LoadedModel",
     "ModelOutput",
+    "ModelPool",
+    "PoolEntry",
     "RuntimeLoader",
     "detect_flavor",
     "load_model",
+    "measure_footprint",
+    "object_graph_bytes",
+    "resident_bytes",
 ]

@@ -1,0 +1,157 @@
+"""gRPC's OIP v2 messages <-> the transport-neutral tensors of `headrace.serving.codec`.
+
+The gRPC form of a tensor is either typed repeated fields (``contents.fp64_contents`` and
+so on, one field per datatype family) or, as tritonclient sends it, one raw little-endian
+byte string per input in ``raw_input_contents``. Both become the same `InputTensor` the
+HTTP transport builds, so that every check after decoding is shared. Answers always go out
+as ``raw_output_contents``: one bytes value per tensor instead of one protobuf element per
+value, and the form Triton itself answers with, so every client reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import numpy as np
+
+from headrace.serving._proto import oip_v2_pb2 as pb
+from headrace.serving.codec import (
+    DATATYPES,
+    InputTensor,
+    OutputTensor,
+    array_from_bytes,
+    array_from_values,
+    array_to_bytes,
+)
+from headrace.serving.errors import InvalidInputError
+from headrace.types import Array
+
+__all__ = ["CONTENTS_FIELDS", "inputs_from_request", "requested_outputs", "response_for"]
+
+CONTENTS_FIELDS: Final[dict[str, str]] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+"""The ``InferTensorContents`` field that carries each datatype (FP16 has none: it travels
+only in ``raw_input_contents``)."""
+
+# The numpy dtype of each repeated field as protobuf hands it over (before narrowing).
+_WIRE_DTYPES: Final[dict[str, Any]] = {
+    "bool_contents": np.bool_,
+    "int_contents": np.int32,
+    "int64_contents": np.int64,
+    "uint_contents": np.uint32,
+    "uint64_contents": np.uint64,
+    "fp32_contents": np.float32,
+    "fp64_contents": np.float64,
+}
+_ALL_FIELDS: Final = tuple(dict.fromkeys(CONTENTS_FIELDS.values()))
+
+
+def inputs_from_request(request: pb.ModelInferRequest) -> list[InputTensor]:
+    """Decode every input of a request, from its raw bytes or its typed contents.
+
+    Raises
+    ------
+    InvalidInputError
+        When the raw contents do not pair up with the inputs, an input carries its values
+        in the field of another datatype, or the values do not fit the datatype and shape
+        (see `array_from_values` and `array_from_bytes`).
+    """
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInputError(
+            f"Request has {len(request.inputs)} inputs but {len(raw)} raw_input_contents: "
+            "send one raw_input_contents entry per input, in order, or none and use contents"
+        )
+    decoded: list[InputTensor] = []
+    for index, tensor in enumerate(request.inputs):
+        name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidInputError(
+                    f"Input '{name}' has both contents and raw_input_contents: send its "
+                    "values once, in one of them"
+                )
+            data = array_from_bytes(raw[index], datatype=datatype, shape=shape, name=name)
+        else:
+            data = _from_contents(tensor.contents, datatype=datatype, shape=shape, name=name)
+        decoded.append(InputTensor(name=name, datatype=datatype, shape=tuple(shape), data=data))
+    return decoded
+
+
+def _from_contents(
+    contents: pb.InferTensorContents, *, datatype: str, shape: Sequence[int], name: str
+) -> Array:
+    if datatype not in DATATYPES:  # let the shared check word the error
+        return array_from_values([], datatype=datatype, shape=shape, name=name)
+    field = CONTENTS_FIELDS.get(datatype)
+    if field is None:
+        raise InvalidInputError(
+            f"Input '{name}' is {datatype}, which InferTensorContents cannot carry: send it "
+            "in raw_input_contents (little-endian values)"
+        )
+    stray = [f for f in _ALL_FIELDS if f != field and len(getattr(contents, f))]
+    if stray:
+        raise InvalidInputError(
+            f"Input '{name}' declares datatype {datatype} but carries values in "
+            f"contents.{stray[0]}: put {datatype} values in contents.{field}, or declare the "
+            "datatype of the values"
+        )
+    values = getattr(contents, field)
+    if field == "bytes_contents":
+        return array_from_values(list(values), datatype=datatype, shape=shape, name=name)
+    wire = np.array(values, dtype=_WIRE_DTYPES[field])
+    target = DATATYPES[datatype]
+    if target.itemsize < wire.dtype.itemsize and target.kind in "iu" and wire.size:
+        info = np.iinfo(target)
+        low, high = int(wire.min()), int(wire.max())
+        if low < info.min or high > info.max:
+            raise InvalidInputError(
+                f"Input '{name}' holds a value outside {datatype}'s range "
+                f"[{info.min}, {info.max}]: declare a wider datatype"
+            )
+        wire = wire.astype(target)
+    return array_from_values(wire, datatype=datatype, shape=shape, name=name)
+
+
+def requested_outputs(request: pb.ModelInferRequest) -> list[str] | None:
+    """The output names a request asks for, or None for every output."""
+    return [output.name for output in request.outputs] or None
+
+
+def response_for(
+    request: pb.ModelInferRequest,
+    outputs: Sequence[OutputTensor],
+    *,
+    model_version: str,
+) -> pb.ModelInferResponse:
+    """The response message: the request's model and id, every output as raw bytes.
+
+    Parameters
+    ----------
+    request
+        The request answered (its model name and id are echoed).
+    outputs
+        The answer's tensors.
+    model_version
+        The version of the release that answered.
+    """
+    response = pb.ModelInferResponse(
+        model_name=request.model_name, model_version=model_version, id=request.id
+    )
+    for output in outputs:
+        response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        response.raw_output_contents.append(array_to_bytes(output.data, datatype=output.datatype))
+    return response
