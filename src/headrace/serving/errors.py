@@ -13,8 +13,9 @@
         └── InferenceTimeoutError        504: the answer took longer than the timeout
 
 `status` is the HTTP status the Open Inference Protocol prescribes; the gRPC transport maps
-the same statuses to its codes. Errors raised by other parts (a `ReleaseNotFoundError`, a
-`ModelError`) are mapped by `status_of`, the one table both transports share.
+the same statuses to its codes. Errors raised by other parts (the repository's
+`UnknownModelError` and `ModelUnavailableError`, a `ModelError`) are mapped by
+`status_of`, the one table both transports share.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from headrace.errors import (
     ConfigError,
     HeadraceError,
     ModelError,
+    ModelUnavailableError,
     RegistryUnavailableError,
     ReleaseNotFoundError,
     SchemaError,
+    UnknownModelError,
     ValidationError,
 )
 
@@ -106,7 +109,9 @@ class InferenceTimeoutError(ProtocolError):
 
 # Errors of other parts, most specific first: the first class that matches wins.
 _FOREIGN_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (UnknownModelError, 404),
     (ReleaseNotFoundError, 404),
+    (ModelUnavailableError, 503),
     (ValidationError, 400),
     (RegistryUnavailableError, 503),
     (ModelError, 500),

@@ -260,3 +260,9 @@ def test_rejections_become_400_for_bad_rows_and_500_for_model_failures() -> None
     failed = [Rejection(row=0, field=None, reason="Model raised RuntimeError: x", stage="predict")]
     with pytest.raises(InferenceFailedError, match="Release m:1 of model 'm' raised on 1 of"):
         raise_for_rejections(failed, model="m", release="m:1", n_rows=1)
+
+
+def test_output_names_match_the_repository_metadata() -> None:
+    from headrace.serving import OUTPUT_NAMES, OUTPUT_PREDICTION, OUTPUT_SCORE
+
+    assert OUTPUT_NAMES == (OUTPUT_PREDICTION, OUTPUT_SCORE)
