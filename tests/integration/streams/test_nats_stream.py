@@ -24,13 +24,7 @@ import pytest
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from conftest import (
-    LOCALHOST,
-    service_unavailable,
-    start_process,
-    stop_process,
-    wait_for_port,
-)
+from conftest import LOCALHOST, service_unavailable, start_process, stop_process, wait_for_port
 from headrace.errors import ConfigError, SinkError, SourceError, StreamUnavailableError
 from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord
@@ -282,7 +276,7 @@ def test_replay_and_initial_position(backend: NatsBackend) -> None:
 def test_deleted_consumer_and_stream_are_recreated(
     backend: NatsBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import headrace.streams.nats as module
+    import headrace.streams.nats.source as module
 
     monkeypatch.setattr(module, "_CONSUMER_CHECK_S", 0.1)
     topic = f"headrace-test.recreated.{uuid.uuid4().hex[:8]}"

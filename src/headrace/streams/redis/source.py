@@ -1,59 +1,34 @@
-"""Redis Streams: a source over a consumer group and a sink that appends entries.
-
-Wire format (one stream entry per message, binary-safe field/value pairs)::
-
-    value   -> the message bytes                      (field name: option ``value_field``)
-    key     -> the message key, absent when None      (option ``key_field``)
-    h:NAME  -> one field per header, in order, repeats allowed (prefix: ``header_prefix``)
-
-Fields written by other producers that are neither the value nor the key become headers
-under their own names; an entry without a value field arrives with an empty value (the
-pipeline dead-letters it with every field kept), never silently dropped.
-
-Consumer groups are Redis's unit of sharing: every member reads new entries (``>``),
-each entry goes to one member and stays in that member's pending list (PEL) until it is
-acknowledged (`RedisStreamSource.commit` = ``XACK``). Redis has no rebalance; instead:
-
-* a restarted member re-reads its own pending entries first (give it a stable name with
-  the ``consumer`` option, e.g. the pod name, for this to apply);
-* members claim entries that sat unacknowledged longer than ``claim_idle_ms`` in anyone's
-  PEL (``XAUTOCLAIM``), so the events of a crashed member are not stuck. A member that
-  keeps polling (paused or not) keeps its own in-flight entries fresh, so entries held
-  across polls are not taken from it; one batch must still finish within
-  ``claim_idle_ms``, or another member processes it too (at-least-once);
-* `RedisStreamSource.close` hands its unacknowledged entries back (marks them idle at
-  once), so the next member picks them up without waiting for ``claim_idle_ms``.
-
-``Message.offset`` is the entry id (``"1700000000000-0"``), ``partition`` is 0, ``topic``
-is the stream key and ``timestamp_ms`` the id's time part (the server's clock at ``XADD``).
-Needs Redis 6.2 or later (``XAUTOCLAIM``).
-"""
+"""`RedisStreamSource`: one member of a consumer group, with claims of stuck entries."""
 
 from __future__ import annotations
 
-import inspect
-import logging
 import os
 import secrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, NoReturn, Protocol, cast
+from typing import Any, NoReturn
 
-from headrace.errors import (
-    ConfigError,
-    DependencyMissingError,
-    SinkError,
-    SourceError,
-    StreamUnavailableError,
+from headrace.errors import ConfigError, SourceError
+from headrace.streams.base import Message, RevokeCallback
+from headrace.streams.redis.client import (
+    _check_client_options,
+    _Client,
+    _client_errors,
+    _close,
+    _Codec,
+    _import_redis,
+    _make_client,
+    _Pipeline,
+    _positive,
+    _split_options,
+    _text,
+    _translate,
+    log,
 )
-from headrace.redaction import redact_url
-from headrace.streams.base import Message, OutRecord, RevokeCallback
 
-__all__ = ["RedisStreamSink", "RedisStreamSource"]
-
-log = logging.getLogger("headrace.streams.redis")
+__all__ = ["RedisStreamSource"]
 
 _TEN_YEARS_MS = 10 * 365 * 24 * 3600 * 1000
 _ACK_CHUNK = 1000
@@ -75,19 +50,6 @@ _SOURCE_OPTIONS = frozenset(
         "retries",
     }
 )
-_SINK_OPTIONS = frozenset(
-    {
-        "value_field",
-        "key_field",
-        "header_prefix",
-        "maxlen",
-        "approximate",
-        "max_buffer",
-        "socket_timeout",
-        "socket_connect_timeout",
-        "retries",
-    }
-)
 
 # Deletes a consumer only when it holds no pending entry, atomically: deleting one that
 # holds entries would drop them from the PEL, i.e. lose them.
@@ -98,174 +60,6 @@ if #pending == 0 then
 end
 return -1
 """
-
-
-class _Pipeline(Protocol):
-    """The slice of redis-py's pipeline used here (its `execute_command` is untyped)."""
-
-    def execute_command(self, *args: Any, **options: Any) -> Any: ...
-
-    def execute(self, raise_on_error: bool = True) -> list[Any]: ...
-
-    def reset(self) -> None: ...
-
-
-class _Client(Protocol):
-    """The slice of ``redis.Redis`` used here."""
-
-    def execute_command(self, *args: Any, **options: Any) -> Any: ...
-
-    def pipeline(self, transaction: bool = True) -> Any: ...
-
-    def ping(self) -> Any: ...
-
-    def register_script(self, script: str) -> Any: ...
-
-    def close(self) -> None: ...
-
-    @property
-    def connection_pool(self) -> Any: ...
-
-
-def _close(client: _Client) -> None:
-    """Close the client and its pool's sockets (redis-py 5.0's `close` leaves them open)."""
-    client.close()
-    client.connection_pool.disconnect()
-
-
-def _import_redis(feature: str) -> Any:
-    try:
-        import redis
-    except ImportError as exc:
-        raise DependencyMissingError("redis", "redis", feature) from exc
-    return redis
-
-
-def _client_errors() -> tuple[type[BaseException], ...]:
-    """What a Redis call raises when the server or the network fails it."""
-    from redis.exceptions import RedisError
-
-    return (RedisError, OSError)
-
-
-def _positive(options: Mapping[str, Any], name: str, default: float, *, owner: str) -> float:
-    value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{owner} option '{name}' must be a number >= 0, got {value!r}")
-    return float(value)
-
-
-def _split_options(
-    options: Mapping[str, Any] | None, known: frozenset[str]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Headrace's own options and the rest (for the redis client)."""
-    ours: dict[str, Any] = {}
-    client: dict[str, Any] = {}
-    for name, value in (options or {}).items():
-        (ours if name in known else client)[name] = value
-    return ours, client
-
-
-def _check_client_options(
-    url: str, extra: Mapping[str, Any], *, known: frozenset[str], owner: str
-) -> None:
-    """Refuse options redis-py would take silently and fail on at the first connection."""
-    redis_mod = _import_redis(owner)
-    accepted = inspect.signature(redis_mod.Redis.__init__).parameters
-    unknown = sorted(set(extra) - set(accepted) - {"self"})
-    if unknown:
-        raise ConfigError(
-            f"{owner}: unknown option(s) {unknown} for Redis '{redact_url(url)}'. "
-            f"Headrace's own options are {sorted(known)}; any other is passed to redis.Redis "
-            "and must be one of its parameters (e.g. 'ssl_ca_certs', 'username')."
-        )
-
-
-def _make_client(
-    url: str, ours: Mapping[str, Any], extra: Mapping[str, Any], *, owner: str
-) -> _Client:
-    """A client whose every failure surfaces within bounded time (timeouts, few retries)."""
-    redis_mod = _import_redis(owner)
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
-    retries = int(_positive(ours, "retries", 1, owner=owner))
-    kwargs: dict[str, Any] = {
-        "socket_timeout": _positive(ours, "socket_timeout", 5.0, owner=owner),
-        "socket_connect_timeout": _positive(ours, "socket_connect_timeout", 2.0, owner=owner),
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-        **extra,
-        # The raw replies are parsed here (RESP2 shapes, duplicate fields kept).
-        "protocol": 2,
-        "decode_responses": False,
-    }
-    try:
-        raw_client = redis_mod.Redis.from_url(url, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{owner}: cannot use Redis URL '{redact_url(url)}' with options "
-            f"{sorted(extra)}: {exc}. Use redis://[:password@]host:port/db; options other "
-            f"than headrace's own are passed to redis.Redis."
-        ) from exc
-    for command in ("XREADGROUP", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XRANGE", "XINFO"):
-        raw_client.set_response_callback(command, _raw)
-    return cast(_Client, raw_client)
-
-
-def _raw(response: Any, **_: Any) -> Any:
-    return response
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
-
-
-class _Codec:
-    """Between `Message`/`OutRecord` and a stream entry's field/value pairs."""
-
-    def __init__(self, ours: Mapping[str, Any], *, owner: str) -> None:
-        self.value_field = str(ours.get("value_field", "value")).encode()
-        self.key_field = str(ours.get("key_field", "key")).encode()
-        self.header_prefix = str(ours.get("header_prefix", "h:"))
-        if self.value_field == self.key_field or not self.header_prefix:
-            raise ConfigError(
-                f"{owner}: 'value_field' and 'key_field' must differ and 'header_prefix' "
-                f"must not be empty (got {ours!r})"
-            )
-        self._prefix_bytes = self.header_prefix.encode()
-
-    def fields(self, record: OutRecord) -> list[bytes]:
-        out = [self.value_field, record.value]
-        if record.key is not None:
-            out += [self.key_field, record.key]
-        for name, value in record.headers:
-            out += [self._prefix_bytes + name.encode("utf-8", "surrogateescape"), value]
-        return out
-
-    def message(self, stream: str, entry_id: bytes, fields: list[bytes]) -> Message:
-        value = b""
-        key: bytes | None = None
-        headers: list[tuple[str, bytes]] = []
-        for i in range(0, len(fields) - 1, 2):
-            name, data = fields[i], fields[i + 1]
-            if name == self.value_field:
-                value = data
-            elif name == self.key_field:
-                key = data
-            elif name.startswith(self._prefix_bytes):
-                headers.append((_text(name[len(self._prefix_bytes) :]), data))
-            else:
-                headers.append((_text(name), data))
-        offset = entry_id.decode()
-        return Message(
-            value=value,
-            topic=stream,
-            partition=0,
-            offset=offset,
-            key=key,
-            headers=headers,
-            timestamp_ms=int(offset.split("-", 1)[0]),
-        )
 
 
 def _start_id(start: Any, *, owner: str) -> str:
@@ -696,152 +490,6 @@ class RedisStreamSource:
         raise _translate(exc, url=self.url, where=f"{doing} {self._where}") from exc
 
 
-class RedisStreamSink:
-    """Appends records to a Redis stream (``XADD``), pipelined until `flush`.
-
-    Parameters
-    ----------
-    url
-        ``redis://[:password@]host:port/db`` (``rediss://`` for TLS).
-    topic
-        The stream key (created by the first ``XADD``).
-    options
-        Headrace's own options, below; any other key goes to ``redis.Redis.from_url``.
-
-        ``maxlen``
-            Trim the stream to about this many entries on every append (``MAXLEN ~``);
-            default: never trim. Entries trimmed before a group read them are lost to
-            that group.
-        ``approximate``
-            ``False`` trims exactly (``MAXLEN =``, slower); default ``True``.
-        ``max_buffer``
-            Send the queued appends early once this many are waiting (default 10000),
-            so memory stays bounded between flushes; failures still surface at `flush`.
-        ``value_field``, ``key_field``, ``header_prefix``
-            The entry layout (default ``value``, ``key``, ``h:``).
-        ``socket_timeout``, ``socket_connect_timeout``, ``retries``
-            Bounds on every call (default 5 s, 2 s, 1 retry).
-
-    Raises
-    ------
-    DependencyMissingError
-        When redis-py is not installed (``pip install 'headrace[redis]'``).
-    ConfigError
-        When an option has a wrong value.
-    """
-
-    def __init__(self, url: str, *, topic: str, options: Mapping[str, Any] | None = None) -> None:
-        owner = "RedisStreamSink"
-        _import_redis(owner)
-        if not topic:
-            raise ConfigError(f"{owner} needs a stream key, got topic={topic!r}")
-        self.url = url
-        self.topic = topic
-        ours, self._client_options = _split_options(options, _SINK_OPTIONS)
-        _check_client_options(url, self._client_options, known=_SINK_OPTIONS, owner=owner)
-        self._options = ours
-        self._codec = _Codec(ours, owner=owner)
-        maxlen = ours.get("maxlen")
-        if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int)):
-            raise ConfigError(f"{owner} option 'maxlen' must be an integer, got {maxlen!r}")
-        approximate = bool(ours.get("approximate", True))
-        self._trim: list[Any] = (
-            [] if maxlen is None else ["MAXLEN", "~" if approximate else "=", maxlen]
-        )
-        self._max_buffer = max(int(_positive(ours, "max_buffer", 10_000, owner=owner)), 1)
-        self._where = f"stream '{topic}'"
-        self._client: _Client | None = None
-        self._pipe: _Pipeline | None = None
-        self._queued = 0
-        self._failure: SinkError | None = None
-
-    def open(self) -> None:
-        """Connect (and check the server answers).
-
-        Raises
-        ------
-        StreamUnavailableError
-            When the server cannot be reached.
-        """
-        if self._client is not None:
-            return
-        client = _make_client(
-            self.url, self._options, self._client_options, owner="RedisStreamSink"
-        )
-        try:
-            client.ping()
-        except _client_errors() as exc:
-            _close(client)
-            raise _translate(exc, url=self.url, where=f"connecting to {self._where}") from exc
-        self._client = client
-        self._pipe = client.pipeline(transaction=False)
-
-    def send(self, records: Sequence[OutRecord]) -> None:
-        """Queue one ``XADD`` per record; they go out at `flush` (or when the buffer fills)."""
-        pipe = self._pipe
-        if pipe is None:
-            raise SinkError(f"{self._where}: the sink is not open; call open() first")
-        for record in records:
-            pipe.execute_command("XADD", self.topic, *self._trim, "*", *self._codec.fields(record))
-            self._queued += 1
-            if self._queued >= self._max_buffer:
-                self._execute()
-
-    def flush(self, *, timeout: float) -> None:
-        """Send every queued append and wait for the replies.
-
-        Each round trip is bounded by ``socket_timeout`` (not by `timeout`: a Redis
-        pipeline cannot be abandoned half way).
-
-        Raises
-        ------
-        SinkError
-            When any append failed or the server could not be reached; the records of
-            this flush may be partly written (the caller redelivers them: at-least-once).
-        """
-        if self._client is None:
-            return
-        self._execute()
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
-
-    def close(self) -> None:
-        """Flush what is queued (best effort) and disconnect."""
-        if self._client is None:
-            return
-        try:
-            self.flush(timeout=5.0)
-        except SinkError as exc:
-            log.warning("%s: records lost on close: %s", self._where, exc)
-        finally:
-            client, self._client, self._pipe = self._client, None, None
-            _close(client)
-
-    def _execute(self) -> None:
-        queued, self._queued = self._queued, 0
-        pipe = self._pipe
-        if not queued or pipe is None:
-            return
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except _client_errors() as exc:
-            pipe.reset()
-            if self._failure is None:
-                where = f"appending {queued} records to {self._where}"
-                self._failure = SinkError(str(_translate(exc, url=self.url, where=where)))
-                self._failure.__cause__ = exc
-            return
-        failed = [(i, r) for i, r in enumerate(results) if isinstance(r, Exception)]
-        if failed and self._failure is None:
-            index, error = failed[0]
-            self._failure = SinkError(
-                f"Redis at {redact_url(self.url)} refused {len(failed)} of {queued} appends to "
-                f"{self._where} (first: record {index}: {error}). Check the stream key is a "
-                "stream and the server's memory limits."
-            )
-
-
 def _entries(reply: Any) -> list[tuple[bytes, Any]]:
     """The ``[[id, fields|None], ...]`` of a single-stream XREADGROUP reply."""
     if not reply:
@@ -851,21 +499,3 @@ def _entries(reply: Any) -> list[tuple[bytes, Any]]:
 
 def _is_nogroup(exc: BaseException) -> bool:
     return "NOGROUP" in str(exc)
-
-
-def _translate(exc: BaseException, *, url: str, where: str) -> StreamUnavailableError | SourceError:
-    """A redis-py error as a headrace one (connection trouble -> unavailable)."""
-    from redis import exceptions
-
-    shown = redact_url(url)
-    if isinstance(exc, exceptions.AuthenticationError):
-        return StreamUnavailableError(
-            f"Redis at {shown} refused the credentials while {where}: {exc}. "
-            "Check the user and password in the URL."
-        )
-    if isinstance(exc, exceptions.ConnectionError | exceptions.TimeoutError | OSError):
-        return StreamUnavailableError(
-            f"Redis at {shown} is unreachable while {where}: {exc}. Check that the server "
-            "runs and the URL is right; the next call tries again."
-        )
-    return SourceError(f"Redis at {shown} failed while {where}: {exc}")
