@@ -24,7 +24,13 @@ import pytest
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from conftest import LOCALHOST, service_unavailable, start_process, stop_process, wait_for_port
+from conftest import (
+    LOCALHOST,
+    service_unavailable,
+    start_process,
+    stop_process,
+    wait_for_port,
+)
 from headrace.errors import ConfigError, SinkError, SourceError, StreamUnavailableError
 from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord
