@@ -1,18 +1,20 @@
 """How much memory a loaded model takes, measured while it loads.
 
-Two measurements, each blind where the other sees:
+Measured on this machine (``benchmarks/pool_footprint.py``, numbers in
+``benchmarks/README.md``) for models of known size (a 40 MB python-flavor weight matrix, a
+25 MB scikit-learn random forest, a LightGBM booster):
 
-- the growth of the process's resident set (RSS, from ``/proc/self/statm``) across the
-  load sees native memory that Python cannot (LightGBM and XGBoost boosters, ONNX Runtime
-  sessions, torch storages) but reads low when the allocator reuses memory freed earlier
-  (an evicted model's pages), and high for buffers the load frees again;
-- the size of the object graph reachable from the loaded model (`object_graph_bytes`:
-  ``sys.getsizeof`` over every object, numpy arrays with their data) is exact for what
-  Python holds (scikit-learn estimators, python-flavor models) and independent of
-  allocator history, but cannot see native handles.
+- the object graph reachable from the model (`object_graph_bytes`) is exact for what
+  Python holds (the 40 MB matrix) but sees 0 MB of the forest and the booster, whose
+  trees live in native memory; tracemalloc is blind to them the same way (0.1 MB);
+- the growth of the resident set (RSS, ``/proc/self/statm``) sees native memory, but only
+  once ``malloc_trim`` has handed freed heap back to the kernel before and after the load:
+  without it, a model loaded after another was freed (an eviction) measured 0 MB, and a
+  first load counted its freed buffers too (50 MB for the 25 MB forest). With it: 25.3 MB,
+  for about 3 ms.
 
-`measure_footprint` takes the larger, so that neither blind spot lets a model in for
-free.
+`measure_footprint` takes the larger of the two, and runs one measured load at a time so
+that concurrent loads are not charged for each other (loading is CPU-bound anyway).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
 import types
 from collections.abc import Callable
 from typing import TypeVar
@@ -77,14 +80,39 @@ def object_graph_bytes(root: object) -> int:
     return total
 
 
+def _trim() -> None:
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+_measuring = threading.Lock()
+
+
 def measure_footprint(load: Callable[[], T]) -> tuple[T, int]:
     """Run `load` and return its value with the memory it takes, in bytes.
 
-    The larger of the RSS growth across the load and the value's object graph size (see
-    the module docstring for why both).
+    The larger of the RSS growth across the load (freed heap trimmed before and after)
+    and the value's object graph size; see the module docstring for why both. Measured
+    loads run one at a time.
     """
-    before = resident_bytes()
-    value = load()
-    after = resident_bytes()
+    with _measuring:
+        _trim()
+        before = resident_bytes()
+        value = load()
+        _trim()
+        after = resident_bytes()
     grown = 0 if before is None or after is None else max(0, after - before)
     return value, max(grown, object_graph_bytes(value))
