@@ -41,6 +41,10 @@ from support.kafka import (
 
 PARTITIONS = 4
 MAX_BATCH = 512
+# Events sent but not yet settled (acknowledged, recorded, committed): what a crash may
+# repeat. The worker settles every 100 ms too, which usually keeps it far below this.
+MAX_IN_FLIGHT = 4096
+MAX_REPEATS = MAX_IN_FLIGHT + MAX_BATCH
 FREEZE_S = 10.0  # longer than the source's session.timeout.ms (6 s)
 
 # What each malformed kind of the demo stream must be dead-lettered as.
@@ -179,6 +183,7 @@ def pipeline(
         dead_letter=dead,
         dedupe=dedupe,
         max_batch=MAX_BATCH,
+        max_in_flight=MAX_IN_FLIGHT,
         sink_bootstrap=sink_bootstrap,
         source_options=source_options,
     )
@@ -302,9 +307,9 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
     producer.join()
     stats = second.terminate()
     repeats = check_outputs(reader.drain(), events, release, at_most=2)
-    # The restart resumes from the last commit: only the batch in flight at the kill
-    # (when the kill came between its outputs and its commit) comes again.
-    assert repeats <= MAX_BATCH
+    # The restart resumes from the last commit: only the events in flight at the kill
+    # (sent, not yet settled) come again.
+    assert repeats <= MAX_REPEATS
     assert stats["outputs"] == total - emitted + repeats
     print(f"\nkill -9 mid-stream: {repeats} outputs repeated after the restart")
 
@@ -320,13 +325,13 @@ def test_kill_9_between_outputs_and_commit_then_restart_repeats_nothing_with_ded
     harness: Harness,
     tmp_path: Path,
 ) -> None:
-    """The crash the Redis dedupe store is for: a batch whose outputs were acknowledged
+    """The crash the Redis dedupe store is for: events whose outputs were acknowledged
     and recorded, but whose offsets were not committed.
 
     The outputs go to a broker of their own, frozen for longer than the source's
-    ``max.poll.interval.ms``: the worker waits in that batch's flush while its consumer
-    leaves the group, so once the outputs are acknowledged the batch's commit is refused.
-    The worker is killed right then, before the group hands the batch out again; the
+    ``max.poll.interval.ms``: the worker waits in a settle's flush while its consumer
+    leaves the group, so once the outputs are acknowledged the settle's commit is refused.
+    The worker is killed right then, before the group hands the events out again; the
     restarted worker must drop every event of it. (A kill at a random moment cannot test
     this: it mostly lands where nothing is uncommitted, or, with a batch's outputs on the
     wire but not yet recorded, where no store can know they were emitted.)
@@ -363,9 +368,9 @@ def test_kill_9_between_outputs_and_commit_then_restart_repeats_nothing_with_ded
     reader.wait_for(seen.at_least(total), timeout=90, what="every event", alive=second.check_alive)
     stats = second.terminate()
     assert check_outputs(reader.drain(), events, release) == 0  # none emitted twice
-    # The refused batch came again and the store dropped all of it; nothing else came.
+    # The refused settle's events came again and the store dropped them; nothing else came.
     dropped = stats["deduplicated"]
-    assert 0 < dropped <= MAX_BATCH
+    assert 0 < dropped <= MAX_REPEATS
     assert stats["events"] == total - emitted + dropped
     print(f"\nredis dedupe: {dropped} acknowledged, uncommitted events came again, all dropped")
 
@@ -411,7 +416,7 @@ def test_survivor_of_two_workers_finishes_every_partition(
     producer.join()
     stats = survivor.terminate()
     repeats = check_outputs(reader.drain(), events, release, at_most=2)
-    assert repeats <= MAX_BATCH  # at most the dead worker's batch in flight
+    assert repeats <= MAX_REPEATS  # at most the dead worker's unsettled events
     # The survivor read every event produced after the kill, on all four partitions.
     assert stats["events"] >= total - produced_at_kill
     print(

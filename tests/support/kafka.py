@@ -409,6 +409,7 @@ def write_pipeline(
     dead_letter: str,
     dedupe: Mapping[str, Any] | None = None,
     max_batch: int = 512,
+    max_in_flight: int = 20_000,
     sink_bootstrap: str | None = None,
     source_options: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -428,7 +429,7 @@ def write_pipeline(
         "outputs": [{"url": f"kafka://{sinks}", "topic": outputs}],
         "dead_letter": {"url": f"kafka://{sinks}", "topic": dead_letter},
         "id_field": "event_id",
-        "batch": {"max_size": max_batch, "max_wait_ms": 5},
+        "batch": {"max_size": max_batch, "max_wait_ms": 5, "max_in_flight": max_in_flight},
         # The demo's oversized events are 70 kB: below Kafka's 1 MB, above this limit.
         "limits": {"max_event_bytes": 65_536},
         "stats_interval_s": 0.5,

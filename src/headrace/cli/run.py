@@ -59,7 +59,7 @@ def _print_stats(name: str) -> Any:
 def _work(
     ctx: typer.Context, pipeline: Path, *, start: Any, until_end: bool, as_json: bool
 ) -> None:
-    from headrace.pipeline.build import build_worker
+    from headrace.pipeline.build import build_worker, tune_worker_process
     from headrace.pipeline.spec import load_pipeline_spec
 
     spec = load_pipeline_spec(pipeline)
@@ -85,6 +85,7 @@ def _work(
                 start=start,
                 on_stats=_print_stats(spec.name),
             )
+        tune_worker_process()
         stats = worker.run(stop=stop, until_exhausted=until_end)
     finally:
         for sig, handler in previous.items():

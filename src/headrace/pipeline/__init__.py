@@ -8,7 +8,7 @@ reason, for every bad event.
 
 from __future__ import annotations
 
-from headrace.pipeline.build import build_worker, default_dead_letter_url
+from headrace.pipeline.build import build_worker, default_dead_letter_url, tune_worker_process
 from headrace.pipeline.dedupe import DedupeStore, MemoryDedupe, RedisDedupe, open_dedupe
 from headrace.pipeline.records import (
     IDEMPOTENCY_HEADER,
@@ -31,18 +31,18 @@ from headrace.pipeline.stats import LatencyReservoir, WorkerStats
 from headrace.pipeline.worker import Worker
 
 __all__ = [
-    "IDEMPOTENCY_HEADER",
-    "RELEASE_HEADER",
-    "STAGE_HEADER",
     "BatchSpec",
     "DedupeSpec",
     "DedupeStore",
     "EndpointSpec",
+    "IDEMPOTENCY_HEADER",
     "LatencyReservoir",
     "LimitsSpec",
     "MemoryDedupe",
     "PipelineSpec",
+    "RELEASE_HEADER",
     "RedisDedupe",
+    "STAGE_HEADER",
     "Worker",
     "WorkerStats",
     "build_worker",
@@ -53,4 +53,5 @@ __all__ = [
     "open_dedupe",
     "output_records",
     "pipeline_spec_from_dict",
+    "tune_worker_process",
 ]

@@ -14,12 +14,31 @@ from headrace.pipeline.worker import Worker
 from headrace.registry.store import Registry
 from headrace.streams.urls import open_sink, open_source
 
-__all__ = ["build_worker", "default_dead_letter_url"]
+__all__ = ["build_worker", "default_dead_letter_url", "tune_worker_process"]
 
 
 def default_dead_letter_url(spec: PipelineSpec, *, home: Path) -> str:
     """Where dead letters go when the spec names no sink: a JSONL file, never nowhere."""
     return f"file://{(home / 'dead-letters' / f'{spec.name}.jsonl').absolute()}"
+
+
+def tune_worker_process() -> None:
+    """Tune a worker process once its model is loaded, before the hot loop.
+
+    - Native thread pools (OpenMP, BLAS) go down to one thread: a worker scores small
+      batches, where waking threads costs more than it gains (a 100-tree gradient boosting
+      model took 11 ms per row with OpenMP threads under load, 0.56 ms with one), and
+      throughput scales by running more workers, one per core.
+    - Everything allocated so far (the model, the libraries) is frozen out of the
+      garbage collector's reach, so a full collection does not walk it again and again.
+    """
+    import gc
+
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+    gc.collect()
+    gc.freeze()
 
 
 def build_worker(

@@ -49,10 +49,20 @@ class EndpointSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
 
 class BatchSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Micro-batching: as large as the backlog allows, bounded in size and in waiting."""
+    """Micro-batching: as large as the backlog allows, bounded in size and in waiting.
+
+    Outputs are sent as each batch is scored, and awaited together: every `settle_ms`
+    (and whenever the source runs dry, gives up partitions or stops) the worker waits for
+    every sink's acknowledgement, then records the ids and commits the offsets. At most
+    `max_in_flight` events are sent but not yet settled; at the bound the worker pauses
+    the source and settles before it reads more, so memory stays bounded whatever the
+    backlog.
+    """
 
     max_size: int = 512
     max_wait_ms: float = 5.0
+    settle_ms: float = 100.0
+    max_in_flight: int = 20_000
 
 
 class DedupeSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -138,6 +148,15 @@ def _check(spec: PipelineSpec, *, where: str) -> PipelineSpec:
         problems.append(("$.batch.max_size", f"{spec.batch.max_size} is not within 1..100000"))
     if not 0 <= spec.batch.max_wait_ms <= 60_000:
         problems.append(("$.batch.max_wait_ms", f"{spec.batch.max_wait_ms} is not within 0..60000"))
+    if not 0 <= spec.batch.settle_ms <= 60_000:
+        problems.append(("$.batch.settle_ms", f"{spec.batch.settle_ms} is not within 0..60000"))
+    if spec.batch.max_in_flight < spec.batch.max_size:
+        problems.append(
+            (
+                "$.batch.max_in_flight",
+                f"{spec.batch.max_in_flight} is below batch.max_size ({spec.batch.max_size})",
+            )
+        )
     if spec.limits.max_event_bytes < 1:
         problems.append(("$.limits.max_event_bytes", "must be positive"))
     if spec.dedupe.ttl_s <= 0 or spec.dedupe.max_keys < 1:

@@ -1,9 +1,15 @@
-"""The stream worker: poll, decode, dedupe, score, emit, acknowledge, commit.
+"""The stream worker: poll, decode, dedupe, score, send; settle; commit.
 
-One batch at a time, in that order, so the promise is simple to check: a source offset is
-committed only after every output and dead letter of its batch was acknowledged by its
-sink, and an event id is recorded as emitted only after that acknowledgement too. A crash
-anywhere before the commit redelivers the batch; with a dedupe store, repeats are dropped.
+Each batch is decoded, deduplicated, scored and sent to the sinks as soon as it is
+polled; acknowledgements are awaited together when the worker *settles* (every
+`BatchSpec.settle_ms`, when the source runs dry, before partitions are revoked, at the
+`BatchSpec.max_in_flight` bound and on shutdown). Settling waits for every sink's
+acknowledgement, then records the emitted ids, then commits the offsets, so the promise
+stays simple to check: an offset is committed only after every output and dead letter of
+the events before it was acknowledged, and an id is recorded as emitted only after that
+too. A crash anywhere before the commit redelivers the unsettled events; with a dedupe
+store, repeats of settled ones are dropped, and ids sent but unsettled are dropped too
+while this worker lives.
 
 Bad events (oversized, undecodable, invalid, missing id, poisonous for the model) become
 dead letters with their reason; they never stop the worker nor delay the good events of
@@ -24,6 +30,7 @@ import numpy as np
 import orjson
 
 from headrace.errors import CommitRefusedError, ConfigError
+from headrace.inference.json_batch import DecodedBatch, TypedBatchDecoder
 from headrace.inference.service import InferenceService
 from headrace.pipeline.dedupe import DedupeStore
 from headrace.pipeline.records import dead_letter_record, output_records
@@ -90,20 +97,136 @@ class Worker:
         self.stats = WorkerStats()
         self._loads = orjson.loads
         self._flush_timeout = max(spec.shutdown_timeout_s, 1.0)
+        self._in_flight = _InFlight()
+        self._fast = _fast_decoder(spec, service)
 
     # -- one batch --------------------------------------------------------------------
 
     def process(self, messages: Sequence[Message]) -> None:
-        """Score one batch and commit it once every sink acknowledged its records."""
+        """Score one batch and send its records; `settle` commits it later.
+
+        At the bound of `BatchSpec.max_in_flight` unsettled events, pauses the source and
+        settles before returning, so at most that many events are ever in flight.
+        """
         started = time.perf_counter()
         spec = self.spec
-        service = self.service
+        time_field = spec.event_time_field
+
+        decoded = self._decode_fast(messages)
+        if decoded is None:
+            candidates, event_ids, records, failures = self._decode(messages)
+            raw_times = (
+                None
+                if time_field is None
+                else [r.get(time_field) if isinstance(r, dict) else None for r in records]
+            )
+        else:
+            candidates = list(range(len(messages)))
+            event_ids = decoded.ids if decoded.ids is not None else [m.position for m in messages]
+            records = []
+            failures = []
+            raw_times = decoded.times
+
+        keep = self._fresh(event_ids)
+        duplicates = len(event_ids) - len(keep) if keep is not None else 0
+        if keep is not None:
+            candidates = [candidates[j] for j in keep]
+            event_ids = [event_ids[j] for j in keep]
+            if raw_times is not None:
+                raw_times = [raw_times[j] for j in keep]
+            if decoded is None:
+                records = [records[j] for j in keep]
+
+        if decoded is None:
+            result = self.service.infer_records(records)
+        else:
+            columns = decoded.columns
+            if keep is not None:
+                index = np.asarray(keep, dtype=np.intp)
+                columns = {name: column[index] for name, column in columns.items()}
+            result = self.service.infer(columns, n_rows=len(candidates))
+        for rejection in result.rejections:
+            failures.append(
+                (candidates[rejection.row], rejection.stage, rejection.reason, rejection.field)
+            )
+        scored = result.rows.tolist()
+        scored_messages = [messages[candidates[r]] for r in scored]
+        scored_ids = [event_ids[r] for r in scored]
+        if raw_times is None:
+            times = [m.timestamp_ms for m in scored_messages]
+        else:
+            times = [
+                _event_time_ms(raw_times[r]) or scored_messages[j].timestamp_ms
+                for j, r in enumerate(scored)
+            ]
+        now_ms = int(time.time() * 1000)
+        outputs = output_records(
+            scored_messages,
+            event_ids=scored_ids,
+            predictions=result.predictions.tolist(),
+            scores=None if result.scores is None else result.scores.tolist(),
+            event_times_ms=times,
+            release=result.release,
+            release_digest=result.release_digest,
+            processed_at_ms=now_ms,
+        )
+        dead: list[OutRecord] = [
+            dead_letter_record(
+                messages[i],
+                stage=stage,
+                error=error,
+                field=field,
+                pipeline=spec.name,
+                release=result.release,
+                at_ms=now_ms,
+            )
+            for i, stage, error, field in failures
+        ]
+        self._send(outputs, dead)
+        self._in_flight.add(messages, scored_ids if self.dedupe is not None else ())
+
+        stats = self.stats
+        stats.batches += 1
+        stats.events += len(messages)
+        stats.outputs += len(outputs)
+        stats.dead_letters += len(dead)
+        stats.deduplicated += duplicates
+        for _, stage, error, _ in failures:
+            stats.dead_letter_reasons[f"{stage}: {_reason_class(error)}"] += 1
+        done = time.perf_counter()
+        stats.batch_latency_ms.add(np.full(len(messages), (done - started) * 1000.0))
+        stamped = [t for t in times if t is not None]
+        if stamped:
+            stats.end_to_end_ms.add(now_ms - np.asarray(stamped, dtype=np.float64))
+
+        if len(self._in_flight) >= spec.batch.max_in_flight:
+            # Full: stop fetching until every sink caught up (backpressure).
+            self.source.pause()
+            try:
+                self.settle()
+            finally:
+                self.source.resume()
+
+    def _decode_fast(self, messages: Sequence[Message]) -> DecodedBatch | None:
+        """The whole batch through the typed decoder, or None for the per-event path."""
+        fast = self._fast
+        if fast is None:
+            return None
+        max_bytes = self.spec.limits.max_event_bytes
+        values = [m.value for m in messages]
+        if max(map(len, values)) > max_bytes:
+            return None
+        return fast.decode(values)
+
+    def _decode(
+        self, messages: Sequence[Message]
+    ) -> tuple[list[int], list[str], list[Any], list[_Failure]]:
+        """Per event: size check, JSON decode, id; returns what decoded and what failed."""
+        spec = self.spec
         max_bytes = spec.limits.max_event_bytes
         id_field = spec.id_field
-        time_field = spec.event_time_field
         loads = self._loads
-
-        failures: list[tuple[int, str, str, str | None]] = []  # (index, stage, error, field)
+        failures: list[_Failure] = []
         candidates: list[int] = []
         records: list[Any] = []
         event_ids: list[str] = []
@@ -146,107 +269,64 @@ class Worker:
             candidates.append(i)
             records.append(record)
             event_ids.append(event_id)
+        return candidates, event_ids, records, failures
 
-        duplicates = 0
-        if self.dedupe is not None and candidates:
-            seen = self.dedupe.seen(event_ids)
-            first: set[str] = set()
-            keep = []
-            for j, event_id in enumerate(event_ids):
-                if seen[j] or event_id in first:
-                    continue
-                first.add(event_id)
-                keep.append(j)
-            duplicates = len(event_ids) - len(keep)
-            if duplicates:
-                candidates = [candidates[j] for j in keep]
-                records = [records[j] for j in keep]
-                event_ids = [event_ids[j] for j in keep]
+    def _fresh(self, event_ids: list[str]) -> list[int] | None:
+        """Indices of the ids not emitted before (nor earlier in the batch); None = all."""
+        if self.dedupe is None or not event_ids:
+            return None
+        seen = self.dedupe.seen(event_ids)
+        unsettled = self._in_flight.ids
+        first: set[str] = set()
+        keep: list[int] = []
+        for j, event_id in enumerate(event_ids):
+            if seen[j] or event_id in first or event_id in unsettled:
+                continue
+            first.add(event_id)
+            keep.append(j)
+        return None if len(keep) == len(event_ids) else keep
 
-        result = service.infer_records(records)
-        for rejection in result.rejections:
-            failures.append(
-                (candidates[rejection.row], rejection.stage, rejection.reason, rejection.field)
-            )
-        scored = result.rows.tolist()
-        scored_messages = [messages[candidates[r]] for r in scored]
-        scored_ids = [event_ids[r] for r in scored]
-        if time_field is None:
-            times = [m.timestamp_ms for m in scored_messages]
-        else:
-            times = [
-                _event_time_ms(records[r].get(time_field)) or messages[candidates[r]].timestamp_ms
-                for r in scored
-            ]
-        now_ms = int(time.time() * 1000)
-        outputs = output_records(
-            scored_messages,
-            event_ids=scored_ids,
-            predictions=result.predictions.tolist(),
-            scores=None if result.scores is None else result.scores.tolist(),
-            event_times_ms=times,
-            release=result.release,
-            release_digest=result.release_digest,
-            processed_at_ms=now_ms,
-        )
-        dead: list[OutRecord] = [
-            dead_letter_record(
-                messages[i],
-                stage=stage,
-                error=error,
-                field=field,
-                pipeline=spec.name,
-                release=result.release,
-                at_ms=now_ms,
-            )
-            for i, stage, error, field in failures
-        ]
-
-        self._deliver(outputs, dead)
-        if self.dedupe is not None and scored_ids:
-            self.dedupe.record(scored_ids)
-        try:
-            self.source.commit(messages)
-        except CommitRefusedError as exc:
-            # Every output of the batch was acknowledged: a refused commit (the group
-            # moved on while the broker stalled, a rebalance) only means these events
-            # come again, to this worker or the partition's next owner, as repeats with
-            # the same idempotency keys. Stopping would turn a blip into an outage.
-            log.warning("%s: %s", spec.name, exc)
-
-        stats = self.stats
-        stats.batches += 1
-        stats.events += len(messages)
-        stats.outputs += len(outputs)
-        stats.dead_letters += len(dead)
-        stats.deduplicated += duplicates
-        for _, stage, error, _ in failures:
-            stats.dead_letter_reasons[f"{stage}: {_reason_class(error)}"] += 1
-        done = time.perf_counter()
-        stats.batch_latency_ms.add(np.full(len(messages), (done - started) * 1000.0))
-        stamped = [t for t in times if t is not None]
-        if stamped:
-            stats.end_to_end_ms.add(now_ms - np.asarray(stamped, dtype=np.float64))
-
-    def _deliver(self, outputs: list[OutRecord], dead: list[OutRecord]) -> None:
-        """Send to every sink, then wait for every acknowledgement (SinkError if not)."""
-        used: list[Sink] = []
+    def _send(self, outputs: list[OutRecord], dead: list[OutRecord]) -> None:
+        """Hand records to the sinks; acknowledgements are awaited by `settle`."""
         if outputs:
             for sink in self.outputs:
                 sink.send(outputs)
-                used.append(sink)
+                self._in_flight.sinks[id(sink)] = sink
         if dead:
             self.dead_letter.send(dead)
-            used.append(self.dead_letter)
-        for sink in used:
+            self._in_flight.sinks[id(self.dead_letter)] = self.dead_letter
+
+    def settle(self) -> None:
+        """Wait for every sink's acknowledgement, record the ids, commit the offsets.
+
+        In that order, so a crash anywhere in between can only repeat events (with the
+        same idempotency keys), never lose one. Raises `SinkError` when a sink cannot
+        acknowledge: nothing is committed and a restart redelivers.
+        """
+        pending = self._in_flight
+        if not pending.messages:
+            return
+        for sink in pending.sinks.values():
             sink.flush(timeout=self._flush_timeout)
+        if self.dedupe is not None and pending.ids:
+            self.dedupe.record(list(pending.ids))
+        try:
+            self.source.commit(pending.messages)
+        except CommitRefusedError as exc:
+            # Every output was acknowledged: a refused commit (the group moved on while
+            # the broker stalled, a rebalance) only means these events come again, to
+            # this worker or the partition's next owner, as repeats with the same
+            # idempotency keys. Stopping would turn a blip into an outage.
+            log.warning("%s: %s", self.spec.name, exc)
+        pending.clear()
 
     # -- the loop ---------------------------------------------------------------------
 
     def _on_revoke(self, partitions: list[Partition]) -> None:
-        # Batches are committed before the next poll, so nothing is in flight when a
-        # rebalance takes partitions away: the next owner starts after our last commit.
+        # Settle while the partitions are still ours: the next owner starts right after
+        # what this worker emitted, neither losing nor repeating events.
         log.info("%s: partitions revoked: %s", self.spec.name, partitions)
+        self.settle()
 
     def run(
         self,
@@ -256,7 +336,7 @@ class Worker:
         max_events: int | None = None,
     ) -> WorkerStats:
         """Process batches until `stop` is set (or the source is exhausted, or
-        `max_events` were processed); then drain, close the sinks and the source.
+        `max_events` were processed); then settle, close the sinks and the source.
         """
         stop = stop or threading.Event()
         spec = self.spec
@@ -267,7 +347,9 @@ class Worker:
             )
         wait_s = spec.batch.max_wait_ms / 1000.0
         idle_wait = max(wait_s, 0.1)
+        settle_s = spec.batch.settle_ms / 1000.0
         self.stats = WorkerStats()
+        self._in_flight.clear()
         next_stats = time.monotonic() + spec.stats_interval_s
         for sink in [*self.outputs, self.dead_letter]:
             sink.open()
@@ -281,7 +363,10 @@ class Worker:
                 idle = not messages
                 if messages:
                     self.process(messages)
-                elif until_exhausted and getattr(self.source, "exhausted", False):
+                in_flight = self._in_flight
+                if in_flight.messages and (idle or time.monotonic() - in_flight.since >= settle_s):
+                    self.settle()
+                if idle and until_exhausted and getattr(self.source, "exhausted", False):
                     break
                 if max_events is not None and self.stats.events >= max_events:
                     break
@@ -290,6 +375,7 @@ class Worker:
                     lag = getattr(self.source, "lag", None)
                     self.stats.lag = lag() if callable(lag) else None
                     self.on_stats(self.stats)
+            self.settle()
         finally:
             self._close()
         return self.stats
@@ -308,6 +394,45 @@ class Worker:
 
 
 _UNDECODABLE = object()
+
+_Failure = tuple[int, str, str, str | None]
+"""(index in the batch, stage, error, field) of an event that becomes a dead letter."""
+
+
+class _InFlight:
+    """What was sent but not yet settled: the messages to commit, the ids to record,
+    the sinks to wait for, and since when."""
+
+    __slots__ = ("ids", "messages", "since", "sinks")
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.ids: set[str] = set()
+        self.sinks: dict[int, Sink] = {}
+        self.since = 0.0
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def add(self, messages: Sequence[Message], ids: Sequence[str]) -> None:
+        if not self.messages:
+            self.since = time.monotonic()
+        self.messages.extend(messages)
+        self.ids.update(ids)
+
+    def clear(self) -> None:
+        self.messages = []
+        self.ids = set()
+        self.sinks = {}
+
+
+def _fast_decoder(spec: PipelineSpec, service: InferenceService) -> TypedBatchDecoder | None:
+    """The typed batch decoder for this schema, or None where it cannot apply."""
+    if spec.id_field is not None and spec.id_field in service.schema.names:
+        return None  # the id doubles as a feature: the per-event path handles that
+    return TypedBatchDecoder(
+        service.schema, id_field=spec.id_field, time_field=spec.event_time_field
+    )
 
 
 def _lenient_loads(raw: bytes) -> Any:

@@ -622,8 +622,14 @@ class MemorySource:
         self.broker._commit(self.group, self.topic, member, offsets)
 
     def lag(self) -> int:
-        """Messages of the topic after the group's committed offsets."""
-        return self.broker.lag(self.group, self.topic)
+        """Messages of this member's partitions after its read positions.
+
+        Positions, not commits: a worker commits in settles, so the backlog still to read
+        is what tells whether it keeps up (`MemoryBroker.lag` gives the committed view).
+        """
+        self._require_open()
+        ends = self.broker.end_offsets(self.topic)
+        return sum(max(0, ends[p] - position) for p, position in self._positions.items())
 
     def pause(self) -> None:
         """Stop fetching; `poll` still handles rebalances and waits out its timeout."""
