@@ -58,6 +58,7 @@ class AliasWatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self.revision = 0
         self.listening = False
+        self.failing = False
 
     async def start(self) -> None:
         """Read the current revision, then watch in background tasks."""
@@ -84,9 +85,15 @@ class AliasWatcher:
             try:
                 revision = await asyncio.to_thread(self.registry.alias_revision)
             except Exception as exc:
-                # A registry outage must not stop serving what is loaded: keep polling.
-                _log.warning("cannot poll registry for alias moves: %s", exc)
+                # A registry outage must not stop serving what is loaded: keep polling,
+                # and say so once rather than every interval.
+                if not self.failing:
+                    _log.warning("cannot poll the registry for alias moves: %s", exc)
+                self.failing = True
                 continue
+            if self.failing:
+                _log.warning("registry reachable again; following alias moves")
+            self.failing = False
             changed = revision != self.revision
             self.revision = revision
             try:
@@ -115,7 +122,7 @@ class AliasWatcher:
                     self._wake.set()  # a move during the (re)connect is not lost
                     async for _notify in conn.notifies():
                         self._wake.set()
-            except psycopg.Error as exc:
+            except Exception as exc:  # psycopg.Error, or the socket under it
                 _log.warning(
                     "alias notifications from %s lost (%s); polling every %.1fs, "
                     "reconnecting in %.0fs",

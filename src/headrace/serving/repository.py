@@ -30,7 +30,7 @@ from headrace.errors import (
     UnknownModelError,
 )
 from headrace.redaction import redact_url
-from headrace.registry.refs import DEFAULT_ALIAS, ReleaseRef
+from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef
 from headrace.registry.store import Registry, Release
 from headrace.runtimes.pool import ModelPool
 from headrace.serving._loading import ServedRelease, load_release
@@ -154,7 +154,18 @@ class ModelRepository:
     poll_interval_s
         How often the registry is polled for alias moves once `start` ran.
     metrics_registry
-        Where the pool's and the repository's Prometheus metrics go; None for none.
+        Where the pool's and the repository's Prometheus metrics go (one repository per
+        registry: the series are registered once); None for none.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid alias, a non-positive poll interval or budget, an overcommit < 1.
+
+    Notes
+    -----
+    Until `start` runs, a name's alias is read from the registry on its first request and
+    kept: only a started repository follows alias moves.
     """
 
     def __init__(
@@ -168,6 +179,11 @@ class ModelRepository:
         poll_interval_s: float = 1.0,
         metrics_registry: prometheus_client.CollectorRegistry | None = None,
     ) -> None:
+        if not ALIAS_PATTERN.fullmatch(alias):
+            raise ConfigError(
+                f"Invalid alias '{alias}' to serve: aliases start with a letter and use "
+                "letters, digits, '_' and '-' (like champion)."
+            )
         if not poll_interval_s > 0:
             raise ConfigError(
                 f"Invalid poll interval {poll_interval_s}s: give a positive number of seconds."
