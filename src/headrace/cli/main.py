@@ -20,6 +20,7 @@ from headrace.cli import predict as predict_cli
 from headrace.cli import register as register_cli
 from headrace.cli import releases as releases_cli
 from headrace.cli import run as run_cli
+from headrace.cli import serve as serve_cli
 from headrace.cli.context import CliState
 
 __all__ = ["app", "main"]
@@ -41,6 +42,7 @@ app.command("doctor")(doctor_cli.doctor)
 app.command("demo")(demo_cli.demo)
 app.command("run")(run_cli.run)
 app.command("replay")(run_cli.replay)
+app.command("serve")(serve_cli.serve)
 
 
 def _version(value: bool) -> None:

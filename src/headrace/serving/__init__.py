@@ -9,6 +9,9 @@ it for a service per request.
 
 from __future__ import annotations
 
+from headrace.serving.app import (
+    InferenceApp,
+)
 from headrace.serving.batching import (
     AdaptiveBatcher,
     BatchPart,
@@ -28,6 +31,15 @@ from headrace.serving.codec import (
     outputs_from_part,
     raise_for_rejections,
 )
+from headrace.serving.config import (
+    AuthConfig,
+    BatchingConfig,
+    LimitsConfig,
+    ServeConfig,
+    TLSConfig,
+    load_serve_config,
+    serve_config_from_dict,
+)
 from headrace.serving.errors import (
     InferenceFailedError,
     InferenceTimeoutError,
@@ -39,6 +51,14 @@ from headrace.serving.errors import (
     UnauthorizedError,
     status_of,
 )
+from headrace.serving.metrics import (
+    LATENCY_BUCKETS,
+    ServerMetrics,
+    new_registry,
+)
+from headrace.serving.openapi import (
+    openapi_document,
+)
 from headrace.serving.repository import (
     OUTPUT_PREDICTION,
     OUTPUT_SCORE,
@@ -48,20 +68,35 @@ from headrace.serving.repository import (
     ModelStatus,
     TensorMetadata,
 )
+from headrace.serving.rest import (
+    InferRequest,
+    encode_infer_response,
+    parse_infer_request,
+)
+from headrace.serving.server import (
+    build_app,
+    uvicorn_server,
+)
 
 __all__ = [
     "DATATYPES",
     "FIELD_DATATYPES",
+    "LATENCY_BUCKETS",
     "OUTPUT_NAMES",
     "OUTPUT_PREDICTION",
     "OUTPUT_SCORE",
     "AdaptiveBatcher",
+    "AuthConfig",
     "BatchPart",
     "BatchReport",
+    "BatchingConfig",
+    "InferRequest",
+    "InferenceApp",
     "InferenceFailedError",
     "InferenceTimeoutError",
     "InputTensor",
     "InvalidInputError",
+    "LimitsConfig",
     "ModelMetadata",
     "ModelRepository",
     "ModelState",
@@ -71,14 +106,25 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "ProtocolError",
+    "ServeConfig",
+    "ServerMetrics",
+    "TLSConfig",
     "TensorMetadata",
     "UnauthorizedError",
     "array_from_bytes",
     "array_from_values",
     "array_to_bytes",
+    "build_app",
     "columns_from_inputs",
     "datatype_of",
+    "encode_infer_response",
+    "load_serve_config",
+    "new_registry",
+    "openapi_document",
     "outputs_from_part",
+    "parse_infer_request",
     "raise_for_rejections",
+    "serve_config_from_dict",
     "status_of",
+    "uvicorn_server",
 ]

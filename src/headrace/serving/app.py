@@ -1,0 +1,509 @@
+"""The Open Inference Protocol v2 over HTTP: a plain ASGI application.
+
+No web framework: the routes are few and fixed, so a request is routed by splitting its
+path once, and the inference route does exactly body -> tensors -> columns -> batcher ->
+outputs -> body with nothing in between (a framework's per-request machinery costs more
+than the model call for small batches). Routes:
+
+==========================================================  =========================
+``GET  /v2/health/live``, ``/v2/health/ready``, ``/v2``      open
+``GET  /v2/models/{name}[/versions/{v}][/ready]``            inference token
+``POST /v2/models/{name}[/versions/{v}]/infer``              inference token
+``POST /v2/repository/index``, ``.../models/{name}/load``,   management token
+``.../models/{name}/unload``
+``GET  /metrics``, ``/v2/docs/openapi.json``                 open
+==========================================================  =========================
+
+Every error is ``{"error": "..."}`` with the status `status_of` gives (503 carries
+``Retry-After``); a request that fails never stops the server. Secrets never reach a log
+line: headers are not logged, and a token is only ever compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Final
+
+import orjson
+
+from headrace import __version__
+from headrace.errors import HeadraceError
+from headrace.serving.batching import AdaptiveBatcher, BatchPart
+from headrace.serving.codec import (
+    InputTensor,
+    OutputTensor,
+    columns_from_inputs,
+    outputs_from_part,
+    raise_for_rejections,
+)
+from headrace.serving.config import ServeConfig
+from headrace.serving.errors import (
+    InferenceTimeoutError,
+    InvalidInputError,
+    NotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    status_of,
+)
+from headrace.serving.metrics import ServerMetrics
+from headrace.serving.openapi import openapi_document
+from headrace.serving.repository import ModelRepository
+from headrace.serving.rest import encode_infer_response, parse_infer_request
+
+__all__ = ["InferenceApp"]
+
+_log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON: Final = (b"content-type", b"application/json")
+_OCTETS: Final = (b"content-type", b"application/octet-stream")
+_EXTENSIONS: Final = ["model_repository", "binary_tensor_data"]
+
+
+class _ClientGoneError(Exception):
+    """The client disconnected before sending its whole body."""
+
+
+class _Request:
+    """What the handlers need from one HTTP request, read from its headers once."""
+
+    __slots__ = ("authorization", "content_length", "header_length", "method", "parts")
+
+    def __init__(self, scope: Scope) -> None:
+        self.method: str = scope["method"]
+        self.parts: list[str] = scope["path"].strip("/").split("/")
+        self.authorization: bytes | None = None
+        self.content_length: int | None = None
+        self.header_length: int | None = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                self.authorization = value
+            elif key == b"content-length":
+                self.content_length = _int_header(value, "Content-Length")
+            elif key == b"inference-header-content-length":
+                self.header_length = _int_header(value, "Inference-Header-Content-Length")
+
+
+def _int_header(value: bytes, name: str) -> int:
+    if not value.isdigit():
+        raise InvalidInputError(f"Header {name} is {value[:20]!r}: give a byte count")
+    return int(value)
+
+
+class InferenceApp:
+    """The ASGI application (see the module docstring for its routes).
+
+    Parameters
+    ----------
+    repository
+        Resolves model names to loaded inference services.
+    config
+        Batching, limits and tokens.
+    metrics
+        Where request and batch metrics go (share its registry with the repository).
+
+    The ASGI lifespan starts the repository (alias watching, preloading) and, on
+    shutdown, stops the batchers and the repository; ``on_startup``/``on_shutdown`` hooks
+    (the gRPC server) run right after and right before.
+    """
+
+    def __init__(
+        self, repository: ModelRepository, *, config: ServeConfig, metrics: ServerMetrics
+    ) -> None:
+        self.repository = repository
+        self.config = config
+        self.metrics = metrics
+        self.batchers: dict[str, AdaptiveBatcher] = {}
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
+        self.started = False
+        self.stopping = False
+        auth = config.auth
+        self._inference_token = _bearer(auth.inference_token)
+        self._management_token = _bearer(auth.management_token)
+        self._openapi: bytes | None = None
+        self._served: set[str] = set()  # names that resolved: safe as metric labels
+
+    # -- ASGI -------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope (``http`` or ``lifespan``)."""
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    _log.exception("server start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        """Start the repository (and the hooks); called by the ASGI lifespan."""
+        await self.repository.start()
+        for hook in self.on_startup:
+            await hook()
+        self.started = True
+
+    async def shutdown(self) -> None:
+        """Stop the hooks, the batchers and the repository."""
+        self.stopping = True
+        for hook in self.on_shutdown:
+            await hook()
+        for batcher in list(self.batchers.values()):
+            await batcher.close()
+        await self.repository.stop()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        model, endpoint = "", "other"
+        try:
+            request = _Request(scope)
+            parts = request.parts
+            if parts[0] == "v2":
+                model, endpoint = _route_labels(parts)
+            status, body, headers = await self._dispatch(request, receive)
+        except _ClientGoneError:
+            return
+        except Exception as exc:
+            status, body, headers = self._error(exc)
+        if model not in self._served:
+            model = ""  # a name no model answered to is the client's: keep it out of labels
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(model, endpoint, status, time.perf_counter() - started)
+
+    def _error(self, exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        status = status_of(exc)
+        headers = [_JSON]
+        if status >= 500 and not isinstance(exc, HeadraceError):
+            _log.error("request failed", exc_info=exc)
+            message = f"Internal server error ({type(exc).__name__}); see the server log"
+        else:
+            if status == 500:
+                _log.warning("request failed: %s", exc)
+            message = str(exc)
+        if isinstance(exc, OverloadedError):
+            headers.append((b"retry-after", str(exc.retry_after).encode()))
+        elif status == 503:
+            headers.append((b"retry-after", b"1"))
+        elif status == 401:
+            headers.append((b"www-authenticate", b'Bearer realm="headrace"'))
+        return status, orjson.dumps({"error": message}), headers
+
+    # -- routing ----------------------------------------------------------------------
+
+    async def _dispatch(
+        self, request: _Request, receive: Receive
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        parts, method = request.parts, request.method
+        n = len(parts)
+        if parts[0] == "v2":
+            if n >= 3 and parts[1] == "models":
+                return await self._model_route(request, receive, parts[2], parts[3:])
+            if n >= 2 and parts[1] == "repository":
+                return await self._repository_route(request, receive, parts[2:])
+            if n == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
+                self._method(request, "GET")
+                return self._health(parts[2])
+            if n == 1:
+                self._method(request, "GET")
+                return _json(
+                    200, {"name": "headrace", "version": __version__, "extensions": _EXTENSIONS}
+                )
+            if parts[1:] == ["docs", "openapi.json"]:
+                self._method(request, "GET")
+                if self._openapi is None:
+                    self._openapi = orjson.dumps(openapi_document())
+                return 200, self._openapi, [_JSON]
+        elif parts == ["metrics"]:
+            self._method(request, "GET")
+            body, content_type = await asyncio.to_thread(self.metrics.exposition)
+            return 200, body, [(b"content-type", content_type.encode())]
+        raise NotFoundError(
+            f"No route for {method} /{'/'.join(parts)}: the Open Inference Protocol routes "
+            "are under /v2 (see /v2/docs/openapi.json)"
+        )
+
+    @staticmethod
+    def _method(request: _Request, allowed: str) -> None:
+        if request.method != allowed:
+            raise _MethodNotAllowedError(request, allowed)
+
+    async def _model_route(
+        self, request: _Request, receive: Receive, name: str, rest: list[str]
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        version: str | None = None
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if len(rest) == 1 else "" if not rest else None
+        if action not in ("", "ready", "infer") or not name:
+            raise NotFoundError(
+                f"No route for {request.method} /{'/'.join(request.parts)}: model routes "
+                "are /v2/models/NAME[/versions/V][/ready|/infer]"
+            )
+        if action == "infer":
+            self._method(request, "POST")
+            self._authorize(request, self._inference_token, "inference")
+            return await self._infer(request, receive, name, version)
+        self._method(request, "GET")
+        self._authorize(request, self._inference_token, "inference")
+        if action == "ready":
+            await asyncio.to_thread(self.repository.metadata, name, version)  # 404 if unknown
+            ready = self.repository.is_ready(name, version)
+            return _json(200 if ready else 503, {"name": name, "ready": ready})
+        meta = await asyncio.to_thread(self.repository.metadata, name, version)
+        self._served.add(name)
+        return _json(
+            200,
+            {
+                "name": meta.name,
+                "versions": meta.versions,
+                "platform": meta.platform,
+                "inputs": [_tensor(t) for t in meta.inputs],
+                "outputs": [_tensor(t) for t in meta.outputs],
+            },
+        )
+
+    async def _repository_route(
+        self, request: _Request, receive: Receive, rest: list[str]
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        if rest == ["index"]:
+            self._method(request, "POST")
+            self._authorize(request, self._management_token, "management")
+            body = await self._body(request, receive)
+            only_ready = _index_filter(body)
+            entries = [
+                {"name": s.name, "version": s.version, "state": s.state, "reason": s.reason}
+                for s in self.repository.index()
+                if not only_ready or s.state == "READY"
+            ]
+            return _json(200, entries)
+        if len(rest) == 3 and rest[0] == "models" and rest[1] and rest[2] in ("load", "unload"):
+            self._method(request, "POST")
+            self._authorize(request, self._management_token, "management")
+            await self._body(request, receive)  # parameters are accepted and unused
+            name = rest[1]
+            if rest[2] == "load":
+                await self.repository.load(name)
+            else:
+                await self.repository.unload(name)
+            return 200, b"{}", [_JSON]
+        raise NotFoundError(
+            f"No route for {request.method} /{'/'.join(request.parts)}: repository routes "
+            "are /v2/repository/index and /v2/repository/models/NAME/load|unload"
+        )
+
+    def _health(self, which: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        if which == "live":
+            return _json(200, {"live": True})
+        ready = self.is_ready()
+        return _json(200 if ready else 503, {"ready": ready})
+
+    def is_ready(self) -> bool:
+        """Started, not stopping, and no served name still waits for its first load."""
+        if not self.started or self.stopping:
+            return False
+        index = self.repository.index()
+        ready = {s.name for s in index if s.state == "READY"}
+        return all(s.state != "LOADING" or s.name in ready for s in index)
+
+    def _authorize(self, request: _Request, expected: bytes | None, which: str) -> None:
+        if expected is None:
+            return
+        given = request.authorization
+        if given is None or not hmac.compare_digest(given, expected):
+            raise UnauthorizedError(
+                f"This route needs the {which} bearer token: send `Authorization: Bearer "
+                f"<token>` (the server's auth.{which}_token)"
+                + ("" if given is None else "; the token sent is not it")
+            )
+
+    # -- inference --------------------------------------------------------------------
+
+    async def _body(self, request: _Request, receive: Receive) -> bytes:
+        limit = self.config.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLargeError(
+                f"Request body of {request.content_length} bytes is larger than the "
+                f"server's limit of {limit} bytes (limits.max_body_bytes): send fewer rows "
+                "per request"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGoneError
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"Request body is larger than the server's limit of {limit} bytes "
+                    "(limits.max_body_bytes): send fewer rows per request"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _infer(
+        self, request: _Request, receive: Receive, name: str, version: str | None
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        body = await self._body(request, receive)
+        parsed = parse_infer_request(body, header_length=request.header_length)
+        part, outputs = await self.infer(name, version, parsed.inputs, requested=parsed.outputs)
+        payload, header_length = encode_infer_response(
+            model=name,
+            version=part.release.rpartition(":")[2],
+            request_id=parsed.id,
+            outputs=outputs,
+            binary_outputs=parsed.binary_outputs,
+            parameters={"release": part.release, "release_digest": part.release_digest},
+        )
+        if header_length is None:
+            return 200, payload, [_JSON]
+        return 200, payload, [_OCTETS, (b"inference-header-content-length", b"%d" % header_length)]
+
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        inputs: Sequence[InputTensor],
+        *,
+        requested: Sequence[str] | None = None,
+    ) -> tuple[BatchPart, list[OutputTensor]]:
+        """Answer one inference request, whatever the transport (HTTP here, gRPC beside).
+
+        Resolves the model, lays the tensors out as columns, waits for the request's
+        share of a batch (within ``limits.timeout_s``), and turns it into output tensors.
+
+        Parameters
+        ----------
+        name, version
+            The model as requested; version None serves the alias.
+        inputs
+            The request's decoded tensors.
+        requested
+            The output names asked for, or None for all.
+
+        Returns
+        -------
+        tuple
+            The request's `BatchPart` (which release answered) and its output tensors.
+
+        Raises
+        ------
+        ProtocolError
+            Bad input (400), a model that raised (500), a full queue (503), the timeout
+            (504); the repository's `UnknownModelError` (404) and
+            `ModelUnavailableError` (503) pass through.
+        """
+        timeout = self.config.limits.timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                service = await self.repository.get(name, version)
+                self._served.add(name)
+                columns, n_rows = columns_from_inputs(service.schema, inputs, model=name)
+                batcher = self._batcher(name, version)
+                part = await batcher.infer(service, columns, n_rows=n_rows)
+        except TimeoutError:
+            raise InferenceTimeoutError(
+                f"Inference for model '{name}' took longer than {timeout:g} s "
+                "(limits.timeout_s): retry, send fewer rows, or raise the timeout"
+            ) from None
+        raise_for_rejections(part.rejections, model=name, release=part.release, n_rows=part.n_rows)
+        outputs = outputs_from_part(part.predictions, part.scores, requested=requested, model=name)
+        return part, outputs
+
+    def _batcher(self, name: str, version: str | None) -> AdaptiveBatcher:
+        key = name if version is None else f"{name}:{version}"
+        batcher = self.batchers.get(key)
+        if batcher is None:
+            batching = self.config.batching
+            batcher = self.batchers[key] = AdaptiveBatcher(
+                key,
+                max_batch_size=batching.max_batch_size,
+                max_batch_time_ms=batching.max_batch_time_ms,
+                max_queue_rows=batching.max_queue_rows,
+                inline=batching.inline,
+                on_batch=self.metrics.batch_observer(key),
+            )
+        return batcher
+
+
+class _MethodNotAllowedError(NotFoundError):
+    """A known route asked with the wrong method (405)."""
+
+    status = 405
+
+    def __init__(self, request: _Request, allowed: str) -> None:
+        super().__init__(
+            f"{request.method} is not allowed on /{'/'.join(request.parts)}: use {allowed}"
+        )
+
+
+def _bearer(token: str | None) -> bytes | None:
+    return None if token is None else b"Bearer " + token.encode()
+
+
+def _json(status: int, document: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    return status, orjson.dumps(document), [_JSON]
+
+
+def _tensor(meta: Any) -> dict[str, Any]:
+    return {"name": meta.name, "datatype": meta.datatype, "shape": list(meta.shape)}
+
+
+def _route_labels(parts: list[str]) -> tuple[str, str]:
+    """The metric labels of a /v2 route: (model, endpoint)."""
+    if len(parts) >= 3 and parts[1] == "models":
+        last = parts[-1]
+        endpoint = last if last in ("infer", "ready") and len(parts) in (4, 6) else "model"
+        return parts[2], endpoint
+    if len(parts) >= 2 and parts[1] in ("repository", "health"):
+        return "", parts[1]
+    return "", "server"
+
+
+def _index_filter(body: bytes) -> bool:
+    """The index request's ``{"ready": true}``: list only ready models."""
+    if not body.strip():
+        return False
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"Repository index body is not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise InvalidInputError('Repository index body must be a JSON object like {"ready": true}')
+    ready = document.get("ready", False)
+    if not isinstance(ready, bool):
+        raise InvalidInputError(f'Repository index "ready" must be true or false, got {ready!r}')
+    return ready

@@ -1,0 +1,251 @@
+"""The server config: one YAML file for ``headrace serve``, every key optional.
+
+```yaml
+host: 0.0.0.0
+port: 8080
+grpc_port: 8081                # the gRPC server (omit for HTTP only)
+models: [fraud, churn]         # omit to serve every name in the registry
+alias: champion                # what a bare model name serves
+memory_budget_mb: 2048         # loaded models' measured memory; omit for no limit
+overcommit: 1.0
+poll_interval_s: 1.0           # how soon an alias move is noticed
+batching: {max_batch_size: 64, max_batch_time_ms: 2, max_queue_rows: 4096, inline: false}
+limits: {max_body_bytes: 16777216, timeout_s: 30}
+auth:                          # bearer tokens; omit a token to leave its routes open
+  inference_token: ${HEADRACE_INFERENCE_TOKEN}
+  management_token: ${HEADRACE_MANAGEMENT_TOKEN}
+tls: {certfile: server.pem, keyfile: server.key}
+```
+
+``${VAR}`` and ``${VAR:-default}`` are replaced from the environment (tokens belong
+there, not in the file). Errors name the file, the key and the fix. Tokens never appear
+in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from headrace.errors import ConfigError
+
+__all__ = [
+    "AuthConfig",
+    "BatchingConfig",
+    "LimitsConfig",
+    "ServeConfig",
+    "TLSConfig",
+    "load_serve_config",
+    "serve_config_from_dict",
+]
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class BatchingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Adaptive batching per model (see `headrace.serving.AdaptiveBatcher`)."""
+
+    max_batch_size: int = 64
+    max_batch_time_ms: float = 2.0
+    max_queue_rows: int = 4096
+    inline: bool = False
+
+
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Per-request limits: body size (413 past it) and time (504 past it)."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    timeout_s: float = 30.0
+
+
+class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Bearer tokens: one for inference and metadata, one for the repository extension.
+
+    A route whose token is not set is open. Health and ``/metrics`` are always open (a
+    load balancer and Prometheus must reach them).
+    """
+
+    inference_token: str | None = None
+    management_token: str | None = None
+
+    def __repr__(self) -> str:
+        shown = {
+            key: None if getattr(self, key) is None else "<redacted>"
+            for key in ("inference_token", "management_token")
+        }
+        return f"AuthConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+class TLSConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Serve HTTPS with this certificate chain and private key (PEM files)."""
+
+    certfile: str
+    keyfile: str
+    keyfile_password: str | None = None
+
+    def __repr__(self) -> str:
+        password = None if self.keyfile_password is None else "<redacted>"
+        return f"TLSConfig(certfile={self.certfile!r}, keyfile={self.keyfile!r}, " + (
+            f"keyfile_password={password!r})"
+        )
+
+
+class ServeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Everything ``headrace serve`` needs besides the registry (see the module docstring).
+
+    Parameters
+    ----------
+    host, port
+        Where the HTTP server listens.
+    grpc_port
+        Where the gRPC server listens; None for no gRPC server.
+    models
+        The model names to serve; None serves every name in the registry.
+    alias
+        The alias a bare model name serves.
+    memory_budget_mb
+        Memory for loaded models, measured at load; None for no limit.
+    overcommit
+        Multiplier on the budget.
+    poll_interval_s
+        How often the registry is polled for alias moves.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    grpc_port: int | None = None
+    models: list[str] | None = None
+    alias: str = "champion"
+    memory_budget_mb: float | None = None
+    overcommit: float = 1.0
+    poll_interval_s: float = 1.0
+    batching: BatchingConfig = msgspec.field(default_factory=BatchingConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    tls: TLSConfig | None = None
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        """The memory budget in bytes, or None."""
+        return None if self.memory_budget_mb is None else int(self.memory_budget_mb * 1024 * 1024)
+
+
+def _expand(value: Any, *, where: str, key: str) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            found = os.environ.get(name)
+            if found is not None:
+                return found
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{where}: environment variable '{name}' is not set - at `{key}`; set it or "
+                f"write ${{{name}:-default}}"
+            )
+
+        return _VARIABLE.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, where=where, key=f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, where=where, key=f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _problems(config: ServeConfig) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for key, port in (("$.port", config.port), ("$.grpc_port", config.grpc_port)):
+        if port is not None and not 0 <= port <= 65535:
+            problems.append((key, f"{port} is not a TCP port (0..65535; 0 picks a free one)"))
+    if config.grpc_port is not None and config.grpc_port == config.port and config.port != 0:
+        problems.append(("$.grpc_port", "must differ from port"))
+    if config.models is not None and not config.models:
+        problems.append(("$.models", "is empty: list model names, or omit it to serve all"))
+    if config.memory_budget_mb is not None and config.memory_budget_mb <= 0:
+        problems.append(("$.memory_budget_mb", "must be positive (omit it for no limit)"))
+    if not config.overcommit >= 1.0:
+        problems.append(("$.overcommit", f"{config.overcommit} is below 1.0"))
+    if not config.poll_interval_s > 0:
+        problems.append(("$.poll_interval_s", "must be positive"))
+    batching = config.batching
+    if not 1 <= batching.max_batch_size <= 100_000:
+        problems.append(("$.batching.max_batch_size", "must be within 1..100000"))
+    if not 0 <= batching.max_batch_time_ms <= 60_000:
+        problems.append(("$.batching.max_batch_time_ms", "must be within 0..60000"))
+    if batching.max_queue_rows < 1:
+        problems.append(("$.batching.max_queue_rows", "must be at least 1"))
+    if config.limits.max_body_bytes < 1024:
+        problems.append(("$.limits.max_body_bytes", "must be at least 1024"))
+    if not config.limits.timeout_s > 0:
+        problems.append(("$.limits.timeout_s", "must be positive"))
+    for key in ("inference_token", "management_token"):
+        token = getattr(config.auth, key)
+        if token is not None and len(token) < 16:
+            problems.append((f"$.auth.{key}", "is shorter than 16 characters: use a random one"))
+    if config.tls is not None:
+        for key in ("certfile", "keyfile"):
+            path = Path(getattr(config.tls, key))
+            if not path.is_file():
+                problems.append((f"$.tls.{key}", f"'{path}' is not a readable file"))
+    return problems
+
+
+def serve_config_from_dict(
+    data: Any, *, where: str = "serve config", overrides: dict[str, Any] | None = None
+) -> ServeConfig:
+    """Validate a decoded config (``${VAR}`` are expanded first).
+
+    `overrides` (command-line flags) replace top-level keys after the expansion.
+
+    Raises
+    ------
+    ConfigError
+        Naming `where`, the key (``$.batching.max_batch_size``) and the fix.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}: expected a mapping of settings (host, port, models, ...), got "
+            f"{type(data).__name__}"
+        )
+    expanded = _expand(data, where=where, key="$")
+    if overrides:
+        expanded = {**expanded, **overrides}
+        where = f"{where} (with command-line options)"
+    try:
+        config = msgspec.convert(expanded, ServeConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {exc}. See `headrace serve` in the README") from None
+    problems = _problems(config)
+    if problems:
+        key, problem = problems[0]
+        raise ConfigError(f"{where}: {problem} - at `{key}`")
+    return config
+
+
+def load_serve_config(path: Path, *, overrides: dict[str, Any] | None = None) -> ServeConfig:
+    """Read and validate a server config YAML file (`overrides` as `serve_config_from_dict`).
+
+    Raises
+    ------
+    ConfigError
+        When the file cannot be read, is not YAML, or a key is wrong (named with its path).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read serve config '{path}': {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    return serve_config_from_dict(data, where=str(path), overrides=overrides)

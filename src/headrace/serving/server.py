@@ -1,0 +1,109 @@
+"""Putting the server together: repository, metrics and app, served by uvicorn.
+
+uvicorn with uvloop and httptools, no access log (a log line per request costs as much as
+a small model call; ``/metrics`` counts every request instead). TLS is uvicorn's, from
+the config's certificate and key.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from headrace.errors import ConfigError, DependencyMissingError
+from headrace.serving.app import InferenceApp
+from headrace.serving.config import ServeConfig
+from headrace.serving.metrics import ServerMetrics, new_registry
+from headrace.serving.repository import ModelRepository
+
+if TYPE_CHECKING:
+    import prometheus_client
+    import uvicorn
+
+    from headrace.registry.store import Registry
+
+__all__ = ["build_app", "uvicorn_server"]
+
+_log = logging.getLogger(__name__)
+
+
+def build_app(
+    registry: Registry,
+    config: ServeConfig,
+    *,
+    metrics_registry: prometheus_client.CollectorRegistry | None = None,
+) -> InferenceApp:
+    """The ASGI app over a registry: one repository and one metrics registry shared by both.
+
+    Parameters
+    ----------
+    registry
+        Where releases and aliases live (kept open for the server's life).
+    config
+        The server config.
+    metrics_registry
+        Where every metric goes; a fresh one when omitted.
+    """
+    metrics_registry = metrics_registry if metrics_registry is not None else new_registry()
+    repository = ModelRepository(
+        registry,
+        names=config.models,
+        alias=config.alias,
+        memory_budget_bytes=config.memory_budget_bytes,
+        overcommit=config.overcommit,
+        poll_interval_s=config.poll_interval_s,
+        metrics_registry=metrics_registry,
+    )
+    app: InferenceApp
+
+    def batchers() -> dict[str, Any]:
+        return dict(app.batchers)
+
+    metrics = ServerMetrics(metrics_registry, batchers=batchers)
+    app = InferenceApp(repository, config=config, metrics=metrics)
+    if config.grpc_port is not None:
+        # The gRPC server (GRPCInferenceService) attaches here, sharing `app.repository`
+        # and `app.batchers` through `app.on_startup` / `app.on_shutdown`.
+        raise ConfigError(
+            f"grpc_port is {config.grpc_port} but this version serves HTTP only: remove "
+            "grpc_port (and --grpc-port)"
+        )
+    return app
+
+
+def uvicorn_server(app: InferenceApp, config: ServeConfig) -> uvicorn.Server:
+    """A uvicorn server for `app` on the config's host, port and TLS (``.run()`` it).
+
+    Raises
+    ------
+    DependencyMissingError
+        When uvicorn, uvloop or httptools is not installed.
+    """
+    try:
+        import httptools  # noqa: F401
+        import uvicorn
+        import uvloop  # noqa: F401
+    except ImportError as exc:
+        raise DependencyMissingError(exc.name or "uvicorn", "server", "headrace serve") from exc
+    tls: dict[str, Any] = {}
+    if config.tls is not None:
+        tls = {
+            "ssl_certfile": config.tls.certfile,
+            "ssl_keyfile": config.tls.keyfile,
+            "ssl_keyfile_password": config.tls.keyfile_password,
+        }
+    settings = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        backlog=4096,
+        timeout_graceful_shutdown=max(5, int(config.limits.timeout_s)),
+        **tls,
+    )
+    return uvicorn.Server(settings)
