@@ -23,6 +23,7 @@
     ├── AuditError                   the audit chain cannot be read or written
     │   └── AuditChainBrokenError        verification found an altered/removed/reordered record
     ├── InputFileError               a file to score cannot be read
+    ├── DriftError                   drift inputs do not fit together (columns, types)
     ├── PipelineSpecError            a pipeline YAML is malformed (names the file and key)
     └── StreamError                  a source or sink failed
         ├── StreamUnavailableError       the broker cannot be reached
@@ -46,6 +47,7 @@ __all__ = [
     "CommitRefusedError",
     "ConfigError",
     "DependencyMissingError",
+    "DriftError",
     "HeadraceError",
     "InputFileError",
     "ModelError",
@@ -173,6 +175,10 @@ class AuditChainBrokenError(AuditError):
 
 class InputFileError(HeadraceError):
     """A file to score cannot be read or has the wrong format."""
+
+
+class DriftError(HeadraceError):
+    """Drift inputs do not fit together: no common columns, a column's type differs."""
 
 
 class PipelineSpecError(ConfigError):
