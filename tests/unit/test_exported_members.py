@@ -39,6 +39,10 @@ UNEXPORTED_MODULES = frozenset(
         "headrace.streams.kafka",
         "headrace.streams.redis",
         "headrace.streams.nats",
+        # the gRPC transport over optional grpcio/protobuf: importing `headrace.serving`
+        # must not import them; `build_app` loads it when a grpc_port is configured
+        "headrace.serving.grpc_codec",
+        "headrace.serving.grpc_server",
     }
 )
 # Single names a module lists for sibling packages that its package does not export.

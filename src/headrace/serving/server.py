@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from headrace.errors import ConfigError, DependencyMissingError
+from headrace.errors import DependencyMissingError
 from headrace.serving.app import InferenceApp
 from headrace.serving.config import ServeConfig
 from headrace.serving.metrics import ServerMetrics, new_registry
@@ -62,12 +62,11 @@ def build_app(
     metrics = ServerMetrics(metrics_registry, batchers=batchers)
     app = InferenceApp(repository, config=config, metrics=metrics)
     if config.grpc_port is not None:
-        # The gRPC server (GRPCInferenceService) attaches here, sharing `app.repository`
-        # and `app.batchers` through `app.on_startup` / `app.on_shutdown`.
-        raise ConfigError(
-            f"grpc_port is {config.grpc_port} but this version serves HTTP only: remove "
-            "grpc_port (and --grpc-port)"
-        )
+        # GRPCInferenceService on the same event loop, sharing the repository, batchers,
+        # limits, tokens and metrics; it starts and stops with the app's lifespan.
+        from headrace.serving.grpc_server import GrpcServer
+
+        GrpcServer(app, host=config.host, port=config.grpc_port, tls=config.tls).attach()
     return app
 
 

@@ -1,0 +1,374 @@
+"""The Open Inference Protocol v2 over gRPC: ``inference.GRPCInferenceService``.
+
+It runs on the HTTP server's event loop (``grpc.aio``) and calls the same application:
+model names resolve through the same `ModelRepository`, requests join the same adaptive
+batchers as HTTP requests for the model, and the same limits, tokens and metrics apply.
+Only the wire differs: protobuf messages in, protobuf messages out (`grpc_codec`).
+
+RPCs: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer and
+the repository extension (RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload).
+Any other RPC of Triton's service answers UNIMPLEMENTED.
+
+Errors are the HTTP transport's, translated by one table from the protocol status
+(`status_of`) to a gRPC code: 400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 404 NOT_FOUND,
+413 RESOURCE_EXHAUSTED, 500 INTERNAL, 503 UNAVAILABLE (with a ``retry-after`` trailer),
+504 DEADLINE_EXCEEDED. A failed request never stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+from headrace import __version__
+from headrace.errors import ConfigError, DependencyMissingError, HeadraceError
+from headrace.serving.config import TLSConfig
+from headrace.serving.errors import OverloadedError, UnauthorizedError, status_of
+from headrace.serving.grpc_codec import inputs_from_request, requested_outputs, response_for
+
+if TYPE_CHECKING:
+    import grpc
+    import grpc.aio
+
+    from headrace.serving._proto import oip_v2_pb2 as pb
+    from headrace.serving.app import InferenceApp
+
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    Handler: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
+
+__all__ = ["SERVICE", "GrpcServer", "grpc_code"]
+
+_log = logging.getLogger(__name__)
+
+SERVICE: Final = "inference.GRPCInferenceService"
+"""The service's full name: every RPC's path is ``/inference.GRPCInferenceService/<Rpc>``."""
+
+_EXTENSIONS: Final = ["model_repository"]
+
+# The protocol status (HTTP's) -> the gRPC code's name; anything else 4xx is the client's
+# (FAILED_PRECONDITION), anything else 5xx the server's (INTERNAL).
+_CODES: Final[dict[int, str]] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    408: "DEADLINE_EXCEEDED",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def _grpc() -> Any:
+    try:
+        import grpc
+        import grpc.aio
+    except ImportError as exc:
+        raise DependencyMissingError("grpcio", "server", "the gRPC server") from exc
+    return grpc
+
+
+def grpc_code(status: int) -> grpc.StatusCode:
+    """The gRPC status code for a protocol (HTTP) status, as the table above has it."""
+    name = _CODES.get(status)
+    if name is None:
+        name = "FAILED_PRECONDITION" if 400 <= status < 500 else "INTERNAL"
+    code: grpc.StatusCode = getattr(_grpc().StatusCode, name)
+    return code
+
+
+class GrpcServer:
+    """``inference.GRPCInferenceService`` for an `InferenceApp`, on the running loop.
+
+    Parameters
+    ----------
+    app
+        The HTTP application whose repository, batchers, limits, tokens and metrics the
+        RPCs share.
+    host, port
+        Where to listen; port 0 picks a free port (`port` tells which after `start`).
+    tls
+        Serve over TLS with this certificate and key (the HTTP server's), else plaintext.
+
+    Call `attach` to start and stop it with the application's lifespan, or `start` and
+    `stop` from inside the event loop.
+    """
+
+    def __init__(
+        self, app: InferenceApp, *, host: str, port: int, tls: TLSConfig | None = None
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self._server: grpc.aio.Server | None = None
+        inference = app.config.auth.inference_token
+        management = app.config.auth.management_token
+        self._inference_token = None if inference is None else f"Bearer {inference}".encode()
+        self._management_token = None if management is None else f"Bearer {management}".encode()
+
+    def attach(self) -> None:
+        """Start with the application's start-up, stop with its shutdown."""
+        self.app.on_startup.append(self.start)
+        self.app.on_shutdown.append(self.stop)
+
+    async def start(self) -> None:
+        """Bind and start serving; `port` is then the bound port.
+
+        Raises
+        ------
+        DependencyMissingError
+            When grpcio is not installed.
+        OSError
+            When the address cannot be bound.
+        """
+        grpc = _grpc()
+        from headrace.serving._proto import oip_v2_pb2 as pb
+
+        limit = self.app.config.limits.max_body_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        server.add_generic_rpc_handlers((self._handlers(grpc, pb),))
+        address = f"{self.host}:{self.port}"
+        if self.tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, _credentials(grpc, self.tls))
+        if bound == 0:
+            raise OSError(f"gRPC server cannot listen on {address}: is the port taken?")
+        self.port = bound
+        await server.start()
+        self._server = server
+        _log.info("gRPC server listening on %s:%d", self.host, bound)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting RPCs; RPCs in flight get `grace` seconds to finish."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace)
+
+    # -- the service --------------------------------------------------------------------
+
+    def _handlers(self, grpc: Any, pb: Any) -> Any:
+        def unary(handler: Handler, request: Any, response: Any, endpoint: str) -> Any:
+            return grpc.unary_unary_rpc_method_handler(
+                self._guarded(handler, endpoint),
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+
+        methods: Mapping[str, Any] = {
+            "ServerLive": unary(
+                self._server_live, pb.ServerLiveRequest, pb.ServerLiveResponse, "health"
+            ),
+            "ServerReady": unary(
+                self._server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse, "health"
+            ),
+            "ModelReady": unary(
+                self._model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse, "ready"
+            ),
+            "ServerMetadata": unary(
+                self._server_metadata,
+                pb.ServerMetadataRequest,
+                pb.ServerMetadataResponse,
+                "server",
+            ),
+            "ModelMetadata": unary(
+                self._model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse, "model"
+            ),
+            "ModelInfer": unary(
+                self._model_infer, pb.ModelInferRequest, pb.ModelInferResponse, "infer"
+            ),
+            "RepositoryIndex": unary(
+                self._repository_index,
+                pb.RepositoryIndexRequest,
+                pb.RepositoryIndexResponse,
+                "repository",
+            ),
+            "RepositoryModelLoad": unary(
+                self._repository_load,
+                pb.RepositoryModelLoadRequest,
+                pb.RepositoryModelLoadResponse,
+                "repository",
+            ),
+            "RepositoryModelUnload": unary(
+                self._repository_unload,
+                pb.RepositoryModelUnloadRequest,
+                pb.RepositoryModelUnloadResponse,
+                "repository",
+            ),
+        }
+        return grpc.method_handlers_generic_handler(SERVICE, methods)
+
+    def _guarded(self, handler: Handler, endpoint: str) -> Handler:
+        """Run one RPC: errors become a status code, every answer is counted."""
+        metrics = self.app.metrics
+        label = f"grpc_{endpoint}"
+
+        async def rpc(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            try:
+                response = await handler(request, context)
+            except asyncio.CancelledError:
+                raise  # the client went away, or the server is stopping
+            except Exception as exc:
+                status = status_of(exc)
+                # a failed request's model name is the client's text: keep it out of labels
+                metrics.observe("", label, status, time.perf_counter() - started)
+                await _abort(context, exc, status)
+                raise  # unreachable: abort raises
+            model = getattr(request, "model_name", "") or getattr(request, "name", "")
+            metrics.observe(model, label, 200, time.perf_counter() - started)
+            return response
+
+        return rpc
+
+    def _authorize(self, context: Context, expected: bytes | None, which: str) -> None:
+        if expected is None:
+            return
+        given = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else bytes(value)
+                break
+        if given is None or not hmac.compare_digest(given, expected):
+            raise UnauthorizedError(
+                f"This RPC needs the {which} bearer token: send metadata `authorization: "
+                f"Bearer <token>` (the server's auth.{which}_token)"
+                + ("" if given is None else "; the token sent is not it")
+            )
+
+    async def _server_live(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        from headrace.serving._proto import oip_v2_pb2 as pb
+
+        return pb.ServerLiveResponse(live=True)
+
+    async def _server_ready(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        from headrace.serving._proto import oip_v2_pb2 as pb
+
+        return pb.ServerReadyResponse(ready=self.app.is_ready())
+
+    async def _model_ready(
+        self, request: pb.ModelReadyRequest, context: Context
+    ) -> pb.ModelReadyResponse:
+        from headrace.serving._proto import oip_v2_pb2 as pb
+
+        self._authorize(context, self._inference_token, "inference")
+        version = request.version or None
+        repository = self.app.repository
+        await asyncio.to_thread(repository.metadata, request.name, version)  # unknown: 404
+        return pb.ModelReadyResponse(ready=repository.is_ready(request.name, version))
+
+    async def _server_metadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        from headrace.serving._proto import oip_v2_pb2 as pb
+
+        return pb.ServerMetadataResponse(
+            name="headrace", version=__version__, extensions=_EXTENSIONS
+        )
+
+    async def _model_metadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        from headrace.serving._proto import oip_v2_pb2 as pb
+
+        self._authorize(context, self._inference_token, "inference")
+        meta = await asyncio.to_thread(
+            self.app.repository.metadata, request.name, request.version or None
+        )
+        response = pb.ModelMetadataResponse(
+            name=meta.name, versions=meta.versions, platform=meta.platform
+        )
+        for tensor in meta.inputs:
+            response.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        for tensor in meta.outputs:
+            response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        return response
+
+    async def _model_infer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        self._authorize(context, self._inference_token, "inference")
+        inputs = inputs_from_request(request)
+        part, outputs = await self.app.infer(
+            request.model_name,
+            request.model_version or None,
+            inputs,
+            requested=requested_outputs(request),
+        )
+        return response_for(request, outputs, model_version=part.release.rpartition(":")[2])
+
+    async def _repository_index(
+        self, request: pb.RepositoryIndexRequest, context: Context
+    ) -> pb.RepositoryIndexResponse:
+        from headrace.serving._proto import oip_v2_pb2 as pb
+
+        self._authorize(context, self._management_token, "management")
+        response = pb.RepositoryIndexResponse()
+        for status in self.app.repository.index():
+            if request.ready and status.state != "READY":
+                continue
+            response.models.add(
+                name=status.name, version=status.version, state=status.state, reason=status.reason
+            )
+        return response
+
+    async def _repository_load(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        from headrace.serving._proto import oip_v2_pb2 as pb
+
+        self._authorize(context, self._management_token, "management")
+        await self.app.repository.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def _repository_unload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        from headrace.serving._proto import oip_v2_pb2 as pb
+
+        self._authorize(context, self._management_token, "management")
+        await self.app.repository.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+
+async def _abort(context: Context, exc: BaseException, status: int) -> None:
+    if status >= 500 and not isinstance(exc, HeadraceError):
+        _log.error("gRPC request failed", exc_info=exc)
+        message = f"Internal server error ({type(exc).__name__}); see the server log"
+    else:
+        if status == 500:
+            _log.warning("gRPC request failed: %s", exc)
+        message = str(exc)
+    trailers: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, OverloadedError):
+        trailers = (("retry-after", str(exc.retry_after)),)
+    elif status == 503:
+        trailers = (("retry-after", "1"),)
+    await context.abort(grpc_code(status), message, trailers)
+
+
+def _credentials(grpc: Any, tls: TLSConfig) -> Any:
+    if tls.keyfile_password is not None:
+        # gRPC's TLS takes an unencrypted PEM key only.
+        raise ConfigError(
+            f"tls.keyfile '{tls.keyfile}' is encrypted (tls.keyfile_password is set), which "
+            "the gRPC server cannot use: give it an unencrypted key (e.g. `openssl pkey -in "
+            "KEY -out plain.key`) kept readable by the server only, or drop grpc_port"
+        )
+    key = Path(tls.keyfile).read_bytes()
+    chain = Path(tls.certfile).read_bytes()
+    return grpc.ssl_server_credentials([(key, chain)])
