@@ -131,7 +131,7 @@ def _fetch_wait(args: argparse.Namespace) -> dict[str, int]:
 
 def headrace_worker(args: argparse.Namespace, stop: threading.Event) -> None:
     """A pipeline worker built from a spec, as ``headrace run`` builds it."""
-    from headrace.pipeline import build_worker, pipeline_spec_from_dict
+    from headrace.pipeline import build_worker, pipeline_spec_from_dict, tune_worker_process
 
     kafka = f"kafka://{args.bootstrap}"
     spec = pipeline_spec_from_dict(
@@ -153,5 +153,6 @@ def headrace_worker(args: argparse.Namespace, stop: threading.Event) -> None:
     root = Path(args.root)
     with registry_for(root) as registry:
         worker = build_worker(spec, registry=registry, home=root / "home")
+    tune_worker_process()  # as `headrace run` does
     stats = worker.run(stop=stop, max_events=args.max_events or None)
     print(orjson.dumps(stats.summary()).decode(), flush=True)

@@ -13,6 +13,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 from headrace.streams.base import Message, OutRecord
@@ -29,6 +30,23 @@ __all__ = [
 IDEMPOTENCY_HEADER = "headrace-idempotency-key"
 RELEASE_HEADER = "headrace-release"
 STAGE_HEADER = "headrace-error-stage"
+
+
+class _Output(msgspec.Struct, gc=False, omit_defaults=True):
+    """An output record's JSON body, in key order (``score`` omitted when the model has
+    none). A struct encodes faster than a dict, and this runs once per event."""
+
+    event_id: str
+    prediction: Any
+    release: str
+    release_digest: str
+    event_time_ms: int | None
+    processed_at_ms: int
+    idempotency_key: str
+    score: float | None = None
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 def idempotency_key(event_id: str, release_digest: str) -> str:
@@ -48,27 +66,26 @@ def output_records(
     processed_at_ms: int,
 ) -> list[OutRecord]:
     """One output record per scored event (all sequences aligned)."""
-    dumps = orjson.dumps
+    encode = _encode
     release_header = (RELEASE_HEADER, release.encode())
     records: list[OutRecord] = []
     for i, message in enumerate(messages):
         event_id = event_ids[i]
-        key = idempotency_key(event_id, release_digest)
-        payload: dict[str, Any] = {
-            "event_id": event_id,
-            "prediction": predictions[i],
-            "release": release,
-            "release_digest": release_digest,
-            "event_time_ms": event_times_ms[i],
-            "processed_at_ms": processed_at_ms,
-            "idempotency_key": key,
-        }
-        if scores is not None:
-            payload["score"] = scores[i]
+        key = f"{event_id}:{release_digest}"  # idempotency_key(), inlined: once per event
+        body = _Output(
+            event_id,
+            predictions[i],
+            release,
+            release_digest,
+            event_times_ms[i],
+            processed_at_ms,
+            key,
+            None if scores is None else scores[i],
+        )
         encoded_key = key.encode()
         records.append(
             OutRecord(
-                value=dumps(payload),
+                value=encode(body),
                 key=message.key if message.key is not None else event_id.encode(),
                 headers=[*message.headers, (IDEMPOTENCY_HEADER, encoded_key), release_header],
             )

@@ -110,3 +110,29 @@ def test_wrong_types_and_missing_required_fields_take_the_per_event_path(
 def test_an_id_field_that_is_also_a_feature_is_refused() -> None:
     with pytest.raises(ValueError, match="schema field"):
         TypedBatchDecoder(SCHEMA, id_field="amount")
+
+
+def test_an_all_float_schema_decodes_to_matrix_columns_and_handles_nulls_alike() -> None:
+    schema = Schema(
+        fields=[
+            Field(name="a", type="float"),
+            Field(name="b", type="float", nullable=True),
+            Field(name="c", type="float", required=False, default=1.5),
+        ]
+    )
+    events = [{"a": i, "b": i / 2, "c": 0.25} for i in range(20)]
+    fast = TypedBatchDecoder(schema)
+    decoded = fast.decode([orjson.dumps(e) for e in events])
+    assert decoded is not None and decoded.ids is None and decoded.times is None
+    assert decoded.columns["a"].dtype == np.float64
+    np.testing.assert_array_equal(decoded.columns["b"], np.arange(20) / 2)
+    events[5]["b"] = None
+    del events[6]["c"]
+    decoded = fast.decode([orjson.dumps(e) for e in events])
+    assert decoded is not None
+    got = validate(schema, decoded.columns, n_rows=20)
+    want = validate(schema, records_to_columns(events, names=schema.names), n_rows=20)
+    assert got.rejections == want.rejections == []
+    for name in schema.names:
+        np.testing.assert_array_equal(got.columns[name], want.columns[name])
+    assert got.columns["c"][6] == 1.5 and np.isnan(got.columns["b"][5])
