@@ -149,3 +149,17 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     assert summary["outputs"] == 3000 - sent
     assert summary["audit_records"] == 2
     assert Path(summary["outputs_file"]).exists()
+    # the HTTP server beside the stream answered every OIP request, alone and batched alike
+    serving = summary["serving"]
+    assert serving["url"].startswith("http://127.0.0.1:") and serving["model"] == "fraud"
+    requests = serving["requests"]
+    assert [r["rows"] for r in requests] == [1, 1, 1, 1, 1, 200]
+    for request in requests:
+        assert (request["status"], request["release"], request["error"]) == (200, "fraud:1", "")
+        assert request["latency_ms"] > 0
+        assert len(request["predictions"]) == len(request["scores"]) == request["rows"]
+        assert set(request["predictions"]) <= {"legit", "fraud"}
+        assert all(0.0 <= s <= 1.0 for s in request["scores"])
+    batch = requests[-1]
+    assert [r["scores"][0] for r in requests[:5]] == batch["scores"][:5]
+    assert serving["batch_agrees"] is True

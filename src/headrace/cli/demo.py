@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from headrace.cli.output import print_json
+
+if TYPE_CHECKING:
+    from headrace.demo.serving import ServingReport
 
 __all__ = ["demo"]
 
@@ -67,6 +70,7 @@ def demo(
                 "dead_letters_file": str(result.dead_letters_path),
                 "audit_records": result.audit_records,
                 **stats,
+                "serving": _serving_json(result.serving),
             }
         )
         return
@@ -90,5 +94,53 @@ def demo(
         f"  dead letters  {result.dead_letters_path}",
         f"  audit chain   {result.audit_records} records, verified",
         f"  registry      {result.home / 'registry.db'}",
+        *_serving_lines(result.serving),
     ]
     typer.echo("\n".join(lines))
+
+
+def _serving_json(report: ServingReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {
+        "url": report.url,
+        "model": report.model,
+        "batch_agrees": report.batch_agrees(),
+        "requests": [
+            {
+                "rows": a.rows,
+                "status": a.status,
+                "latency_ms": a.latency_ms,
+                "release": a.release,
+                "predictions": a.predictions,
+                "scores": a.scores,
+                "error": a.error,
+            }
+            for a in report.answers
+        ],
+    }
+
+
+def _serving_lines(report: ServingReport | None) -> list[str]:
+    """The OIP answers of the HTTP server that ran beside the stream."""
+    if report is None:
+        return []
+    lines = [f"  HTTP server   {report.url}/v2/models/{report.model}/infer, beside the stream:"]
+    for answer in report.answers:
+        if answer.status != 200:
+            lines.append(
+                f"                {answer.rows:>5,} row(s)  HTTP {answer.status} in "
+                f"{answer.latency_ms:.1f} ms: {answer.error}"
+            )
+            continue
+        if answer.rows == 1:
+            what = f"{answer.predictions[0]} (score {answer.scores[0]:.3f})"
+        else:
+            flagged = sum(p == "fraud" for p in answer.predictions)
+            agrees = "the same" if report.batch_agrees() else "NOT the same"
+            what = f"{flagged:,} flagged as fraud, {agrees} scores for the rows asked alone"
+        lines.append(
+            f"                {answer.rows:>5,} row(s)  {what} by {answer.release} in "
+            f"{answer.latency_ms:.1f} ms"
+        )
+    return lines

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,6 +29,10 @@ from headrace.demo.data import (
     generate,
     training_matrix,
 )
+
+if TYPE_CHECKING:
+    from headrace.demo.serving import ServingBeside, ServingReport
+    from headrace.registry.store import Registry
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -52,6 +56,7 @@ class DemoResult:
     flagged: int = 0
     audit_records: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
+    serving: ServingReport | None = None
 
 
 def _train(home: Path, *, rows: int, seed: int) -> tuple[Path, float]:
@@ -116,6 +121,15 @@ def _produce(
         ahead = (begin + len(part)) / rate - (time.monotonic() - started)
         if ahead > 0:
             time.sleep(ahead)
+
+
+def _serve_beside(registry: Registry, *, seed: int, say: Say) -> ServingBeside:
+    """The HTTP server on an ephemeral port, asked a few OIP questions while the stream runs."""
+    from headrace.demo.serving import serve_beside_stream
+
+    serving = serve_beside_stream(registry, generate(200, seed=seed + 3))
+    say(f"    the HTTP server answers OIP requests beside the stream at {serving.url}/v2")
+    return serving
 
 
 def run_demo(
@@ -219,6 +233,7 @@ def run_demo(
                 progress(stats.events, total)
 
         worker = build_worker(spec, registry=registry, home=home, on_stats=report)
+        serving = _serve_beside(registry, seed=seed, say=say)
         stop = threading.Event()
         producer = threading.Thread(
             target=_produce,
@@ -238,6 +253,7 @@ def run_demo(
         result.stats = stats.summary()
         result.outputs_path = outputs / "fraud-scores.jsonl"
         result.dead_letters_path = outputs / "dead-letters.jsonl"
+        result.serving = serving.finish()
 
         say("4/5 checking the outputs")
         flagged = 0
