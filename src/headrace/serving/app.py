@@ -67,6 +67,10 @@ Send = Callable[[Message], Awaitable[None]]
 _JSON: Final = (b"content-type", b"application/json")
 _OCTETS: Final = (b"content-type", b"application/octet-stream")
 _EXTENSIONS: Final = ["model_repository", "binary_tensor_data"]
+# The protocol: "A 200 status code indicates true and a 4xx status code indicates false"
+# for health and model readiness (Triton answers 400; Kubernetes probes read >= 400 as
+# not ready).
+_NOT_READY: Final = 400
 
 
 class _ClientGoneError(Exception):
@@ -216,6 +220,8 @@ class InferenceApp:
             headers.append((b"retry-after", b"1"))
         elif status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="headrace"'))
+        elif isinstance(exc, _MethodNotAllowedError):
+            headers.append((b"allow", exc.allowed.encode()))
         return status, orjson.dumps({"error": message}), headers
 
     # -- routing ----------------------------------------------------------------------
@@ -278,7 +284,7 @@ class InferenceApp:
         if action == "ready":
             await asyncio.to_thread(self.repository.metadata, name, version)  # 404 if unknown
             ready = self.repository.is_ready(name, version)
-            return _json(200 if ready else 503, {"name": name, "ready": ready})
+            return _json(200 if ready else _NOT_READY, {"name": name, "ready": ready})
         meta = await asyncio.to_thread(self.repository.metadata, name, version)
         self._served.add(name)
         return _json(
@@ -325,7 +331,7 @@ class InferenceApp:
         if which == "live":
             return _json(200, {"live": True})
         ready = self.is_ready()
-        return _json(200 if ready else 503, {"ready": ready})
+        return _json(200 if ready else _NOT_READY, {"ready": ready})
 
     def is_ready(self) -> bool:
         """Started, not stopping, and no served name still waits for its first load."""
@@ -465,6 +471,7 @@ class _MethodNotAllowedError(NotFoundError):
     status = 405
 
     def __init__(self, request: _Request, allowed: str) -> None:
+        self.allowed = allowed
         super().__init__(
             f"{request.method} is not allowed on /{'/'.join(request.parts)}: use {allowed}"
         )

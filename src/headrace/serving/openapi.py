@@ -66,7 +66,7 @@ def _model_paths(prefix: str, parameters: list[dict[str, Any]]) -> dict[str, Any
             "security": _SECURED,
             "responses": {
                 "200": _json(_ref("ModelReady"), "The model is ready."),
-                "503": _json(_ref("ModelReady"), "The model is not loaded (yet)."),
+                "400": _json(_ref("ModelReady"), "Not ready: not loaded (yet), or unloaded."),
                 **_errors(401, 404),
             },
         }
@@ -166,7 +166,7 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "id": {"type": "string"},
                 "parameters": parameters,
-                "inputs": {"type": "array", "items": _ref("RequestInput")},
+                "inputs": {"type": "array", "items": _ref("RequestInput"), "minItems": 1},
                 "outputs": {"type": "array", "items": _ref("RequestOutput")},
             },
         },
@@ -242,7 +242,7 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Readiness: started, and every served model had its first load.",
                 "responses": {
                     "200": _json(_ref("Ready"), "Ready."),
-                    "503": _json(_ref("Ready"), "Starting, stopping or still loading."),
+                    "400": _json(_ref("Ready"), "Not ready: stopping, or still loading."),
                 },
             }
         },

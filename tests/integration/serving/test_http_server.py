@@ -354,7 +354,7 @@ def test_repository_index_unload_and_load(server: RunningServer, models: ServedM
     assert unloaded.status_code == 503 and unloaded.headers["Retry-After"] == "1"
     assert "was unloaded" in unloaded.json()["error"]
     ready = requests.get(f"{server.url}/v2/models/lab/ready", headers=AUTH, timeout=10)
-    assert (ready.status_code, ready.json()["ready"]) == (503, False)
+    assert (ready.status_code, ready.json()["ready"]) == (400, False)
     assert requests.post(f"{url}/models/lab/load", headers=ADMIN, timeout=30).status_code == 200
     assert outputs(infer(server, body, model="lab"))["prediction"]["data"] == [1.0]
     missing = requests.post(f"{url}/models/nope/load", headers=ADMIN, timeout=10)
