@@ -557,6 +557,14 @@ class Registry:
         with self._transaction(write=False) as conn:
             return verify_chain(conn)
 
+    def record_event(self, action: str, subject: str, details: dict[str, Any]) -> AuditRecord:
+        """Append an event that is not a registry mutation (a drift alarm, a rollout
+        decision) to the audit chain, under the same write lock as every mutation."""
+        with self._transaction(write=True) as conn:
+            return append_record(
+                conn, actor=self.actor, action=action, subject=subject, details=details
+            )
+
 
 def _check_alias(alias: str) -> None:
     if not ALIAS_PATTERN.fullmatch(alias):
