@@ -14,7 +14,9 @@ Measured on this machine (``benchmarks/pool_footprint.py``, numbers in
   for about 3 ms.
 
 `measure_footprint` takes the larger of the two, and runs one measured load at a time so
-that concurrent loads are not charged for each other (loading is CPU-bound anyway).
+that concurrent loads are not charged for each other (loading is CPU-bound anyway). Memory
+freed elsewhere during a load still hides from it; `ModelPool` therefore frees what it
+evicts outside measurements, and keeps the largest footprint seen per model.
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 
 
 _malloc_trim = _load_malloc_trim()
-_measuring = threading.Lock()
+# Held across a measured load. Re-entrant, so that the pool can hold it around a load and
+# the admission that follows: whoever frees a large object while a load is measured makes
+# that load look smaller by as much, so the pool drops evicted models under it too.
+_MEASURING = threading.RLock()
 
 
 def measure_footprint(load: Callable[[], T]) -> tuple[T, int]:
@@ -108,7 +113,7 @@ def measure_footprint(load: Callable[[], T]) -> tuple[T, int]:
     and the value's object graph size; see the module docstring for why both. Measured
     loads run one at a time.
     """
-    with _measuring:
+    with _MEASURING:
         _trim()
         before = resident_bytes()
         value = load()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from headrace.errors import ConfigError, ModelLoadError
-from headrace.runtimes.footprint import measure_footprint
+from headrace.runtimes.footprint import _MEASURING, measure_footprint
 
 if TYPE_CHECKING:
     import prometheus_client
@@ -171,6 +171,8 @@ class ModelPool(Generic[K, V]):
         self._lock = threading.Lock()
         self._slots: OrderedDict[K, _Slot[V]] = OrderedDict()  # least recently used first
         self._loading: dict[K, Future[V]] = {}
+        self._footprints: dict[K, int] = {}  # the largest measured per key
+        self._graveyard: list[V] = []  # dropped while a load was being measured
         self._used = 0
         self.evictions = 0
         self.cold_loads = 0
@@ -277,6 +279,7 @@ class ModelPool(Generic[K, V]):
                 return False
             self._used -= slot.footprint
         self._forget_metrics(key)
+        self._drop([slot.value])
         return True
 
     def clear(self) -> None:
@@ -303,13 +306,33 @@ class ModelPool(Generic[K, V]):
             self._loading[key] = future
             return future, True
 
+    def _drop(self, values: list[V]) -> None:
+        """Let go of evicted values, unless a load is being measured right now: freeing
+        them then would shrink that load's footprint; the next load frees them first."""
+        if _MEASURING.acquire(blocking=False):
+            try:
+                values.clear()
+            finally:
+                _MEASURING.release()
+        else:
+            with self._lock:
+                self._graveyard.extend(values)
+
+    def _bury(self) -> None:
+        with self._lock:
+            dead, self._graveyard = self._graveyard, []
+        dead.clear()
+
     def _fill(self, key: K, load: Callable[[], V], future: Future[V], cold: bool) -> None:
         """Run the load, admit its value, settle the future; never raises."""
         started = time.monotonic()
         try:
-            value, footprint = self._measure(load)
-            seconds = time.monotonic() - started
-            self._admit(key, value, footprint, seconds)
+            with _MEASURING:  # the evictions below free memory outside any measurement
+                self._bury()
+                value, footprint = self._measure(load)
+                seconds = time.monotonic() - started
+                self._admit(key, value, footprint, seconds)
+            self._bury()
         except BaseException as exc:
             with self._lock:
                 self._loading.pop(key, None)
@@ -336,9 +359,13 @@ class ModelPool(Generic[K, V]):
                 f"{_mb(self.budget_bytes or 0)} x overcommit {self.overcommit:g}). Raise the "
                 "memory budget or the overcommit ratio."
             )
-        evicted: list[tuple[K, int]] = []
+        evicted: list[tuple[K, _Slot[V]]] = []
         now = time.monotonic()
         with self._lock:
+            # A model freed elsewhere during its load measures smaller than it is; what
+            # it measured before is the better guess.
+            footprint = max(footprint, self._footprints.get(key, 0))
+            self._footprints[key] = footprint
             self._loading.pop(key, None)
             old = self._slots.pop(key, None)
             if old is not None:
@@ -346,23 +373,25 @@ class ModelPool(Generic[K, V]):
             while capacity is not None and self._slots and self._used + footprint > capacity:
                 victim, slot = self._slots.popitem(last=False)
                 self._used -= slot.footprint
-                evicted.append((victim, slot.footprint))
+                evicted.append((victim, slot))
             self._slots[key] = _Slot(value, footprint, seconds, now, now)
             self._used += footprint
             self.evictions += len(evicted)
             used = self._used
             count = len(self._slots)
-        for victim, size in evicted:
+        for victim, slot in evicted:
             _log.info(
                 "evicted model %s (%s) to admit %s (%s) under the memory budget",
                 self._label(victim),
-                _mb(size),
+                _mb(slot.footprint),
                 self._label(key),
                 _mb(footprint),
             )
             self._forget_metrics(victim)
+        n_evicted = len(evicted)
+        evicted.clear()  # freed here, inside the caller's measurement lock
         if self._metrics is not None:
-            self._metrics.evictions.inc(len(evicted))
+            self._metrics.evictions.inc(n_evicted)
             self._metrics.model_memory.labels(self._label(key)).set(footprint)
             self._metrics.memory.set(used)
             self._metrics.models.set(count)

@@ -203,7 +203,8 @@ class ModelRepository:
         self._failures: dict[_Key, tuple[str, float]] = {}  # reason, monotonic time
         self._explicit: set[_Key] = set()  # versions asked for by number
         self._unloaded: set[str] = set()
-        self._outputs: dict[_Key, ServedRelease] = {}  # last warm-up, for metadata
+        # What each warm-up showed, for metadata: never the model, which the budget governs.
+        self._described: dict[_Key, _Described] = {}
         self._watcher: AliasWatcher | None = None
         self._preload: asyncio.Task[None] | None = None
         self._poll_interval_s = poll_interval_s
@@ -321,14 +322,16 @@ class ModelRepository:
         key = self._key(name, version)
         if key is None:
             key = (name, self._resolve_sync(name))
-        served = self.pool.peek(key) or self._outputs.get(key)
-        release = served.release if served is not None else self._release(key)
+        described = self._described.get(key)
+        release = described.release if described is not None else self._release(key)
         manifest = release.manifest
         inputs = [
             TensorMetadata(f.name, _FIELD_DATATYPES[f.type], (-1,)) for f in manifest.schema.fields
         ]
-        outputs = [TensorMetadata(OUTPUT_PREDICTION, _prediction_datatype(served, release), (-1,))]
-        if served is not None and served.has_scores:
+        outputs = [
+            TensorMetadata(OUTPUT_PREDICTION, _prediction_datatype(described, release), (-1,))
+        ]
+        if described is not None and described.has_scores:
             outputs.append(TensorMetadata(OUTPUT_SCORE, "FP64", (-1,)))
         versions = [str(r.version) for r in self.registry.list_releases(name)]
         return ModelMetadata(
@@ -412,7 +415,9 @@ class ModelRepository:
             self._failures[key] = (reason, time.monotonic())
             raise ModelUnavailableError(reason) from exc
         self._failures.pop(key, None)
-        self._outputs[key] = served
+        self._described[key] = _Described(
+            served.release, served.prediction_datatype, served.has_scores
+        )
         return served
 
     def _load_sync(self, key: _Key) -> ServedRelease:
@@ -503,10 +508,19 @@ def _label(key: _Key) -> str:
     return f"{key[0]}:{key[1]}"
 
 
-def _prediction_datatype(served: ServedRelease | None, release: Release) -> str:
+@dataclass(frozen=True, slots=True)
+class _Described:
+    """What a load showed about a release's outputs."""
+
+    release: Release
+    prediction_datatype: str | None
+    has_scores: bool | None
+
+
+def _prediction_datatype(described: _Described | None, release: Release) -> str:
     """What the warm-up produced, else what the release config implies."""
-    if served is not None and served.prediction_datatype is not None:
-        return served.prediction_datatype
+    if described is not None and described.prediction_datatype is not None:
+        return described.prediction_datatype
     config = release.manifest.config
     if config.labels:
         return "BYTES"

@@ -263,3 +263,45 @@ def test_native_memory_is_measured_for_a_forest_after_another_was_freed(tmp_path
     second, footprint = measure_footprint(load)
     assert object_graph_bytes(second) < known / 10  # the graph alone would miss it
     assert 0.7 * known <= footprint <= 2 * known, (footprint, known)
+
+
+def test_a_reload_keeps_the_largest_footprint_seen() -> None:
+    sizes = iter([100, 10])
+    pool: ModelPool[str, str] = ModelPool(measure=lambda load: (load(), next(sizes)))
+    pool.get("m", lambda: "m")
+    pool.discard("m")
+    pool.get("m", lambda: "m")  # measured 10 this time, e.g. while memory was freed
+    assert [e.footprint_bytes for e in pool.entries()] == [100]
+
+
+class Model:
+    """Something a weak reference can watch."""
+
+
+def test_models_dropped_during_a_measured_load_are_freed_after_it() -> None:
+    """Freeing an evicted model while another load is measured would make that load look
+    smaller by as much: the pool keeps it until the measurement is over."""
+    import weakref
+
+    pool: ModelPool[str, Model] = ModelPool(measure=sized(1))
+    old = pool.get("old", Model)
+    watch = weakref.ref(old)
+    del old
+    alive_during_load: list[bool] = []
+    loading = threading.Event()
+    release = threading.Event()
+
+    def slow() -> Model:
+        loading.set()
+        release.wait(10)
+        alive_during_load.append(watch() is not None)
+        return Model()
+
+    thread = threading.Thread(target=pool.get, args=("new", slow))
+    thread.start()
+    assert loading.wait(10)
+    pool.discard("old")  # e.g. a hot swap dropping the release it replaced
+    release.set()
+    thread.join(10)
+    assert alive_during_load == [True]
+    assert watch() is None  # freed once the measurement ended
