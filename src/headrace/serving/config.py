@@ -226,7 +226,7 @@ def serve_config_from_dict(
     problems = _problems(config)
     if problems:
         key, problem = problems[0]
-        raise ConfigError(f"{where}: {problem} - at `{key}`")
+        raise ConfigError(f"{where}: {key.rpartition('.')[2]} {problem} - at `{key}`")
     return config
 
 
