@@ -15,6 +15,9 @@ URL into the right implementation:
   ``headrace.streams.nats.NatsSource`` / ``NatsSink``. They need optional packages
   (``pip install 'headrace[kafka]'``, ``[redis]``, ``[nats]``), so they are imported from
   their modules, not from here.
+
+`probe_endpoint` checks any of them without side effects on running workers (``headrace
+doctor``), returning a `ProbeResult`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from headrace.streams.file import (
     FileSink,
     FileSource,
     checkpoint_path,
+    probe_file,
 )
 from headrace.streams.memory import (
     MemoryBroker,
@@ -35,7 +39,8 @@ from headrace.streams.memory import (
     broker,
     partition_for_key,
 )
-from headrace.streams.urls import SCHEMES, open_sink, open_source
+from headrace.streams.probe import ProbeResult, Role, describe_endpoint, probe_memory
+from headrace.streams.urls import SCHEMES, open_sink, open_source, probe_endpoint
 
 __all__ = [
     "CONTENT_TYPE_HEADER",
@@ -50,12 +55,18 @@ __all__ = [
     "Message",
     "OutRecord",
     "Partition",
+    "ProbeResult",
     "RevokeCallback",
+    "Role",
     "Sink",
     "Source",
     "broker",
     "checkpoint_path",
+    "describe_endpoint",
     "open_sink",
     "open_source",
     "partition_for_key",
+    "probe_endpoint",
+    "probe_file",
+    "probe_memory",
 ]

@@ -12,7 +12,8 @@ URL                                source / sink
 
 The broker connectors are imported only when their scheme is used: they need optional
 packages (``headrace[kafka]``, ``headrace[redis]``, ``headrace[nats]``), and say which
-one is missing.
+one is missing. `probe_endpoint` checks an endpoint the same way, without side effects
+(see `headrace.streams.probe`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
-from headrace.errors import ConfigError
+from headrace.errors import ConfigError, HeadraceError
 from headrace.streams.base import Sink, Source
+from headrace.streams.probe import ProbeResult, Role, describe_endpoint
 
-__all__ = ["SCHEMES", "open_sink", "open_source"]
+__all__ = ["SCHEMES", "open_sink", "open_source", "probe_endpoint"]
 
 
 class _Connector(NamedTuple):
@@ -42,6 +44,16 @@ _CONNECTORS: dict[str, _Connector] = {
     "redis": _Connector("headrace.streams.redis", "RedisStreamSource", "RedisStreamSink", "url"),
     "rediss": _Connector("headrace.streams.redis", "RedisStreamSource", "RedisStreamSink", "url"),
     "nats": _Connector("headrace.streams.nats", "NatsSource", "NatsSink", "url"),
+}
+
+# Each scheme's probe (module, function), imported only when used, like its connector.
+_PROBES: dict[str, tuple[str, str]] = {
+    "memory": ("headrace.streams.probe", "probe_memory"),
+    "file": ("headrace.streams.file", "probe_file"),
+    "kafka": ("headrace.streams.kafka", "probe_kafka"),
+    "redis": ("headrace.streams.redis", "probe_redis"),
+    "rediss": ("headrace.streams.redis", "probe_redis"),
+    "nats": ("headrace.streams.nats", "probe_nats"),
 }
 
 SCHEMES: tuple[str, ...] = tuple(f"{scheme}://" for scheme in _CONNECTORS)
@@ -148,3 +160,49 @@ def open_sink(
     connector, address = _connector(url, role="sink")
     cls = _load(connector, connector.sink)
     return cast(Sink, cls(address, topic=topic or None, options=dict(options or {})))
+
+
+def probe_endpoint(
+    url: str,
+    *,
+    role: Role,
+    topic: str | None = None,
+    group: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    timeout: float = 5.0,
+) -> ProbeResult:
+    """Check, without side effects, that a worker could use the endpoint `url` names.
+
+    Never raises for an endpoint that is unreachable, missing, misconfigured or of an
+    unknown scheme: the `ProbeResult` says so, and what to do.
+
+    Parameters
+    ----------
+    url, topic, group, options
+        As for `open_source` / `open_sink`.
+    role
+        ``"source"``, ``"sink"`` or ``"store"`` (what is checked differs: a source's
+        group, a sink's target).
+    timeout
+        Seconds the probe may wait for the service.
+    """
+    try:
+        _, address = _connector(url, role=role)
+    except ConfigError as exc:
+        return ProbeResult(endpoint=describe_endpoint(url, topic), ok=False, detail=str(exc))
+    module, name = _PROBES[url.partition("://")[0].lower()]
+    try:
+        probe = getattr(importlib.import_module(module), name)
+        return cast(
+            ProbeResult,
+            probe(
+                address,
+                role=role,
+                topic=topic or None,
+                group=group,
+                options=dict(options or {}),
+                timeout=timeout,
+            ),
+        )
+    except HeadraceError as exc:  # a connector's own checks raised: still a result
+        return ProbeResult(endpoint=describe_endpoint(url, topic), ok=False, detail=str(exc))

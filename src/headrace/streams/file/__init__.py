@@ -27,6 +27,8 @@ turns true so a worker can stop; ``follow: true`` waits for appended lines inste
 `FileSink` writes JSON lines (appended; `FileSink.flush` fsyncs) or Parquet (buffered;
 each flush writes a row group; `FileSink.close` finalises the file). Files carry values
 only: keys and headers are not written.
+
+`probe_file` checks paths and permissions without opening anything (``headrace doctor``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from headrace.streams.file.formats import (
     CSV_ERROR_HEADER,
     checkpoint_path,
 )
+from headrace.streams.file.probe import probe_file
 from headrace.streams.file.sink import FileSink
 from headrace.streams.file.source import FileSource
 
@@ -47,4 +50,5 @@ __all__ = [
     "FileSink",
     "FileSource",
     "checkpoint_path",
+    "probe_file",
 ]

@@ -17,6 +17,9 @@ group's committed offset; `KafkaSource.seek_to_offset` and `KafkaSource.seek_to_
 move a running source the same way. ``headrace replay --from OFFSET|ISO-TIME`` builds
 its source with ``start``.
 
+`probe_kafka` checks, from metadata only, that the broker answers and the topic exists
+(``headrace doctor``).
+
 librdkafka retries an unreachable broker forever; these classes bound that where a
 caller waits for the broker: `KafkaSource.open`, `KafkaSink.open`, a source's polls
 until its first partition assignment, and `KafkaSink.flush` raise
@@ -33,6 +36,7 @@ from headrace.streams.kafka.config import (
     PRODUCER_PINNED,
     Start,
 )
+from headrace.streams.kafka.probe import probe_kafka
 from headrace.streams.kafka.sink import KafkaSink
 from headrace.streams.kafka.source import KafkaSource
 
@@ -44,4 +48,5 @@ __all__ = [
     "KafkaSink",
     "KafkaSource",
     "Start",
+    "probe_kafka",
 ]

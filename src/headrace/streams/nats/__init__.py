@@ -32,12 +32,16 @@ Unacknowledged messages come again after ``ack_wait`` once their source stops po
 (a source that polls, paused or not, keeps its in-flight messages alive with ``+WPI``);
 `NatsSource.close` gives them back at once (``-NAK``). An idle source checks every few
 seconds that its consumer still exists and creates it again if it was deleted.
+
+`probe_nats` looks the stream and the consumer up without creating either (``headrace
+doctor``).
 """
 
 from __future__ import annotations
 
 from headrace.streams.nats.headers import KEY_HEADER
+from headrace.streams.nats.probe import probe_nats
 from headrace.streams.nats.sink import NatsSink
 from headrace.streams.nats.source import NatsSource
 
-__all__ = ["KEY_HEADER", "NatsSink", "NatsSource"]
+__all__ = ["KEY_HEADER", "NatsSink", "NatsSource", "probe_nats"]

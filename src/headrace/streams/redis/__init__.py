@@ -26,12 +26,14 @@ acknowledged (`RedisStreamSource.commit` = ``XACK``). Redis has no rebalance; in
 
 ``Message.offset`` is the entry id (``"1700000000000-0"``), ``partition`` is 0, ``topic``
 is the stream key and ``timestamp_ms`` the id's time part (the server's clock at ``XADD``).
-Needs Redis 6.2 or later (``XAUTOCLAIM``).
+Needs Redis 6.2 or later (``XAUTOCLAIM``). `probe_redis` checks the server, the stream
+and the group with read-only commands (``headrace doctor``).
 """
 
 from __future__ import annotations
 
+from headrace.streams.redis.probe import probe_redis
 from headrace.streams.redis.sink import RedisStreamSink
 from headrace.streams.redis.source import RedisStreamSource
 
-__all__ = ["RedisStreamSink", "RedisStreamSource"]
+__all__ = ["RedisStreamSink", "RedisStreamSource", "probe_redis"]
