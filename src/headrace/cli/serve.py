@@ -29,7 +29,7 @@ def serve(
     SIGTERM/SIGINT stop accepting, let requests in flight finish, then exit 0.
     """
     from headrace.serving.config import load_serve_config, serve_config_from_dict
-    from headrace.serving.server import build_app, uvicorn_server
+    from headrace.serving.server import bind, build_app, uvicorn_server
 
     overrides = {
         key: value
@@ -40,15 +40,17 @@ def serve(
         settings = load_serve_config(config, overrides=overrides)
     else:
         settings = serve_config_from_dict({}, where="headrace serve", overrides=overrides)
-    with open_registry(ctx) as registry:
+    sock = bind(settings)
+    with sock, open_registry(ctx) as registry:
         app = build_app(registry, settings)
         server = uvicorn_server(app, settings)
+        port = sock.getsockname()[1]
         scheme = "https" if settings.tls is not None else "http"
         served = ", ".join(settings.models) if settings.models else "every model in the registry"
         sys.stderr.write(
-            f"headrace serve: {scheme}://{settings.host}:{settings.port}/v2 serving {served} "
+            f"headrace serve: {scheme}://{settings.host}:{port}/v2 serving {served} "
             f"(bare names -> @{settings.alias}); metrics at /metrics\n"
         )
-        server.run()
+        server.run(sockets=[sock])
         if not server.started:
             raise typer.Exit(1)

@@ -7,10 +7,15 @@ the config's certificate and key.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from headrace.errors import DependencyMissingError
+from headrace.errors import ConfigError, DependencyMissingError
 from headrace.serving.app import InferenceApp
 from headrace.serving.config import ServeConfig
 from headrace.serving.metrics import ServerMetrics, new_registry
@@ -22,7 +27,7 @@ if TYPE_CHECKING:
 
     from headrace.registry.store import Registry
 
-__all__ = ["build_app", "uvicorn_server"]
+__all__ = ["bind", "build_app", "uvicorn_server"]
 
 _log = logging.getLogger(__name__)
 
@@ -70,6 +75,32 @@ def build_app(
     return app
 
 
+def bind(config: ServeConfig) -> socket.socket:
+    """The HTTP socket, bound (not yet listening) to the config's host and port.
+
+    Binding before the server starts turns a taken port into a one-line error, and a
+    port of 0 into the free port the kernel picked (``sock.getsockname()``).
+
+    Raises
+    ------
+    ConfigError
+        When the address cannot be bound (taken, not local, not permitted).
+    """
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"Cannot listen on {config.host}:{config.port}: {exc.strerror or exc}; choose "
+            "another --port (or `port:` in the config), or stop what holds it"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def uvicorn_server(app: InferenceApp, config: ServeConfig) -> uvicorn.Server:
     """A uvicorn server for `app` on the config's host, port and TLS (``.run()`` it).
 
@@ -105,4 +136,29 @@ def uvicorn_server(app: InferenceApp, config: ServeConfig) -> uvicorn.Server:
         timeout_graceful_shutdown=max(5, int(config.limits.timeout_s)),
         **tls,
     )
-    return uvicorn.Server(settings)
+    server: uvicorn.Server = _server_class(uvicorn)(settings)
+    return server
+
+
+def _server_class(uvicorn: Any) -> Any:
+    """uvicorn's server, except that a SIGTERM/SIGINT stops it and the process exits 0.
+
+    uvicorn re-raises the signal it caught once it has shut down, so the process dies
+    of it (status -15); a server that drained cleanly should report success.
+    """
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            stops = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
