@@ -38,6 +38,13 @@ def test_unusable_urls_fail_without_raising(url: str, expected: str) -> None:
     failed(probe_endpoint(url, role="source", topic="t", group="g"), expected)
 
 
+@pytest.mark.parametrize("url", ["kafka://127.0.0.1:9", "redis://127.0.0.1:9/0", "nats://x:9"])
+def test_a_source_or_sink_without_topic_fails_as_it_would_at_start(url: str) -> None:
+    for role in ("source", "sink"):
+        result = probe_endpoint(url, role=role, topic="", group="g")  # type: ignore[arg-type]
+        failed(result, "needs a")
+
+
 def test_memory_endpoints_are_always_usable() -> None:
     result = probe_endpoint("memory://default", role="source", topic="events", group="g")
     assert result.ok and result.endpoint == "memory://default topic 'events'"

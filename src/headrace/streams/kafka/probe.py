@@ -45,9 +45,11 @@ def probe_kafka(
     bootstrap
         ``host:port[,host:port]``.
     role
-        ``"source"`` or ``"sink"``: whose option rules `options` must pass.
+        ``"source"`` or ``"sink"``: whose option rules `options` must pass (a
+        ``"store"`` passes the sink's).
     topic
-        The topic; without one, only whether a broker answers.
+        The topic (a source or sink without one fails, as it would at start); for a
+        ``"store"``, none: only whether a broker answers.
     group
         Not checked: a group is created by the first worker that joins it.
     options
@@ -58,6 +60,10 @@ def probe_kafka(
     """
     endpoint = describe_endpoint(f"kafka://{bootstrap}", topic)
     try:
+        if topic is None and role != "store":
+            raise ConfigError(
+                f"Kafka{role.capitalize()} needs a topic: set topic in the pipeline's {role}"
+            )
         servers = _bootstrap(bootstrap)
         if role == "source":
             _config(CONSUMER_DEFAULTS, options, CONSUMER_PINNED, what="KafkaSource")

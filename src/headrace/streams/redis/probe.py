@@ -44,7 +44,8 @@ def probe_redis(
         ``"source"`` (the stream and `group`), ``"sink"`` (the stream) or ``"store"``
         (the server only, e.g. the dedupe store).
     topic
-        The stream key; without one, only the server is checked.
+        The stream key (a source or sink without one fails, as it would at start); for
+        a ``"store"``, none.
     group
         The source's consumer group.
     options
@@ -57,6 +58,8 @@ def probe_redis(
     known = _SOURCE_OPTIONS if role == "source" else _SINK_OPTIONS
     owner = "RedisStreamSource" if role == "source" else "RedisStreamSink"
     try:
+        if topic is None and role != "store":
+            raise ConfigError(f"{owner} needs a stream key: set topic in the pipeline's {role}")
         ours, extra = _split_options(options, known)
         _check_client_options(url, extra, known=known, owner=owner)
         bounded = {**ours, "socket_timeout": timeout, "socket_connect_timeout": timeout}
@@ -65,7 +68,7 @@ def probe_redis(
         return ProbeResult(endpoint=endpoint, ok=False, detail=str(exc))
     try:
         client.ping()
-        if topic is None or role == "store":
+        if topic is None:
             return ProbeResult(endpoint=endpoint, ok=True, detail="answers PING")
         kind = _text(client.execute_command("TYPE", topic))
         if kind == "none":
