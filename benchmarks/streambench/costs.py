@@ -122,6 +122,7 @@ PROFILE_RULES: list[tuple[str, str, str | None]] = [
     ("runtimes/", "predict (model)", None),
     ("inference/postprocess.py", "postprocess", None),
     ("inference/matrix.py", "model_matrix", None),
+    ("inference/json_batch.py", "decode (JSON -> records/rows)", None),
     ("inference/validate.py", "validate + records_to_columns", None),
     ("inference/service.py", "validate + records_to_columns", None),
     ("pipeline/records.py", "output encoding (output_records)", None),
@@ -132,28 +133,21 @@ PROFILE_RULES: list[tuple[str, str, str | None]] = [
     ("streams/kafka/sink.py", "produce (KafkaSink.send)", "send"),
     ("streams/kafka/sink.py", "flush (wait for acks)", "flush"),
     ("streams/kafka/source.py", "commit (synchronous)", "commit"),
+    ("pipeline/worker.py", "settle (flush + record + commit)", "settle"),
     ("streams/base.py", "poll: build Message objects", None),
     ("pipeline/worker.py", "decode (JSON -> records/rows)", "worker:decode"),
     ("pipeline/worker.py", "Worker.run loop", "run"),
     ("pipeline/worker.py", "Worker.process bookkeeping", None),
 ]
-_DECODE_TEXT = ("loads(", "decode(", "_fast_batch(", "map(get_row")
+_DECODE_FUNCTIONS = ("_decode", "_decode_fast")
 
 
-def _source_lines() -> tuple[set[int], int]:
-    """Lines of worker.py that decode events, and the line of KafkaSource.poll's consume."""
-    import headrace.pipeline.worker as worker_module
+def _consume_line() -> int:
+    """The line of KafkaSource.poll that waits for and fetches messages."""
     import headrace.streams.kafka.source as kafka_module
 
-    source = Path(worker_module.__file__).read_text().splitlines()
-    decode = {i for i, t in enumerate(source, 1) if any(d in t for d in _DECODE_TEXT)}
-    loop = [i for i, t in enumerate(source, 1) if "for i, message in enumerate(messages)" in t]
-    if loop:  # the per-event loop that decodes and extracts ids, up to the dedupe step
-        end = next(i for i, t in enumerate(source, 1) if i > loop[0] and "duplicates = 0" in t)
-        decode.update(range(loop[0], end))
     kafka_source = Path(kafka_module.__file__).read_text().splitlines()
-    consume = next(i for i, t in enumerate(kafka_source, 1) if "consumer.consume(" in t)
-    return decode, consume
+    return next(i for i, t in enumerate(kafka_source, 1) if "consumer.poll(" in t)
 
 
 def profile_breakdown(path: Path) -> dict[str, float]:
@@ -162,7 +156,7 @@ def profile_breakdown(path: Path) -> dict[str, float]:
     Samples before the first and after the last one inside `Worker.process` (start-up,
     the group join, the idle tail) are left out.
     """
-    decode_lines, consume_line = _source_lines()
+    consume_line = _consume_line()
     data = orjson.loads(path.read_bytes())
     frames = data["shared"]["frames"]
 
@@ -172,7 +166,7 @@ def profile_breakdown(path: Path) -> dict[str, float]:
         file, line = frame.get("file") or "", frame.get("line") or 0
         if file.endswith("streams/kafka/source.py") and func == "poll" and line == consume_line:
             func = "poll:consume"
-        if file.endswith("pipeline/worker.py") and line in decode_lines:
+        if file.endswith("pipeline/worker.py") and func in _DECODE_FUNCTIONS:
             func = "worker:decode"
         for where, name, wanted in PROFILE_RULES:
             if where in file and (wanted is None or wanted == func):

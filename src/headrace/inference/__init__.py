@@ -16,6 +16,7 @@ from __future__ import annotations
 from headrace.inference.arrow import columns_from_arrow
 from headrace.inference.chunk import InputChunk
 from headrace.inference.files import BatchSummary, score_file
+from headrace.inference.json_batch import DecodedBatch, TypedBatchDecoder
 from headrace.inference.loading import load_service, service_for_release, verify_draft
 from headrace.inference.matrix import model_matrix
 from headrace.inference.postprocess import Outputs, postprocess
@@ -33,12 +34,14 @@ from headrace.inference.writers import OutputWriter
 __all__ = [
     "MISSING",
     "BatchSummary",
+    "DecodedBatch",
     "InferenceResult",
     "InferenceService",
     "InputChunk",
     "OutputWriter",
     "Outputs",
     "Rejection",
+    "TypedBatchDecoder",
     "ValidatedBatch",
     "columns_from_arrow",
     "iter_input_chunks",

@@ -31,18 +31,18 @@ from headrace.pipeline.stats import LatencyReservoir, WorkerStats
 from headrace.pipeline.worker import Worker
 
 __all__ = [
+    "IDEMPOTENCY_HEADER",
+    "RELEASE_HEADER",
+    "STAGE_HEADER",
     "BatchSpec",
     "DedupeSpec",
     "DedupeStore",
     "EndpointSpec",
-    "IDEMPOTENCY_HEADER",
     "LatencyReservoir",
     "LimitsSpec",
     "MemoryDedupe",
     "PipelineSpec",
-    "RELEASE_HEADER",
     "RedisDedupe",
-    "STAGE_HEADER",
     "Worker",
     "WorkerStats",
     "build_worker",
