@@ -391,15 +391,44 @@ def test_start_preloads_and_warms_without_a_request(
     register_sklearn(sqlite_registry, tmp_path)
     metrics = CollectorRegistry()
 
+    register_sklearn(sqlite_registry, tmp_path, name="churn")
+
     async def main() -> None:
         repo = ModelRepository(sqlite_registry, metrics_registry=metrics)
         await repo.start()
-        await wait_until(lambda: repo.is_ready("fraud"))
+        assert {(s.name, s.state) for s in repo.index()} == {
+            ("churn", "LOADING"),
+            ("fraud", "LOADING"),
+        }
+        await wait_until(lambda: repo.is_ready("fraud") and repo.is_ready("churn"))
         await repo.get("fraud")
         await repo.stop()
 
     asyncio.run(main())
     assert metrics.get_sample_value("headrace_pool_cold_loads_total") == 0
+
+
+def test_preloading_stops_when_the_budget_is_full(
+    sqlite_registry: Registry, tmp_path: Path
+) -> None:
+    for seed, name in enumerate(("a", "b", "c"), start=1):
+        source = WEIGHTS_MODEL.format(size=8 * MB, seed=seed)
+        register_python(sqlite_registry, tmp_path, source, name=name)
+
+    async def main() -> None:
+        repo = ModelRepository(sqlite_registry, memory_budget_bytes=20 * MB)
+        await repo.start()
+        await wait_until(lambda: all(s.state != "LOADING" for s in repo.index()))
+        states = {s.name: (s.state, s.reason) for s in repo.index()}
+        assert states == {
+            "a": ("READY", ""),
+            "b": ("READY", ""),
+            "c": ("UNAVAILABLE", "not loaded; loads on request"),
+        }
+        assert repo.pool.evictions == 0
+        await repo.stop()
+
+    asyncio.run(main())
 
 
 # -- hot swap -----------------------------------------------------------------------

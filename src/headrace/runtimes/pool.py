@@ -221,10 +221,13 @@ class ModelPool(Generic[K, V]):
             self._slots.move_to_end(key)
             return slot.value
 
-    def has_room(self) -> bool:
-        """Whether the pool is below capacity (a preload would not evict anything yet)."""
+    def has_room(self, size: int = 0) -> bool:
+        """Whether `size` more bytes fit without evicting anything (with the default 0:
+        whether the pool is below capacity)."""
         capacity = self.capacity_bytes
-        return capacity is None or self._used < capacity
+        if capacity is None:
+            return True
+        return self._used + size <= capacity if size else self._used < capacity
 
     # -- loading ------------------------------------------------------------------------
 

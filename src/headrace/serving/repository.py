@@ -207,6 +207,7 @@ class ModelRepository:
         self._described: dict[_Key, _Described] = {}
         self._watcher: AliasWatcher | None = None
         self._preload: asyncio.Task[None] | None = None
+        self._queued: set[_Key] = set()  # waiting for their preload
         self._poll_interval_s = poll_interval_s
         self._swap_counter = _swap_counter(metrics_registry)
 
@@ -227,6 +228,7 @@ class ModelRepository:
         targets = await self._read_targets()
         self._targets.update(targets)
         self._desired.update(targets)
+        self._queued = set(targets.items())
         self._preload = asyncio.create_task(self._preload_all(), name="headrace-preload")
 
     async def stop(self) -> None:
@@ -239,6 +241,7 @@ class ModelRepository:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._preload = None
+        self._queued.clear()
         self._swaps.clear()
         self.pool.clear()
 
@@ -298,6 +301,8 @@ class ModelRepository:
             return ModelStatus(name, str(version), "READY", "")
         if key in loading:
             return ModelStatus(name, str(version), "LOADING", "")
+        if key in self._queued:
+            return ModelStatus(name, str(version), "LOADING", "queued for preloading")
         failure = self._failures.get(key)
         if failure is not None:
             return ModelStatus(name, str(version), "UNAVAILABLE", failure[0])
@@ -434,13 +439,22 @@ class ModelRepository:
         return served
 
     async def _preload_all(self) -> None:
-        for name, version in sorted(self._targets.items()):
-            if not self.pool.has_room():
-                break
-            try:
-                await self._load((name, version), cold=False)
-            except HeadraceError as exc:
-                _log.error("preloading %s failed: %s", _label((name, version)), exc)
+        """Load and warm every alias target, in name order, while the budget has room."""
+        try:
+            for key in sorted(self._queued):
+                if self._targets.get(key[0]) != key[1]:
+                    continue  # its alias moved meanwhile: the swap loads the new target
+                sizes = [e.footprint_bytes for e in self.pool.entries()]
+                if not self.pool.has_room(sum(sizes) // len(sizes) if sizes else 0):
+                    break  # preloading must not evict what it preloaded
+                try:
+                    await self._load(key, cold=False)
+                except HeadraceError as exc:
+                    _log.error("preloading %s failed: %s", _label(key), exc)
+                finally:
+                    self._queued.discard(key)
+        finally:
+            self._queued.clear()  # the rest loads on request
 
     # -- hot swap -------------------------------------------------------------------
 
