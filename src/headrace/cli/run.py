@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -15,11 +16,26 @@ from headrace.cli.context import open_registry, settings_from
 from headrace.cli.output import print_json
 
 if TYPE_CHECKING:
+    from headrace.monitoring.metrics import WorkerMetrics
+    from headrace.pipeline.spec import PipelineSpec
     from headrace.pipeline.stats import WorkerStats
+    from headrace.registry.store import Registry
 
 __all__ = ["parse_start", "replay", "run"]
 
 PipelineArg = Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 9108).",
+        min=0,
+        max=65535,
+    ),
+]
+MetricsHostOption = Annotated[
+    str, typer.Option("--metrics-host", help="Address the metrics server listens on.")
+]
 
 
 def parse_start(text: str) -> int | datetime:
@@ -56,8 +72,33 @@ def _print_stats(name: str) -> Any:
     return show
 
 
+def _serve_metrics(
+    scope: contextlib.ExitStack, spec: PipelineSpec, registry: Registry, *, port: int, host: str
+) -> WorkerMetrics:
+    """Worker, drift and rollback metrics on one registry, served until `scope` closes."""
+    from headrace.monitoring.metrics import DriftMetrics, WorkerMetrics, new_registry, serve_metrics
+    from headrace.monitoring.rollbacks import RollbackCollector
+    from headrace.registry.refs import parse_ref
+
+    prometheus = new_registry()
+    metrics = WorkerMetrics(prometheus, pipeline=spec.name)
+    DriftMetrics(prometheus, pipeline=spec.name)
+    prometheus.register(RollbackCollector(registry, models=[parse_ref(spec.model).name]))
+    server = serve_metrics(prometheus, port=port, host=host)
+    scope.callback(server.close)
+    sys.stderr.write(f"[{spec.name}] metrics at {server.url}\n")
+    return metrics
+
+
 def _work(
-    ctx: typer.Context, pipeline: Path, *, start: Any, until_end: bool, as_json: bool
+    ctx: typer.Context,
+    pipeline: Path,
+    *,
+    start: Any,
+    until_end: bool,
+    as_json: bool,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     from headrace.pipeline.build import build_worker, tune_worker_process
     from headrace.pipeline.spec import load_pipeline_spec
@@ -77,16 +118,25 @@ def _work(
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with open_registry(ctx) as registry:
+        with contextlib.ExitStack() as scope:
+            registry = scope.enter_context(open_registry(ctx))
+            metrics = (
+                None
+                if metrics_port is None
+                else _serve_metrics(scope, spec, registry, port=metrics_port, host=metrics_host)
+            )
             worker = build_worker(
                 spec,
                 registry=registry,
                 home=settings.home,
                 start=start,
                 on_stats=_print_stats(spec.name),
+                metrics=metrics,
             )
-        tune_worker_process()
-        stats = worker.run(stop=stop, until_exhausted=until_end)
+            if metrics is None:
+                registry.close()  # with metrics, the rollback counter reads it until exit
+            tune_worker_process()
+            stats = worker.run(stop=stop, until_exhausted=until_end)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -109,9 +159,19 @@ def run(
         bool, typer.Option("--until-end", help="Stop when the source has no more events.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final stats as JSON.")] = False,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
 ) -> None:
     """Run a stream worker; SIGTERM/SIGINT drain, commit and exit 0."""
-    _work(ctx, pipeline, start=None, until_end=until_end, as_json=as_json)
+    _work(
+        ctx,
+        pipeline,
+        start=None,
+        until_end=until_end,
+        as_json=as_json,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
 
 
 def replay(
@@ -124,6 +184,16 @@ def replay(
         bool, typer.Option("--until-end", help="Stop when the source has no more events.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final stats as JSON.")] = False,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
 ) -> None:
     """Re-process a stream from an offset or a time (Kafka offsets-for-times; file lines)."""
-    _work(ctx, pipeline, start=parse_start(start), until_end=until_end, as_json=as_json)
+    _work(
+        ctx,
+        pipeline,
+        start=parse_start(start),
+        until_end=until_end,
+        as_json=as_json,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from headrace.inference.loading import load_service
+from headrace.monitoring.metrics import WorkerMetrics
 from headrace.pipeline.dedupe import open_dedupe
 from headrace.pipeline.spec import PipelineSpec
 from headrace.pipeline.stats import WorkerStats
 from headrace.pipeline.worker import Worker
 from headrace.registry.store import Registry
+from headrace.runtimes.footprint import measure_footprint
 from headrace.streams.urls import open_sink, open_source
 
 __all__ = ["build_worker", "default_dead_letter_url", "tune_worker_process"]
@@ -48,6 +51,7 @@ def build_worker(
     home: Path,
     start: Any = None,
     on_stats: Callable[[WorkerStats], None] | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> Worker:
     """Load the release and connect everything the spec names (not opened yet).
 
@@ -56,8 +60,17 @@ def build_worker(
     start
         Replay position for the source (an offset or a datetime), passed as its
         ``start`` option; None resumes from the group's committed position.
+    metrics
+        Where the worker reports; the release's load time and memory are measured too.
     """
-    service = load_service(registry, spec.model)
+    if metrics is None:
+        service = load_service(registry, spec.model)
+    else:
+        loading = time.perf_counter()
+        service, footprint = measure_footprint(lambda: load_service(registry, spec.model))
+        metrics.observe_load(
+            service.release, seconds=time.perf_counter() - loading, memory_bytes=footprint
+        )
     options = dict(spec.source.options)
     if start is not None:
         options["start"] = start
@@ -91,4 +104,5 @@ def build_worker(
         dead_letter=dead_letter,
         dedupe=dedupe,
         on_stats=on_stats,
+        metrics=metrics,
     )

@@ -32,6 +32,7 @@ import orjson
 from headrace.errors import CommitRefusedError, ConfigError
 from headrace.inference.json_batch import DecodedBatch, TypedBatchDecoder
 from headrace.inference.service import InferenceService
+from headrace.monitoring.metrics import WorkerMetrics, source_lag
 from headrace.pipeline.dedupe import DedupeStore
 from headrace.pipeline.records import dead_letter_record, output_records
 from headrace.pipeline.spec import PipelineSpec
@@ -74,6 +75,8 @@ class Worker:
         Where emitted event ids are remembered; None turns deduplication off.
     on_stats
         Called with the stats every ``spec.stats_interval_s`` seconds.
+    metrics
+        Where to report Prometheus metrics (per batch, per settle, lag per stats tick).
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Worker:
         dead_letter: Sink,
         dedupe: DedupeStore | None,
         on_stats: Callable[[WorkerStats], None] | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.spec = spec
         self.service = service
@@ -99,6 +103,9 @@ class Worker:
         self._flush_timeout = max(spec.shutdown_timeout_s, 1.0)
         self._in_flight = _InFlight()
         self._fast = _fast_decoder(spec, service)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch_in_flight(lambda: len(self._in_flight))
 
     # -- one batch --------------------------------------------------------------------
 
@@ -126,6 +133,7 @@ class Worker:
             records = []
             failures = []
             raw_times = decoded.times
+        decoded_at = time.perf_counter()
 
         keep = self._fresh(event_ids)
         duplicates = len(event_ids) - len(keep) if keep is not None else 0
@@ -136,6 +144,7 @@ class Worker:
                 raw_times = [raw_times[j] for j in keep]
             if decoded is None:
                 records = [records[j] for j in keep]
+        fresh_at = time.perf_counter()
 
         if decoded is None:
             result = self.service.infer_records(records)
@@ -145,6 +154,7 @@ class Worker:
                 index = np.asarray(keep, dtype=np.intp)
                 columns = {name: column[index] for name, column in columns.items()}
             result = self.service.infer(columns, n_rows=len(candidates))
+        scored_at = time.perf_counter()
         for rejection in result.rejections:
             failures.append(
                 (candidates[rejection.row], rejection.stage, rejection.reason, rejection.field)
@@ -196,8 +206,19 @@ class Worker:
         done = time.perf_counter()
         stats.batch_latency_ms.add(np.full(len(messages), (done - started) * 1000.0))
         stamped = [t for t in times if t is not None]
-        if stamped:
-            stats.end_to_end_ms.add(now_ms - np.asarray(stamped, dtype=np.float64))
+        latencies = now_ms - np.asarray(stamped, dtype=np.float64) if stamped else None
+        if latencies is not None:
+            stats.end_to_end_ms.add(latencies)
+        if self.metrics is not None:
+            self.metrics.observe_batch(
+                result.release,
+                events=len(messages),
+                outputs=len(outputs),
+                deduplicated=duplicates,
+                dead_letter_stages=[stage for _, stage, _, _ in failures],
+                end_to_end_ms=latencies,
+                marks=(started, decoded_at, fresh_at, scored_at, done),
+            )
 
         if len(self._in_flight) >= spec.batch.max_in_flight:
             # Full: stop fetching until every sink caught up (backpressure).
@@ -306,6 +327,7 @@ class Worker:
         pending = self._in_flight
         if not pending.messages:
             return
+        started = time.perf_counter()
         for sink in pending.sinks.values():
             sink.flush(timeout=self._flush_timeout)
         if self.dedupe is not None and pending.ids:
@@ -319,6 +341,8 @@ class Worker:
             # idempotency keys. Stopping would turn a blip into an outage.
             log.warning("%s: %s", self.spec.name, exc)
         pending.clear()
+        if self.metrics is not None:
+            self.metrics.observe_settle(time.perf_counter() - started)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -370,11 +394,15 @@ class Worker:
                     break
                 if max_events is not None and self.stats.events >= max_events:
                     break
-                if self.on_stats is not None and time.monotonic() >= next_stats:
+                reporting = self.on_stats is not None or self.metrics is not None
+                if reporting and time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + spec.stats_interval_s
-                    lag = getattr(self.source, "lag", None)
-                    self.stats.lag = lag() if callable(lag) else None
-                    self.on_stats(self.stats)
+                    lags = source_lag(self.source)
+                    self.stats.lag = None if lags is None else sum(lags.values())
+                    if self.metrics is not None:
+                        self.metrics.observe_lag(lags)
+                    if self.on_stats is not None:
+                        self.on_stats(self.stats)
             self.settle()
         finally:
             self._close()

@@ -627,9 +627,15 @@ class MemorySource:
         Positions, not commits: a worker commits in settles, so the backlog still to read
         is what tells whether it keeps up (`MemoryBroker.lag` gives the committed view).
         """
+        return sum(self.partition_lag().values())
+
+    def partition_lag(self) -> dict[Partition, int]:
+        """`lag` per owned partition."""
         self._require_open()
         ends = self.broker.end_offsets(self.topic)
-        return sum(max(0, ends[p] - position) for p, position in self._positions.items())
+        return {
+            (self.topic, p): max(0, ends[p] - position) for p, position in self._positions.items()
+        }
 
     def pause(self) -> None:
         """Stop fetching; `poll` still handles rebalances and waits out its timeout."""

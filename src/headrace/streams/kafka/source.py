@@ -286,24 +286,28 @@ class KafkaSource:
         per stats interval). On Tansu the reported end is the start of the last batch plus
         one, so lag reads low there.
         """
+        lags = self.partition_lag()
+        return None if lags is None else sum(lags.values())
+
+    def partition_lag(self) -> dict[Partition, int] | None:
+        """`lag` per owned partition (one not yet read from counts 0); None if unknown."""
         consumer = self._consumer
         if consumer is None or not self._owned:
             return None
         from confluent_kafka import TopicPartition
 
-        total = 0
+        lags: dict[Partition, int] = {}
         try:
             positions = consumer.position(
                 [TopicPartition(self.topic, partition) for partition in sorted(self._owned)]
             )
             for tp in positions:
                 _low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
-                if tp.offset >= 0:
-                    total += max(0, high - tp.offset)
+                lags[(self.topic, tp.partition)] = max(0, high - tp.offset) if tp.offset >= 0 else 0
         except Exception as exc:  # lag is a report, never a reason to stop consuming
             log.debug("lag of %s unavailable: %s", self.url, exc)
             return None
-        return total
+        return lags
 
     def pause(self) -> None:
         """Stop fetching; partitions assigned later start paused too, until `resume`."""
