@@ -549,3 +549,48 @@ def test_registry_reports_alias_revision_targets_and_notifies(
         payloads = [n.payload for n in conn.notifies(timeout=5, stop_after=1)]
     assert payloads == ["fraud@champion:2"]
     assert registry.alias_revision() > first
+
+
+@pytest.mark.postgres
+def test_a_lost_notification_session_reconnects(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from headrace.serving import _watch
+
+    monkeypatch.setattr(_watch, "_RECONNECT_S", 0.1)
+    with Registry(
+        postgres_url,
+        artifacts=f"file://{tmp_path / 'artifacts'}",
+        actor="tester@ci",
+        cache_dir=tmp_path / "cache",
+    ) as registry:
+        register_sklearn(registry, tmp_path, seed=7)
+        register_sklearn(registry, tmp_path, seed=8, alias=None)
+        dsn = _watch.postgres_dsn(registry.url)
+        assert dsn is not None
+
+        def kill_listener() -> int:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        async def main() -> float:
+            repo = ModelRepository(registry, poll_interval_s=60.0)
+            await repo.start()
+            watcher = repo._watcher
+            assert watcher is not None
+            await wait_until(lambda: watcher.listening)
+            assert await asyncio.to_thread(kill_listener) == 1
+            await wait_until(lambda: not watcher.listening)
+            await wait_until(lambda: watcher.listening)  # reconnected
+            await asyncio.to_thread(registry.set_alias, "fraud", "champion", 2)
+            took = await time_to_serve(repo, "fraud:2")
+            await repo.stop()
+            return took
+
+        assert asyncio.run(main()) < 2.0
