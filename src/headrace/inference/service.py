@@ -12,6 +12,7 @@ rows are rejected at stage ``predict`` and every other row still gets its predic
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,9 @@ class InferenceResult:
         That release's content digest.
     n_rows
         The number of rows of the input batch (``n_predicted + n_rejected``).
+    stages_ns
+        When validation started, and validation, prediction and post-processing ended
+        (`time.time_ns`), for trace spans; shorter when the batch stopped early.
     """
 
     rows: npt.NDArray[np.int64]
@@ -62,6 +66,7 @@ class InferenceResult:
     release: str
     release_digest: str
     n_rows: int
+    stages_ns: tuple[int, ...] = ()
 
     @property
     def n_predicted(self) -> int:
@@ -163,7 +168,9 @@ class InferenceService:
         SchemaError
             When the release config does not fit the model's output.
         """
+        started = time.time_ns()
         batch = validate(self.schema, columns, n_rows=n_rows, coerce_strings=coerce_strings)
+        validated = time.time_ns()
         if batch.rows.size == 0:
             return self._result(
                 rows=batch.rows,
@@ -171,9 +178,11 @@ class InferenceService:
                 scores=None,
                 rejections=batch.rejections,
                 n_rows=n_rows,
+                stages_ns=(started, validated),
             )
         matrix = model_matrix(self.schema, batch.columns, inputs=self.inputs)
         predicted = self._predict(matrix)
+        stages_ns = (started, validated, time.time_ns())
         rejections = batch.rejections
         if predicted.failures:
             rejections = rejections + [
@@ -193,6 +202,7 @@ class InferenceService:
                 scores=None,
                 rejections=rejections,
                 n_rows=n_rows,
+                stages_ns=stages_ns,
             )
         outputs = postprocess(predicted.output, config=self.config)
         return self._result(
@@ -201,6 +211,7 @@ class InferenceService:
             scores=outputs.scores,
             rejections=rejections,
             n_rows=n_rows,
+            stages_ns=(*stages_ns, time.time_ns()),
         )
 
     def infer_records(self, records: Sequence[Any]) -> InferenceResult:
@@ -246,6 +257,7 @@ class InferenceService:
             scores=result.scores,
             rejections=rejections,
             n_rows=len(records),
+            stages_ns=result.stages_ns,
         )
 
     # -- the model call, retried and bisected -------------------------------------
@@ -322,6 +334,7 @@ class InferenceService:
         scores: npt.NDArray[np.float64] | None,
         rejections: list[Rejection],
         n_rows: int,
+        stages_ns: tuple[int, ...] = (),
     ) -> InferenceResult:
         return InferenceResult(
             rows=np.asarray(rows, dtype=np.int64),
@@ -331,6 +344,7 @@ class InferenceService:
             release=self.release,
             release_digest=self.release_digest,
             n_rows=n_rows,
+            stages_ns=stages_ns,
         )
 
 
