@@ -480,34 +480,44 @@ def pool_scenario(
 # -- profile -----------------------------------------------------------------------------
 
 
+# Where a frame's own time is counted in the grouped profile: the first prefix that matches.
+_GROUPS = (
+    ("headrace/serving/", "headrace serving: routing, REST codec, batcher"),
+    ("headrace/inference/", "headrace inference core: validate, matrix, postprocess"),
+    ("headrace/runtimes/", "model: scikit-learn, numpy"),
+    ("sklearn/", "model: scikit-learn, numpy"),
+    ("numpy/", "model: scikit-learn, numpy"),
+    ("scipy/", "model: scikit-learn, numpy"),
+    ("uvicorn/", "uvicorn HTTP protocol"),
+    ("httptools/", "uvicorn HTTP protocol"),
+    ("asyncio/", "event loop (asyncio, uvloop)"),
+    ("uvloop/", "event loop (asyncio, uvloop)"),
+    ("concurrent/futures/", "worker thread hand-off"),
+    ("threading.py", "worker thread hand-off"),
+    ("prometheus_client/", "metrics"),
+    ("orjson", "JSON"),
+    ("msgspec", "JSON"),
+)
+
+
 def profile(pid: int, url: str, *, body: Path, connections: int, seconds: float, out: Path) -> str:
+    """Sample the server with py-spy while wrk loads it; the Python time, grouped.
+
+    ``--gil`` samples only the thread holding the GIL: in a Python server that is where
+    the serialised time goes (one core's worth at most), and waiting threads stay out.
+    """
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "headrace-serve.txt"
     spy = Path(sys.executable).with_name("py-spy")
-    sampler = subprocess.Popen(
-        [
-            str(spy),
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            f"{seconds:g}",
-            "--rate",
-            "200",
-            "--format",
-            "raw",
-            "--output",
-            str(raw),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1.0)
-    wrk(url, body=body, connections=connections, seconds=seconds)
+    argv = [str(spy), "record", "--pid", str(pid), "--duration", f"{seconds:g}"]
+    argv += ["--rate", "250", "--gil", "--format", "raw", "--output", str(raw)]
+    sampler = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    run = wrk(url, body=body, connections=connections, seconds=seconds + 1)
     sampler.wait(timeout=60)
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
+    groups: collections.Counter[str] = collections.Counter()
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -515,13 +525,30 @@ def profile(pid: int, url: str, *, body: Path, connections: int, seconds: float,
         frames = [frame.split(" (")[0] + " " + _where(frame) for frame in stack.split(";")]
         samples += count
         own[frames[-1]] += count
+        groups[_group(stack.split(";")[-1])] += count
         for frame in set(frames):
             total[frame] += count
-    lines = [f"py-spy: {samples:,} samples of every thread of the server ({raw})", "", "own:"]
-    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in own.most_common(15)]
+    if not samples:
+        return f"py-spy took no samples ({raw})"
+    lines = [
+        f"py-spy --gil: {samples:,} samples of the GIL holder in {seconds:g} s during wrk "
+        f"-c{connections} ({run.rps:,.0f} req/s while sampled), raw stacks in {raw}",
+        "",
+        "own time by part:",
+    ]
+    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in groups.most_common()]
+    lines += ["", "own time, top functions:"]
+    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in own.most_common(20)]
     lines += ["", "total (the frame or anything it called):"]
-    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in total.most_common(30)]
+    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in total.most_common(40)]
     return "\n".join(lines)
+
+
+def _group(frame: str) -> str:
+    for prefix, name in _GROUPS:
+        if prefix in frame:
+            return name
+    return "other"
 
 
 def _where(frame: str) -> str:
