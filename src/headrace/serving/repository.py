@@ -271,9 +271,10 @@ class ModelRepository:
                 f"Model '{name}' was unloaded through the repository API: load it again "
                 f"(POST /v2/repository/models/{name}/load) to serve it."
             )
+        served = await self._load(key, cold=True)
         if version is not None:
-            self._explicit.add(key)
-        return (await self._load(key, cold=True)).service
+            self._explicit.add(key)  # kept when its alias moves away from it
+        return served.service
 
     def is_ready(self, name: str, version: str | None = None) -> bool:
         """Whether the release is loaded and warmed up (never loads nor raises)."""
