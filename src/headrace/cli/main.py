@@ -16,6 +16,7 @@ from headrace.cli import alias as alias_cli
 from headrace.cli import audit as audit_cli
 from headrace.cli import demo as demo_cli
 from headrace.cli import doctor as doctor_cli
+from headrace.cli import drift as drift_cli
 from headrace.cli import predict as predict_cli
 from headrace.cli import register as register_cli
 from headrace.cli import releases as releases_cli
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(releases_cli.app, name="releases")
 app.add_typer(alias_cli.app, name="alias")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(drift_cli.app, name="drift")
 app.command("register")(register_cli.register)
 app.command("predict")(predict_cli.predict)
 app.command("rollback")(alias_cli.rollback)

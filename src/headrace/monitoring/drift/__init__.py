@@ -28,6 +28,7 @@ from headrace.monitoring.drift.distances import (
     jensen_shannon,
     population_stability_index,
 )
+from headrace.monitoring.drift.files import DRIFT_FILE_SUFFIXES, read_drift_file
 from headrace.monitoring.drift.ks import (
     EXACT_MAX_CELLS,
     KSMethod,
@@ -51,10 +52,12 @@ from headrace.monitoring.drift.reference import (
     column_kind,
     columns_from_table,
 )
+from headrace.monitoring.drift.report import render_html
 
 __all__ = [
     "DEFAULT_ALPHA",
     "DRIFT_ALARM_ACTION",
+    "DRIFT_FILE_SUFFIXES",
     "EXACT_MAX_CELLS",
     "JS_THRESHOLD",
     "MMD_MAX_ROWS",
@@ -86,7 +89,9 @@ __all__ = [
     "ks_statistics",
     "mmd_test",
     "population_stability_index",
+    "read_drift_file",
     "record_drift_alarm",
+    "render_html",
     "scaled_ks",
     "window_bin_counts",
 ]

@@ -21,6 +21,7 @@ Kolmogorov tail ``2 exp(-2 z^2)`` suggests, fitted on the simulated tail.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +98,7 @@ def calibrate_threshold(
     stride: int,
     target_run_length: int,
     checks: int = 4000,
+    max_checks: int = 20_000,
     checks_per_stream: int = 200,
     seed: int = 0,
 ) -> Calibration:
@@ -114,8 +116,11 @@ def calibrate_threshold(
         The monitor's window length and check interval, in rows.
     target_run_length
         Expected rows between false alarms; must exceed `window`.
-    checks
-        Simulated checks in all (cost: one KS check of the window each).
+    checks, max_checks
+        Simulated checks: at least `checks`, more (up to `max_checks`) until the target
+        rate is seen at least `MIN_UPCROSSINGS` times; past that the tail is
+        extrapolated, which errs high (fewer false alarms than the target). Each costs
+        one KS check of a window: about 1 ms for 20 columns.
     """
     rows = np.asarray(sample, dtype=np.float64)
     sizes = np.asarray(reference_sizes, dtype=np.int64)
@@ -134,15 +139,15 @@ def calibrate_threshold(
     rng = np.random.default_rng(seed)
     ranked, jitter = _rank_space(rows)
     per_stream = max(1, min(checks_per_stream, checks))
-    streams = max(1, -(-checks // per_stream))
     length = window + (per_stream - 1) * stride
+    rate = stride / (target_run_length - window + stride)
+    wanted = min(max(checks, math.ceil(MIN_UPCROSSINGS / rate)), max(checks, max_checks))
     reference_rows = int(sizes.max()) if sizes.size else 0
     current: list[FloatArray] = []
     previous: list[FloatArray] = []
-    for _ in range(streams):
+    while len(current) * per_stream < wanted:
         pseudo = _null_rows(ranked, jitter, reference_rows, rng)
-        columns = [pseudo[: int(sizes[j]), j] for j in range(sizes.size)]
-        reference = SortedColumns(columns)
+        reference = SortedColumns([pseudo[: int(sizes[j]), j] for j in range(sizes.size)])
         stream = _null_rows(ranked, jitter, length, rng)
         z_max = np.empty(per_stream)
         for i in range(per_stream):
@@ -162,7 +167,6 @@ def calibrate_threshold(
     ups = (total - np.searchsorted(now_sorted, candidates, side="right")) - (
         total - np.searchsorted(both, candidates, side="right")
     )
-    rate = stride / (target_run_length - window + stride)
     allowed = rate * total
     # Upcrossings are not monotone in c (below nearly every value only each stream's
     # first check crosses), so take the lowest c above which the rate stays allowed.
@@ -187,20 +191,39 @@ def calibrate_threshold(
 
 
 def _extrapolate(thresholds: FloatArray, rates: npt.NDArray[np.float64], target: float) -> float:
-    """Fit log(rate) = a - b * c^2 on the simulated tail and solve it for `target`."""
+    """Fit the simulated tail and solve it for the `target` upcrossing rate.
+
+    The scaled KS distance has the Kolmogorov tail ``2 exp(-2 c^2)``; taking a maximum
+    over columns and over overlapping windows changes the factor in front (a power of c
+    times a constant, as Rice's formula has it), not the exponent. So only that factor
+    is fitted: ``log(rate) + 2 c^2 = a + g log(c)``, on the thresholds whose rate the
+    simulation measured from enough upcrossings.
+    """
     total = thresholds.size
     floor = MIN_UPCROSSINGS / total
-    # The tail: thresholds whose upcrossing rate is estimated from enough events but is
-    # already small (under 20% of checks), where the Gaussian-type tail holds.
-    tail = (rates >= floor) & (rates <= 0.2) & (thresholds > 0)
+    # Only above the busiest threshold: below it upcrossings get rarer again (nearly
+    # every check is above such a c, so few checks cross it from below).
+    busiest = thresholds[int(np.argmax(rates))]
+    tail = (rates >= floor) & (rates <= 0.2) & (thresholds > busiest)
     if np.count_nonzero(tail) < 5:
         raise DriftError(
             "Calibration saw too few threshold crossings to extrapolate: raise `checks` "
             "or lower target_run_length."
         )
-    x = thresholds[tail] ** 2
-    y = np.log(rates[tail])
-    slope, intercept = np.polyfit(x, y, 1)
-    if slope >= 0:
-        raise DriftError("Calibration tail does not decay: raise `checks`.")
-    return float(np.sqrt(max((np.log(target) - intercept) / slope, 0.0)))
+    c = thresholds[tail]
+    slope, intercept = np.polyfit(np.log(c), np.log(rates[tail]) + 2.0 * c**2, 1)
+    goal = float(np.log(target))
+    low, high = float(c.max()), float(c.max()) + 10.0
+
+    def gap(value: float) -> float:
+        return float(intercept + slope * math.log(value) - 2.0 * value**2 - goal)
+
+    if gap(low) <= 0:
+        return low
+    for _ in range(100):  # bisection: the fitted log-rate falls steadily past the data
+        middle = 0.5 * (low + high)
+        if gap(middle) > 0:
+            low = middle
+        else:
+            high = middle
+    return high
