@@ -10,6 +10,7 @@ from typing import Any
 from headrace.inference.loading import load_service
 from headrace.monitoring.metrics import WorkerMetrics
 from headrace.pipeline.dedupe import open_dedupe
+from headrace.pipeline.observe import build_monitors
 from headrace.pipeline.spec import PipelineSpec
 from headrace.pipeline.stats import WorkerStats
 from headrace.pipeline.worker import Worker
@@ -52,6 +53,7 @@ def build_worker(
     start: Any = None,
     on_stats: Callable[[WorkerStats], None] | None = None,
     metrics: WorkerMetrics | None = None,
+    tracer_provider: Any = None,
 ) -> Worker:
     """Load the release and connect everything the spec names (not opened yet).
 
@@ -62,6 +64,10 @@ def build_worker(
         ``start`` option; None resumes from the group's committed position.
     metrics
         Where the worker reports; the release's load time and memory are measured too.
+    tracer_provider
+        The OpenTelemetry provider for the spec's ``tracing`` (one that keeps every span
+        it is given); None builds one exporting over OTLP when
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else uses the global provider.
     """
     if metrics is None:
         service = load_service(registry, spec.model)
@@ -105,4 +111,5 @@ def build_worker(
         dedupe=dedupe,
         on_stats=on_stats,
         metrics=metrics,
+        monitors=build_monitors(spec, service=service, home=home, tracer_provider=tracer_provider),
     )

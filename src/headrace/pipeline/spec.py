@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -30,8 +30,11 @@ __all__ = [
     "BatchSpec",
     "DedupeSpec",
     "EndpointSpec",
+    "FeedbackSpec",
     "LimitsSpec",
     "PipelineSpec",
+    "SamplesSpec",
+    "TracingSpec",
     "load_pipeline_spec",
     "pipeline_spec_from_dict",
 ]
@@ -80,6 +83,54 @@ class LimitsSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
     max_event_bytes: int = 1 << 20
 
 
+class TracingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """OpenTelemetry spans per stage for a share of the events (and every dead letter).
+
+    Events whose producer sent a ``traceparent`` follow its sampled flag; `sample_ratio`
+    is the share of the others that is traced. A span costs tens of microseconds, an
+    event about five, hence the small default.
+    """
+
+    sample_ratio: float = 0.001
+
+
+class SamplesSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Payload samples: a share of scored events and every errored one, PII masked.
+
+    `url` is a ``file://`` directory of Parquet files (default
+    ``<home>/samples/<pipeline>``); `pii` masks ``pii`` fields by keyed hash (the key
+    from the environment variable `key_env`) or redaction. Files roll at `roll_mb` or
+    `roll_s`; at most `max_buffer` rows wait for the writer (more are dropped, counted).
+    """
+
+    url: str = ""
+    ratio: float = 0.01
+    pii: Literal["hash", "redact"] = "redact"
+    key_env: str = "HEADRACE_PII_KEY"
+    roll_mb: float = 64.0
+    roll_s: float = 300.0
+    max_buffer: int = 10_000
+
+
+class FeedbackSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Ground-truth labels, arriving later on their own stream, joined by event id.
+
+    Each feedback event is a JSON object with `id_field` and `label_field`. At most
+    `max_pending` predictions wait for their label, none longer than `ttl_s`; metrics
+    cover the last `window` joined events per release.
+    """
+
+    url: str
+    topic: str = ""
+    group: str | None = None
+    id_field: str = "event_id"
+    label_field: str = "label"
+    max_pending: int = 500_000
+    ttl_s: float = 7 * 24 * 3600.0
+    window: int = 10_000
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """A stream worker: where events come from, which release scores them, where to.
 
@@ -96,6 +147,8 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
         broker timestamp is the event time.
     shutdown_timeout_s
         How long a stop may take to drain and commit before the worker gives up.
+    tracing, samples, feedback
+        Monitoring, each off unless given: traces, payload samples, live accuracy.
     """
 
     name: str
@@ -110,6 +163,9 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     limits: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
     shutdown_timeout_s: float = 30.0
     stats_interval_s: float = 10.0
+    tracing: TracingSpec | None = None
+    samples: SamplesSpec | None = None
+    feedback: FeedbackSpec | None = None
 
     @property
     def group(self) -> str:
@@ -161,6 +217,7 @@ def _check(spec: PipelineSpec, *, where: str) -> PipelineSpec:
         problems.append(("$.limits.max_event_bytes", "must be positive"))
     if spec.dedupe.ttl_s <= 0 or spec.dedupe.max_keys < 1:
         problems.append(("$.dedupe", "ttl_s and max_keys must be positive"))
+    problems.extend(_monitoring_problems(spec))
     for key, endpoint in (
         [("$.source", spec.source)]
         + [(f"$.outputs[{i}]", o) for i, o in enumerate(spec.outputs)]
@@ -178,6 +235,53 @@ def _check(spec: PipelineSpec, *, where: str) -> PipelineSpec:
         key, problem = problems[0]
         raise PipelineSpecError(f"{where}: {problem} - at `{key}`")
     return spec
+
+
+def _monitoring_problems(spec: PipelineSpec) -> list[tuple[str, str]]:
+    """What is wrong in the ``tracing``, ``samples`` and ``feedback`` sections."""
+    problems: list[tuple[str, str]] = []
+
+    def share(key: str, value: float) -> None:
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            problems.append((key, f"{value} is not a share within [0, 1] (e.g. 0.01)"))
+
+    def positive(key: str, value: float) -> None:
+        if not value > 0:
+            problems.append((key, f"{value} must be positive"))
+
+    if spec.tracing is not None:
+        share("$.tracing.sample_ratio", spec.tracing.sample_ratio)
+    samples = spec.samples
+    if samples is not None:
+        share("$.samples.ratio", samples.ratio)
+        if samples.url and not samples.url.startswith("file://"):
+            problems.append(
+                (
+                    "$.samples.url",
+                    f"'{samples.url}' is not a file:// directory (samples are Parquet files)",
+                )
+            )
+        positive("$.samples.roll_mb", samples.roll_mb)
+        positive("$.samples.roll_s", samples.roll_s)
+        positive("$.samples.max_buffer", samples.max_buffer)
+        if samples.pii == "hash" and not samples.key_env:
+            problems.append(("$.samples.key_env", "name the variable holding the hash key"))
+    feedback = spec.feedback
+    if feedback is not None:
+        if "://" not in feedback.url:
+            problems.append(
+                (
+                    "$.feedback.url",
+                    f"'{feedback.url}' is not a URL (kafka://, redis://, nats://, file://, "
+                    "memory://)",
+                )
+            )
+        if not feedback.id_field or not feedback.label_field:
+            problems.append(("$.feedback", "id_field and label_field must not be empty"))
+        positive("$.feedback.max_pending", feedback.max_pending)
+        positive("$.feedback.ttl_s", feedback.ttl_s)
+        positive("$.feedback.window", feedback.window)
+    return problems
 
 
 def pipeline_spec_from_dict(data: Any, *, where: str = "pipeline spec") -> PipelineSpec:

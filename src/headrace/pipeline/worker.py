@@ -34,6 +34,7 @@ from headrace.inference.json_batch import DecodedBatch, TypedBatchDecoder
 from headrace.inference.service import InferenceService
 from headrace.monitoring.metrics import WorkerMetrics, source_lag
 from headrace.pipeline.dedupe import DedupeStore
+from headrace.pipeline.observe import BatchView, Monitors
 from headrace.pipeline.records import dead_letter_record, output_records
 from headrace.pipeline.spec import PipelineSpec
 from headrace.pipeline.stats import WorkerStats
@@ -77,6 +78,8 @@ class Worker:
         Called with the stats every ``spec.stats_interval_s`` seconds.
     metrics
         Where to report Prometheus metrics (per batch, per settle, lag per stats tick).
+    monitors
+        Traces, payload samples and live accuracy (per batch and per settle).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class Worker:
         dedupe: DedupeStore | None,
         on_stats: Callable[[WorkerStats], None] | None = None,
         metrics: WorkerMetrics | None = None,
+        monitors: Monitors | None = None,
     ) -> None:
         self.spec = spec
         self.service = service
@@ -104,6 +108,7 @@ class Worker:
         self._in_flight = _InFlight()
         self._fast = _fast_decoder(spec, service)
         self.metrics = metrics
+        self.monitors = monitors
         if metrics is not None:
             metrics.watch_in_flight(lambda: len(self._in_flight))
 
@@ -116,6 +121,7 @@ class Worker:
         settles before returning, so at most that many events are ever in flight.
         """
         started = time.perf_counter()
+        started_ns = time.time_ns()
         spec = self.spec
         time_field = spec.event_time_field
 
@@ -192,7 +198,18 @@ class Worker:
             )
             for i, stage, error, field in failures
         ]
+        view = None
+        if self.monitors is not None:
+            ns = [started_ns + int((t - started) * 1e9) for t in (decoded_at, fresh_at)]
+            view = BatchView(
+                messages, candidates, event_ids, records,
+                None if decoded is None else decoded.columns, result, scored, scored_ids,
+                failures, outputs, dead, (started_ns, ns[0], ns[1]), now_ms,
+            )  # fmt: skip
+            self.monitors.on_batch(view)  # may set trace headers on the records
         self._send(outputs, dead)
+        if view is not None:
+            view.sent_ns = time.time_ns()
         self._in_flight.add(messages, scored_ids if self.dedupe is not None else ())
 
         stats = self.stats
@@ -343,6 +360,8 @@ class Worker:
         pending.clear()
         if self.metrics is not None:
             self.metrics.observe_settle(time.perf_counter() - started)
+        if self.monitors is not None:
+            self.monitors.on_settle(time.time_ns() - int((time.perf_counter() - started) * 1e9))
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -379,6 +398,8 @@ class Worker:
             sink.open()
         self.source.open(on_revoke=self._on_revoke)
         try:
+            if self.monitors is not None:
+                self.monitors.open()
             idle = False
             while not stop.is_set():
                 messages = self.source.poll(
@@ -417,6 +438,8 @@ class Worker:
                 errors.append(exc)
         if self.dedupe is not None:
             self.dedupe.close()
+        if self.monitors is not None:
+            self.monitors.close()
         if errors:
             log.warning("%s: error while closing: %s", self.spec.name, errors[0])
 
