@@ -459,7 +459,8 @@ class InferenceApp:
                 max_batch_size=batching.max_batch_size,
                 max_batch_time_ms=batching.max_batch_time_ms,
                 max_queue_rows=batching.max_queue_rows,
-                inline=batching.inline,
+                mode=batching.mode,
+                inline_budget_ms=batching.inline_budget_ms,
                 on_batch=self.metrics.batch_observer(key),
             )
         return batcher

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +42,10 @@ from headrace.inference.validate import MISSING, Rejection
 from headrace.serving.errors import OverloadedError
 from headrace.types import Array, Columns
 
-__all__ = ["AdaptiveBatcher", "BatchPart", "BatchReport"]
+__all__ = ["AdaptiveBatcher", "BatchMode", "BatchPart", "BatchReport"]
+
+BatchMode = Literal["auto", "inline", "thread"]
+"""Where a batch runs: see `AdaptiveBatcher`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +141,18 @@ class AdaptiveBatcher:
     max_queue_rows
         Rows that may wait; past it `infer` raises `OverloadedError`. A request alone in
         an empty queue is always accepted.
-    inline
-        Run the model in the event loop's thread instead of a worker thread: less
-        overhead per batch, but the loop (health checks, timeouts) waits for the model.
+    mode
+        Where a batch runs: ``inline`` in the event loop's thread (no hand-off, but the
+        loop, health checks and timeouts included, waits for the model), ``thread`` in
+        a worker thread, or ``auto`` (default): inline while batches finish within
+        `inline_budget_ms`, in the thread from the batch size that once took longer
+        (measured: a hand-off to a thread costs 0.3 to 3 ms on a busy 2-core machine,
+        more than a small model's whole call; see benchmarks/batcher_latency.py).
+    inline_budget_ms
+        How long an inline batch may hold the event loop in ``auto`` mode.
     executor
-        Where the model runs when not `inline`; the batcher owns a one-thread executor
-        when omitted (one batch of a model runs at a time, the next one queues meanwhile).
+        The worker thread(s); the batcher owns a one-thread executor when omitted (one
+        batch of a model runs at a time, the next one queues meanwhile).
     on_batch
         Called after every batch with its `BatchReport`.
 
@@ -158,11 +168,16 @@ class AdaptiveBatcher:
         *,
         max_batch_size: int = 64,
         max_batch_time_ms: float = 2.0,
-        max_queue_rows: int = 4096,
-        inline: bool = False,
+        max_queue_rows: int = 16_384,
+        mode: BatchMode = "auto",
+        inline_budget_ms: float = 2.0,
         executor: Executor | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
+        if mode not in ("auto", "inline", "thread"):
+            raise ConfigError(
+                f"Batching for model '{name}': mode {mode!r} is not auto, inline or thread"
+            )
         if max_batch_size < 1 or max_queue_rows < 1 or max_batch_time_ms < 0:
             raise ConfigError(
                 f"Batching for model '{name}': max_batch_size ({max_batch_size}) and "
@@ -173,9 +188,10 @@ class AdaptiveBatcher:
         self.max_batch_size = max_batch_size
         self.max_batch_time_s = max_batch_time_ms / 1000.0
         self.max_queue_rows = max_queue_rows
-        self.inline = inline
+        self.mode = mode
+        self.inline_budget_s = inline_budget_ms / 1000.0
         self.on_batch = on_batch
-        self._own_executor = executor is None and not inline
+        self._own_executor = executor is None and mode != "inline"
         self._executor: Executor | None = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
             if self._own_executor
@@ -187,6 +203,9 @@ class AdaptiveBatcher:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._seconds_per_row = 0.0
+        # auto mode: batches of this many rows or more run in the thread (one took longer
+        # than the budget inline); a fast threaded batch raises it again
+        self._thread_from_rows = 1 << 62
 
     @property
     def queued_rows(self) -> int:
@@ -319,9 +338,10 @@ class AdaptiveBatcher:
         n_rows = sum(p.n_rows for p in batch)
         started = time.monotonic()
         waited = started - batch[0].arrived
+        inline = self.mode == "inline" or (self.mode == "auto" and n_rows < self._thread_from_rows)
         try:
             columns, n_rows = _merge(batch)
-            if self.inline:
+            if inline:
                 result = service.infer(columns, n_rows=n_rows)
             else:
                 loop = asyncio.get_running_loop()
@@ -339,7 +359,16 @@ class AdaptiveBatcher:
         run_s = time.monotonic() - started
         if n_rows:
             self._seconds_per_row = 0.8 * self._seconds_per_row + 0.2 * run_s / n_rows
+        if self.mode == "auto":
+            self._adapt(n_rows, run_s, inline=inline)
         self._report(batch, n_rows, waited, run_s, service, False)
+
+    def _adapt(self, rows: int, run_s: float, *, inline: bool) -> None:
+        """Move the inline/thread boundary after a batch of `rows` took `run_s`."""
+        if run_s > self.inline_budget_s:
+            self._thread_from_rows = min(self._thread_from_rows, max(rows, 1))
+        elif not inline and run_s < self.inline_budget_s / 4:
+            self._thread_from_rows = max(self._thread_from_rows, 2 * rows)
 
     def _report(
         self,

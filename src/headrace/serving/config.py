@@ -9,7 +9,7 @@ alias: champion                # what a bare model name serves
 memory_budget_mb: 2048         # loaded models' measured memory; omit for no limit
 overcommit: 1.0
 poll_interval_s: 1.0           # how soon an alias move is noticed
-batching: {max_batch_size: 64, max_batch_time_ms: 2, max_queue_rows: 4096, inline: false}
+batching: {max_batch_size: 64, max_batch_time_ms: 2, max_queue_rows: 16384, mode: auto}
 limits: {max_body_bytes: 16777216, timeout_s: 30}
 auth:                          # bearer tokens; omit a token to leave its routes open
   inference_token: ${HEADRACE_INFERENCE_TOKEN}
@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -52,8 +52,9 @@ class BatchingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
 
     max_batch_size: int = 64
     max_batch_time_ms: float = 2.0
-    max_queue_rows: int = 4096
-    inline: bool = False
+    max_queue_rows: int = 16_384
+    mode: Literal["auto", "inline", "thread"] = "auto"
+    inline_budget_ms: float = 2.0
 
 
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -178,6 +179,8 @@ def _problems(config: ServeConfig) -> list[tuple[str, str]]:
         problems.append(("$.batching.max_batch_size", "must be within 1..100000"))
     if not 0 <= batching.max_batch_time_ms <= 60_000:
         problems.append(("$.batching.max_batch_time_ms", "must be within 0..60000"))
+    if not 0 <= batching.inline_budget_ms <= 1000:
+        problems.append(("$.batching.inline_budget_ms", "must be within 0..1000"))
     if batching.max_queue_rows < 1:
         problems.append(("$.batching.max_queue_rows", "must be at least 1"))
     if config.limits.max_body_bytes < 1024:

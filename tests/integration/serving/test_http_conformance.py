@@ -167,7 +167,7 @@ def test_every_route_conforms_to_the_openapi_description(server: RunningServer) 
 def limited(registry: Registry, models: ServedModels) -> Iterator[RunningServer]:
     settings_ = {
         "limits": {"max_body_bytes": 4096, "timeout_s": 0.5},
-        "batching": {"max_batch_size": 1, "max_queue_rows": 2},
+        "batching": {"max_batch_size": 1, "max_queue_rows": 2, "mode": "thread"},
     }
     with running_server(registry, port=free_port(), settings=settings_) as running:
         yield running

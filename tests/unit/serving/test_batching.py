@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from headrace.release.config import ReleaseConfig
 from headrace.release.schema import Field, Schema
 from headrace.runtimes.base import ModelOutput
 from headrace.runtimes.testing import FailingModel
-from headrace.serving.batching import AdaptiveBatcher, BatchReport
+from headrace.serving.batching import AdaptiveBatcher, BatchMode, BatchReport
 from headrace.serving.errors import OverloadedError
 from headrace.types import Matrix
 
@@ -59,14 +60,14 @@ def run(coro_factory: Callable[[], Any]) -> Any:
     return asyncio.run(coro_factory())
 
 
-@pytest.mark.parametrize("inline", [True, False])
-def test_concurrent_requests_merge_into_one_batch_and_split_back(inline: bool) -> None:
+@pytest.mark.parametrize("mode", ["inline", "thread", "auto"])
+def test_concurrent_requests_merge_into_one_batch_and_split_back(mode: BatchMode) -> None:
     model = EchoModel()
     svc = service(model)
     reports: list[BatchReport] = []
 
     async def main() -> list[Any]:
-        batcher = AdaptiveBatcher("m", inline=inline, on_batch=reports.append)
+        batcher = AdaptiveBatcher("m", mode=mode, on_batch=reports.append)
         try:
             return await asyncio.gather(
                 *(batcher.infer(svc, cols(i, i + 0.5), n_rows=2) for i in range(10))
@@ -88,7 +89,7 @@ def test_a_lone_request_is_not_delayed_by_the_batch_time() -> None:
     svc = service(EchoModel())
 
     async def main() -> float:
-        batcher = AdaptiveBatcher("m", max_batch_time_ms=2000, inline=True)
+        batcher = AdaptiveBatcher("m", max_batch_time_ms=2000, mode="inline")
         try:
             started = time.perf_counter()
             await batcher.infer(svc, cols(1), n_rows=1)
@@ -104,7 +105,7 @@ def test_batches_are_bounded_by_max_batch_size_and_big_requests_run_whole() -> N
     svc = service(model)
 
     async def main() -> None:
-        batcher = AdaptiveBatcher("m", max_batch_size=4, inline=True)
+        batcher = AdaptiveBatcher("m", max_batch_size=4, mode="inline")
         try:
             await asyncio.gather(
                 *(batcher.infer(svc, cols(1, 2), n_rows=2) for _ in range(5)),
@@ -121,7 +122,7 @@ def test_rejections_go_to_the_request_that_sent_the_row() -> None:
     svc = service(EchoModel())
 
     async def main() -> list[Any]:
-        batcher = AdaptiveBatcher("m", inline=True)
+        batcher = AdaptiveBatcher("m", mode="inline")
         try:
             return await asyncio.gather(
                 batcher.infer(svc, cols(1, 2), n_rows=2),
@@ -143,7 +144,7 @@ def test_a_bool_column_is_checked_as_if_it_ran_alone() -> None:
     svc = service(EchoModel())
 
     async def main() -> list[Any]:
-        batcher = AdaptiveBatcher("m", inline=True)
+        batcher = AdaptiveBatcher("m", mode="inline")
         try:
             return await asyncio.gather(
                 batcher.infer(svc, cols(1.0), n_rows=1),
@@ -164,7 +165,7 @@ def test_model_failures_only_fail_the_rows_that_caused_them() -> None:
     svc = service(model)
 
     async def main() -> list[Any]:
-        batcher = AdaptiveBatcher("m", inline=True)
+        batcher = AdaptiveBatcher("m", mode="inline")
         try:
             return await asyncio.gather(
                 batcher.infer(svc, cols(1, 2), n_rows=2),
@@ -190,7 +191,7 @@ def test_a_batch_that_raises_fails_every_request_and_the_batcher_keeps_going() -
     reports: list[BatchReport] = []
 
     async def main() -> tuple[list[Any], Any]:
-        batcher = AdaptiveBatcher("m", inline=False, on_batch=reports.append)
+        batcher = AdaptiveBatcher("m", mode="thread", on_batch=reports.append)
         try:
             failed = await asyncio.gather(
                 batcher.infer(broken, cols(1), n_rows=1),
@@ -212,7 +213,7 @@ def test_requests_run_on_the_release_they_were_decoded_against() -> None:
     old_svc, new_svc = service(old, "m:1"), service(new, "m:2")
 
     async def main() -> list[Any]:
-        batcher = AdaptiveBatcher("m", inline=True)
+        batcher = AdaptiveBatcher("m", mode="inline")
         try:
             return await asyncio.gather(
                 batcher.infer(old_svc, cols(1), n_rows=1),
@@ -237,7 +238,7 @@ def test_a_full_queue_answers_overloaded_with_a_retry_hint() -> None:
     svc = service(EchoModel(delay_s=0.2))
 
     async def main() -> list[Any]:
-        batcher = AdaptiveBatcher("m", max_queue_rows=3, max_batch_size=1)
+        batcher = AdaptiveBatcher("m", max_queue_rows=3, max_batch_size=1, mode="thread")
         try:
             first = asyncio.ensure_future(batcher.infer(svc, cols(1), n_rows=1))
             await asyncio.sleep(0.05)  # the first batch is running, the queue is empty
@@ -263,7 +264,7 @@ def test_a_cancelled_request_leaves_the_queue_without_running() -> None:
     svc = service(model)
 
     async def main() -> None:
-        batcher = AdaptiveBatcher("m", max_batch_size=1)
+        batcher = AdaptiveBatcher("m", max_batch_size=1, mode="thread")
         try:
             first = asyncio.ensure_future(batcher.infer(svc, cols(1), n_rows=1))
             await asyncio.sleep(0.02)
@@ -282,7 +283,7 @@ def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
     svc = service(EchoModel(delay_s=0.1))
 
     async def main() -> None:
-        batcher = AdaptiveBatcher("m", max_batch_size=1)
+        batcher = AdaptiveBatcher("m", max_batch_size=1, mode="thread")
         running = asyncio.ensure_future(batcher.infer(svc, cols(1), n_rows=1))
         await asyncio.sleep(0.02)
         queued = asyncio.ensure_future(batcher.infer(svc, cols(2), n_rows=1))
@@ -304,3 +305,46 @@ def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
 def test_bounds_must_be_positive(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="Batching for model 'm'"):
         AdaptiveBatcher("m", **kwargs)
+
+
+class ThreadRecorder:
+    """Records which thread ran each batch; slow (20 ms) for batches of 4 rows or more."""
+
+    flavor = "testing"
+
+    def __init__(self) -> None:
+        self.threads: list[tuple[int, str]] = []
+
+    def predict(self, matrix: Matrix) -> ModelOutput:
+        self.threads.append((len(matrix), threading.current_thread().name))
+        if len(matrix) >= 4:
+            time.sleep(0.02)
+        return ModelOutput(predictions=np.zeros(len(matrix)))
+
+
+def test_auto_mode_runs_small_batches_inline_and_moves_slow_sizes_to_the_thread() -> None:
+    model = ThreadRecorder()
+    svc = service(model)
+
+    async def main() -> None:
+        batcher = AdaptiveBatcher("m", mode="auto", inline_budget_ms=5)
+        try:
+            for rows in (1, 4, 4, 1, 8):
+                await batcher.infer(svc, cols(*range(rows)), n_rows=rows)
+        finally:
+            await batcher.close()
+
+    run(main)
+    main_thread = threading.main_thread().name
+    assert [(rows, name == main_thread) for rows, name in model.threads] == [
+        (1, True),  # fast: inline
+        (4, True),  # first of its size: inline, and over the budget
+        (4, False),  # from then on 4 rows and more go to the worker thread
+        (1, True),
+        (8, False),
+    ]
+
+
+def test_an_unknown_mode_is_refused() -> None:
+    with pytest.raises(ConfigError, match="mode 'fast' is not auto, inline or thread"):
+        AdaptiveBatcher("m", mode="fast")  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ def test_defaults_and_a_full_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     path = tmp_path / "serve.yaml"
     path.write_text(
         "port: 9000\nmodels: [fraud]\nmemory_budget_mb: 1.5\n"
-        "batching: {max_batch_size: 8, max_batch_time_ms: 0, inline: true}\n"
+        "batching: {max_batch_size: 8, max_batch_time_ms: 0, mode: inline}\n"
         "limits: {max_body_bytes: 2048, timeout_s: 2}\n"
         "auth: {inference_token: '${HEADRACE_TEST_TOKEN}', "
         "management_token: '${HEADRACE_TEST_ADMIN:-" + "a" * 20 + "}'}\n"
@@ -29,7 +29,7 @@ def test_defaults_and_a_full_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert config.port == 9100 and config.host == "0.0.0.0"  # noqa: S104
     assert config.models == ["fraud"]
     assert config.memory_budget_bytes == int(1.5 * 1024 * 1024)
-    assert config.batching.max_batch_size == 8 and config.batching.inline
+    assert config.batching.max_batch_size == 8 and config.batching.mode == "inline"
     assert config.auth.inference_token == TOKEN
     assert config.auth.management_token == "a" * 20
     assert TOKEN not in repr(config) and "a" * 20 not in repr(config)
@@ -79,6 +79,8 @@ def test_defaults_and_a_full_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ),
         ("- a list\n", "expected a mapping of settings"),
         ("port: [\n", "invalid YAML at line"),
+        ("batching: {mode: fast}\n", "Invalid enum value 'fast' - at `$.batching.mode`"),
+        ("batching: {inline_budget_ms: -1}\n", "- at `$.batching.inline_budget_ms`"),
     ],
 )
 def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, needle: str) -> None:
