@@ -6,6 +6,14 @@ audit parts below it, so both transports can share it.
 
 from __future__ import annotations
 
+from headrace.monitoring.accuracy import (
+    AccuracyMonitor,
+    AccuracyReport,
+    JoinStats,
+    ReliabilityBin,
+    calibration_error,
+    roc_auc,
+)
 from headrace.monitoring.drift import (
     DEFAULT_ALPHA,
     DRIFT_ALARM_ACTION,
@@ -61,6 +69,21 @@ from headrace.monitoring.metrics import (
     source_lag,
 )
 from headrace.monitoring.rollbacks import ROLLBACK_KIND, RollbackCollector
+from headrace.monitoring.samples import (
+    REDACTED,
+    ParquetSampleSink,
+    PayloadSampler,
+    PiiMasker,
+    PiiMode,
+    SampleSink,
+)
+from headrace.monitoring.tracing import (
+    TRACEPARENT,
+    EventTracer,
+    HasHeaders,
+    http_server_span,
+    tracer_provider,
+)
 
 __all__ = [
     "BATCH_BUCKETS",
@@ -75,8 +98,12 @@ __all__ = [
     "NUMERIC_BINS",
     "OTHER_CATEGORY",
     "PSI_EPSILON",
+    "REDACTED",
     "ROLLBACK_KIND",
     "STAGES",
+    "TRACEPARENT",
+    "AccuracyMonitor",
+    "AccuracyReport",
     "BatchHistogram",
     "BatchHistogramChild",
     "Calibration",
@@ -87,21 +114,32 @@ __all__ = [
     "DriftMetrics",
     "DriftReference",
     "DriftReport",
+    "EventTracer",
+    "HasHeaders",
+    "JoinStats",
     "KSMethod",
     "MMDResult",
     "MetricsServer",
     "OnlineDriftMonitor",
+    "ParquetSampleSink",
+    "PayloadSampler",
+    "PiiMasker",
+    "PiiMode",
     "PredictionDrift",
+    "ReliabilityBin",
     "RollbackCollector",
+    "SampleSink",
     "SortedColumns",
     "WorkerMetrics",
     "adjust_pvalues",
     "calibrate_threshold",
+    "calibration_error",
     "check_drift",
     "chi_square",
     "column_kind",
     "columns_from_table",
     "exposition",
+    "http_server_span",
     "jensen_shannon",
     "ks_exact_pvalue",
     "ks_pvalues",
@@ -112,8 +150,10 @@ __all__ = [
     "read_drift_file",
     "record_drift_alarm",
     "render_html",
+    "roc_auc",
     "scaled_ks",
     "serve_metrics",
     "source_lag",
+    "tracer_provider",
     "window_bin_counts",
 ]

@@ -34,7 +34,7 @@ __all__ = [
     "AccuracyReport",
     "JoinStats",
     "ReliabilityBin",
-    "calibration",
+    "calibration_error",
     "roc_auc",
 ]
 
@@ -133,7 +133,7 @@ def roc_auc(truth: _Bools, scores: _Floats) -> float | None:
     return u / (n_pos * n_neg)
 
 
-def calibration(
+def calibration_error(
     truth: _Bools, scores: _Floats, *, n_bins: int = 10
 ) -> tuple[float | None, tuple[ReliabilityBin, ...]]:
     """Expected calibration error and the non-empty reliability bins.
@@ -198,7 +198,7 @@ class _Window:
         positives = int(np.count_nonzero(truth))
         flagged = int(np.count_nonzero(predicted))
         true_positives = int(np.count_nonzero(truth & predicted))
-        ece, bins = calibration(truth, scores, n_bins=n_bins)
+        ece, bins = calibration_error(truth, scores, n_bins=n_bins)
         return AccuracyReport(
             release=release,
             joined=n,

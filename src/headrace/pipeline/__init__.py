@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from headrace.pipeline.build import build_worker, default_dead_letter_url, tune_worker_process
 from headrace.pipeline.dedupe import DedupeStore, MemoryDedupe, RedisDedupe, open_dedupe
+from headrace.pipeline.feedback import FeedbackReader
+from headrace.pipeline.observe import BatchView, Monitors, build_monitors, positive_class
 from headrace.pipeline.records import (
     IDEMPOTENCY_HEADER,
     RELEASE_HEADER,
@@ -22,8 +24,11 @@ from headrace.pipeline.spec import (
     BatchSpec,
     DedupeSpec,
     EndpointSpec,
+    FeedbackSpec,
     LimitsSpec,
     PipelineSpec,
+    SamplesSpec,
+    TracingSpec,
     load_pipeline_spec,
     pipeline_spec_from_dict,
 )
@@ -35,16 +40,23 @@ __all__ = [
     "RELEASE_HEADER",
     "STAGE_HEADER",
     "BatchSpec",
+    "BatchView",
     "DedupeSpec",
     "DedupeStore",
     "EndpointSpec",
+    "FeedbackReader",
+    "FeedbackSpec",
     "LatencyReservoir",
     "LimitsSpec",
     "MemoryDedupe",
+    "Monitors",
     "PipelineSpec",
     "RedisDedupe",
+    "SamplesSpec",
+    "TracingSpec",
     "Worker",
     "WorkerStats",
+    "build_monitors",
     "build_worker",
     "dead_letter_record",
     "default_dead_letter_url",
@@ -53,5 +65,6 @@ __all__ = [
     "open_dedupe",
     "output_records",
     "pipeline_spec_from_dict",
+    "positive_class",
     "tune_worker_process",
 ]

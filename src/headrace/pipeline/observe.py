@@ -35,7 +35,7 @@ from headrace.types import Columns
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-__all__ = ["BatchView", "Monitors", "build_monitors"]
+__all__ = ["BatchView", "Monitors", "build_monitors", "positive_class"]
 
 log = logging.getLogger("headrace.pipeline")
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
 
-from headrace.monitoring.accuracy import AccuracyMonitor, calibration, roc_auc
+from headrace.monitoring.accuracy import AccuracyMonitor, calibration_error, roc_auc
 
 
 class Clock:
@@ -39,7 +39,7 @@ def test_auc_and_calibration_equal_sklearn(rng: np.random.Generator) -> None:
         truth, scores = labelled(rng, n)
         truth[0], truth[1] = True, False  # both classes
         assert roc_auc(truth, scores) == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
-        ece, bins = calibration(truth, scores, n_bins=10)
+        ece, bins = calibration_error(truth, scores, n_bins=10)
         rate, mean = calibration_curve(truth, scores, n_bins=10, strategy="uniform")
         assert [b.positive_rate for b in bins] == pytest.approx(rate.tolist())
         assert [b.mean_score for b in bins] == pytest.approx(mean.tolist())
@@ -52,7 +52,7 @@ def test_auc_is_undefined_for_one_class_and_skips_nan_scores() -> None:
     truth = np.array([True, False, True, False])
     scores = np.array([0.9, 0.2, np.nan, 0.4])
     assert roc_auc(truth, scores) == 1.0
-    assert calibration(np.array([True]), np.array([np.nan])) == (None, ())
+    assert calibration_error(np.array([True]), np.array([np.nan])) == (None, ())
 
 
 def test_monitor_reports_sklearn_metrics_per_release(rng: np.random.Generator) -> None:
