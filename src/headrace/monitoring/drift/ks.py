@@ -62,7 +62,7 @@ class SortedColumns:
         cleaned = [np.asarray(c, dtype=np.float64).ravel() for c in columns]
         cleaned = [np.sort(c[~np.isnan(c)]) for c in cleaned]
         self.sizes = np.array([c.size for c in cleaned], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])[:-1].astype(np.int64)
         self.flat = np.concatenate(cleaned) if cleaned else np.empty(0)
         self.views = [
             self.flat[o : o + n]
