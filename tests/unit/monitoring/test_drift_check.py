@@ -163,9 +163,8 @@ def test_malformed_inputs_name_the_column_and_the_fix(rng: np.random.Generator) 
 
 
 def test_reference_from_a_release(tmp_path: Path, rng: np.random.Generator) -> None:
-    from support.models import draft_from, synthetic, write_sklearn_release
-
     from headrace.registry import Registry
+    from support.models import draft_from, synthetic, write_sklearn_release
 
     files = write_sklearn_release(tmp_path / "model", rows=3_000)
     with Registry(
