@@ -206,6 +206,7 @@ class AdaptiveBatcher:
         # auto mode: batches of this many rows or more run in the thread (one took longer
         # than the budget inline); a fast threaded batch raises it again
         self._thread_from_rows = 1 << 62
+        self._over_budget = False
 
     @property
     def queued_rows(self) -> int:
@@ -364,11 +365,20 @@ class AdaptiveBatcher:
         self._report(batch, n_rows, waited, run_s, service, False)
 
     def _adapt(self, rows: int, run_s: float, *, inline: bool) -> None:
-        """Move the inline/thread boundary after a batch of `rows` took `run_s`."""
+        """Move the inline/thread boundary after a batch of `rows` took `run_s`.
+
+        Two inline batches in a row over the budget move their size to the thread (one
+        may be a hiccup: a GC pause, a busy core); a threaded batch well within the
+        budget (half) moves the boundary back above its size.
+        """
         if run_s > self.inline_budget_s:
-            self._thread_from_rows = min(self._thread_from_rows, max(rows, 1))
-        elif not inline and run_s < self.inline_budget_s / 4:
-            self._thread_from_rows = max(self._thread_from_rows, 2 * rows)
+            if inline and self._over_budget:
+                self._thread_from_rows = min(self._thread_from_rows, max(rows, 1))
+            self._over_budget = inline
+        else:
+            self._over_budget = False
+            if not inline and run_s < self.inline_budget_s / 2:
+                self._thread_from_rows = max(self._thread_from_rows, 2 * rows)
 
     def _report(
         self,
