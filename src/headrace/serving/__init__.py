@@ -14,6 +14,7 @@ from headrace.serving.app import (
 )
 from headrace.serving.batching import (
     AdaptiveBatcher,
+    BatchMode,
     BatchPart,
     BatchReport,
 )
@@ -74,6 +75,7 @@ from headrace.serving.rest import (
     parse_infer_request,
 )
 from headrace.serving.server import (
+    bind,
     build_app,
     uvicorn_server,
 )
@@ -87,6 +89,7 @@ __all__ = [
     "OUTPUT_SCORE",
     "AdaptiveBatcher",
     "AuthConfig",
+    "BatchMode",
     "BatchPart",
     "BatchReport",
     "BatchingConfig",
@@ -114,6 +117,7 @@ __all__ = [
     "array_from_bytes",
     "array_from_values",
     "array_to_bytes",
+    "bind",
     "build_app",
     "columns_from_inputs",
     "datatype_of",
