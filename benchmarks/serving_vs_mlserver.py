@@ -9,11 +9,14 @@ Usage (see benchmarks/README.md for the MLServer venv and wrk)::
 The model: a scikit-learn ``LogisticRegression`` on 20 float features (10,000 seeded
 synthetic rows), one joblib file served by both. headrace serves it as release ``lr:1``
 (``champion``) of a temporary SQLite registry, through ``headrace serve`` with adaptive
-batching (64 rows, 2 ms); MLServer 1.7.1 (``mlserver``, ``mlserver-sklearn``, installed in
-a venv of their own, never a dependency of headrace) serves the same file with
-``mlserver_sklearn.SKLearnModel`` and adaptive batching (``max_batch_size`` 64,
+batching; MLServer 1.7.1 (``mlserver``, ``mlserver-sklearn``, installed in a venv of their
+own, never a dependency of headrace) serves the same file with
+``mlserver_sklearn.SKLearnModel``, adaptive batching (``max_batch_size`` 64 requests,
 ``max_batch_time`` 2 ms), ``parallel_workers: 0`` (its worker pool fails to start here:
-"There is no current event loop") and ``debug: false``. Both listen on 127.0.0.1 and run
+"There is no current event loop") and ``debug: false``. headrace bounds batches in rows,
+so it gets the same bound in rows, 64 requests of at most 100 rows: ``max_batch_size:
+6400``, ``max_batch_time_ms: 2`` (and ``max_queue_rows: 16384``: MLServer's queue has no
+bound, headrace's default would turn some of 64 connections x 100 rows away with 503). Both listen on 127.0.0.1 and run
 with ``OMP_NUM_THREADS`` (and the OpenBLAS/MKL equivalents) = ``--omp-threads``.
 
 The load: ``wrk`` (Debian's package) with ``benchmarks/oip_post.lua``, one thread,
@@ -27,15 +30,18 @@ back. Reported: requests/s, p50 and p99 latency (wrk's own histogram), median of
 shown (a run with errors is not a valid run). Before measuring, the predictions of both
 servers on the benchmark bodies are checked to be the model's own.
 
-The pool (unless ``--skip-pool``): 20 releases of a ``RandomForestClassifier`` (each a
-few MB in memory) under a memory budget of 5.5 times the measured footprint of one, all
-20 model URLs requested in turn by wrk at 16 connections: it reports requests/s, latency,
-errors, and, read from ``/metrics``, models resident, evictions, cold loads, and the
-server's peak RSS.
+The pool (unless ``--skip-pool``): 20 releases of a 30-tree ``RandomForestClassifier``
+(about 5 MB each as the pool measures it: the median of the 20 footprints a first server
+reports in ``/metrics`` with no budget), served by a second server with a budget of 5.5
+footprints, all 20 model URLs requested in turn (round robin, LRU's worst case) by wrk at
+16 connections: it reports requests/s, latency, errors, and, read from ``/metrics``,
+models resident, evictions, cold loads, and the server's peak RSS (VmHWM).
 
-``--profile DIR``: py-spy (``.venv/bin/pip install py-spy``) samples the headrace server
-during one extra single-row run at the highest concurrency; the raw stacks go to DIR and
-the functions with the most samples (own and total) are printed.
+``--profile DIR``: py-spy (``.venv/bin/pip install py-spy``, ``--gil``: only the thread
+holding the GIL, i.e. the Python work that serialises) samples the headrace server during
+one extra single-row run at the highest concurrency; the raw stacks go to DIR and the own
+time grouped by part (HTTP protocol, event loop, serving, inference core, model, ...) and
+the functions with the most samples are printed.
 
 The servers, wrk and py-spy share the machine's cores. Nothing asserts.
 """
@@ -71,8 +77,9 @@ HERE = Path(__file__).resolve().parent
 LUA = HERE / "oip_post.lua"
 N_FEATURES = 20
 MODEL = "lr"
-BATCH_ROWS = 64
+BATCH_REQUESTS = 64
 BATCH_TIME_MS = 2.0
+MAX_ROWS = 100  # the largest request of the benchmark
 POOL_MODELS = 20
 POOL_FITS = 5
 
@@ -244,10 +251,12 @@ def headrace_config(
     import yaml
 
     config: dict[str, Any] = {
-        # MLServer's queue is unbounded; headrace's default bound (4,096 rows) would answer
-        # 503 to 64 connections of 100 rows, which is its job but not this comparison's.
+        # MLServer's max_batch_size counts requests, headrace's counts rows: 64 requests of
+        # up to 100 rows. MLServer's queue is unbounded; headrace's default bound (4,096
+        # rows) would answer 503 to 64 connections of 100 rows, which is its job but not
+        # this comparison's.
         "batching": {
-            "max_batch_size": BATCH_ROWS,
+            "max_batch_size": BATCH_REQUESTS * MAX_ROWS,
             "max_batch_time_ms": BATCH_TIME_MS,
             "max_queue_rows": 16_384,
         },
@@ -279,7 +288,7 @@ def mlserver_repository(root: Path, model_file: Path, *, port: int) -> Path:
             {
                 "name": MODEL,
                 "implementation": "mlserver_sklearn.SKLearnModel",
-                "max_batch_size": BATCH_ROWS,
+                "max_batch_size": BATCH_REQUESTS,
                 "max_batch_time": BATCH_TIME_MS / 1000.0,
                 "parameters": {"uri": "./model.joblib"},
             }
