@@ -16,8 +16,9 @@ own, never a dependency of headrace) serves the same file with
 "There is no current event loop") and ``debug: false``. headrace bounds batches in rows,
 so it gets the same bound in rows, 64 requests of at most 100 rows: ``max_batch_size:
 6400``, ``max_batch_time_ms: 2`` (and ``max_queue_rows: 16384``: MLServer's queue has no
-bound, headrace's default would turn some of 64 connections x 100 rows away with 503). Both listen on 127.0.0.1 and run
-with ``OMP_NUM_THREADS`` (and the OpenBLAS/MKL equivalents) = ``--omp-threads``.
+bound, headrace's default would turn some of 64 connections x 100 rows away with 503).
+Both listen on 127.0.0.1 and run with ``OMP_NUM_THREADS`` (and the OpenBLAS/MKL
+equivalents) = ``--omp-threads``.
 
 The load: ``wrk`` (Debian's package) with ``benchmarks/oip_post.lua``, one thread,
 ``--connections`` connections, ``--duration`` seconds, POSTing the same Open Inference
