@@ -112,7 +112,7 @@ class PiiMasker:
         reasons never show ``pii`` values, but a model's own message is its author's.
         """
         for name in self.fields:
-            value = row.get(name)
+            value = _plain(row.get(name))
             if isinstance(value, str | int | float) and not isinstance(value, bool):
                 shown = value if isinstance(value, str) else repr(value)
                 if len(shown) >= 3 and shown in text:

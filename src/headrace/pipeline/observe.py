@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from headrace.errors import ConfigError
 from headrace.inference.service import InferenceResult, InferenceService
@@ -137,6 +138,8 @@ class Monitors:
 
     def on_batch(self, view: BatchView) -> None:
         """Keep predictions, sample rows and start trace spans for one batch."""
+        if self.scrubber is not None and view.failures:
+            self._scrub_dead_letters(view)
         result = view.result
         predictions: list[Any] | None = None
         scores: list[float] | None = None
@@ -256,6 +259,21 @@ class Monitors:
                 continue
             self._pending.append(_Traced(span, view, last))
 
+    def _scrub_dead_letters(self, view: BatchView) -> None:
+        """Mask ``pii`` values a model quoted in its exception (validation reasons never
+        show them) in the dead letters' ``error`` before they are sent."""
+        for k, (index, stage, error, field_name) in enumerate(view.failures):
+            if stage != "predict":
+                continue
+            scrubbed = self._scrub(view, index, error)
+            if scrubbed == error:
+                continue
+            view.failures[k] = (index, stage, scrubbed, field_name)
+            record = view.dead[k]
+            letter = orjson.loads(record.value)
+            letter["error"] = scrubbed
+            record.value = orjson.dumps(letter)
+
     def _scrub(self, view: BatchView, index: int, error: str) -> str:
         if self.scrubber is None or not self.scrubber.fields:
             return error
@@ -332,12 +350,14 @@ def build_monitors(
     home: Path,
     tracer_provider: Any = None,
 ) -> Monitors | None:
-    """The monitors a spec asks for, or None when it asks for none."""
-    if spec.tracing is None and spec.samples is None and spec.feedback is None:
-        return None
+    """The monitors a spec asks for; None when it asks for none and no field is ``pii``
+    (with one, dead letters of model failures get their ``error`` scrubbed here)."""
     schema = service.schema
+    has_pii = any(f.pii for f in schema.fields)
+    if spec.tracing is None and spec.samples is None and spec.feedback is None and not has_pii:
+        return None
     monitors = Monitors(pipeline=spec.name)
-    if any(f.pii for f in schema.fields):
+    if has_pii:
         monitors.scrubber = PiiMasker(schema, mode="redact")
     if spec.tracing is not None:
         if tracer_provider is None and (
