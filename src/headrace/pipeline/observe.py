@@ -396,7 +396,7 @@ def build_monitors(
                 roll_s=samples.roll_s,
             ),
             ratio=samples.ratio,
-            masker=PiiMasker(schema, mode=samples.pii, key=key),
+            masker=PiiMasker(schema, mode="hash" if key else "redact", key=key),
             max_buffer=samples.max_buffer,
         )
     feedback = spec.feedback

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import yaml
@@ -105,7 +105,7 @@ class SamplesSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
 
     url: str = ""
     ratio: float = 0.01
-    pii: Literal["hash", "redact"] = "redact"
+    pii: str = "redact"
     key_env: str = "HEADRACE_PII_KEY"
     roll_mb: float = 64.0
     roll_s: float = 300.0
@@ -264,7 +264,9 @@ def _monitoring_problems(spec: PipelineSpec) -> list[tuple[str, str]]:
         positive("$.samples.roll_mb", samples.roll_mb)
         positive("$.samples.roll_s", samples.roll_s)
         positive("$.samples.max_buffer", samples.max_buffer)
-        if samples.pii == "hash" and not samples.key_env:
+        if samples.pii not in ("hash", "redact"):
+            problems.append(("$.samples.pii", f"'{samples.pii}' is not hash or redact"))
+        elif samples.pii == "hash" and not samples.key_env:
             problems.append(("$.samples.key_env", "name the variable holding the hash key"))
     feedback = spec.feedback
     if feedback is not None:
