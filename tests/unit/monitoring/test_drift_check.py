@@ -16,8 +16,10 @@ from headrace.monitoring.drift import (
     check_drift,
     chi_square,
     jensen_shannon,
+    ks_statistics,
     mmd_test,
     population_stability_index,
+    window_bin_counts,
 )
 
 
@@ -184,3 +186,21 @@ def test_reference_from_a_release(tmp_path: Path, rng: np.random.Generator) -> N
     x_shift, _ = synthetic(1_000, seed=98, shift=0.5)
     moved = {f"f{i}": x_shift[:, i] for i in range(5)}
     assert set(check_drift(reference, moved).drifted_columns) == {f"f{i}" for i in range(5)}
+
+
+def test_window_bins_equal_a_search_per_value(rng: np.random.Generator) -> None:
+    ref = rng.normal(size=(3_000, 3))
+    ref[:, 2] = np.round(ref[:, 2])  # ties: several deciles share a value
+    window = rng.normal(0.3, 1.0, size=(500, 3))
+    window[::5, 1] = np.nan
+    window[:, 2] = np.round(window[:, 2])
+    reference = DriftReference.build(numeric={f"c{j}": ref[:, j] for j in range(3)})
+    _, counts, positions = ks_statistics(reference.sorted, window)
+    binned = window_bin_counts(positions, counts, reference.bin_starts)
+    for j in range(3):
+        values = window[:, j][~np.isnan(window[:, j])]
+        below = np.searchsorted(reference.sorted.views[j], values, side="left")
+        bins = np.searchsorted(reference.bin_starts[j], below, side="right") - 1
+        np.testing.assert_array_equal(binned[j], np.bincount(bins, minlength=10))
+    assert binned.sum(axis=1).tolist() == [500, 400, 500]
+    assert reference.bin_counts[0].tolist() == [300] * 10  # deciles of distinct values

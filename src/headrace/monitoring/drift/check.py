@@ -135,9 +135,10 @@ def window_bin_counts(
 ) -> npt.NDArray[np.int64]:
     """Window counts per reference-decile bin, from the KS search positions.
 
-    `positions` (columns x rows) are how many reference values lie below each sorted
-    window value; a value is in bin i when that number reaches ``starts[i]``. Columns
-    are offset into one range so a single search bins them all.
+    `positions` (columns x rows, sorted within each column) are how many reference
+    values lie below each sorted window value; a value is in bin i when that number
+    reaches ``starts[i]``. Offsetting each column into its own range makes the whole
+    array sorted, so one search of the few bin starts into it bins every column.
     """
     columns, rows = positions.shape
     bins = starts.shape[1]
@@ -145,11 +146,15 @@ def window_bin_counts(
         return np.zeros((columns, bins), dtype=np.int64)
     stride = float(max(positions.max(), starts.max()) + 1)
     offsets = np.arange(columns, dtype=np.float64)[:, None] * stride
-    flat_starts = (starts + offsets).ravel()
-    keys = positions + offsets
-    valid = np.arange(rows)[None, :] < counts[:, None]
-    index = np.searchsorted(flat_starts, keys[valid], side="right") - 1
-    return np.bincount(index, minlength=columns * bins).reshape(columns, bins)
+    keys = (positions + offsets).ravel()
+    at_or_above = np.searchsorted(keys, (starts + offsets).ravel(), side="left").reshape(
+        columns, bins
+    )
+    ends = np.concatenate([at_or_above[:, 1:], (np.arange(1, columns + 1) * rows)[:, None]], axis=1)
+    binned = (ends - at_or_above).astype(np.int64)
+    # Missing values sort last and search to the end of the reference: in the last bin.
+    binned[:, -1] -= rows - counts
+    return binned
 
 
 def check_drift(
