@@ -16,14 +16,13 @@ file serves every environment. Errors name the file, the key and the fix.
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
 
+from headrace.envvars import expand_env
 from headrace.errors import PipelineSpecError
 
 __all__ = [
@@ -38,8 +37,6 @@ __all__ = [
     "load_pipeline_spec",
     "pipeline_spec_from_dict",
 ]
-
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class EndpointSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -173,29 +170,6 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
         return self.source.group or self.name
 
 
-def _expand(value: Any, *, where: str) -> Any:
-    if isinstance(value, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            found = os.environ.get(name)
-            if found is not None:
-                return found
-            if default is not None:
-                return default
-            raise PipelineSpecError(
-                f"{where}: environment variable '{name}' is not set; set it or write "
-                f"${{{name}:-default}}."
-            )
-
-        return _VARIABLE.sub(substitute, value)
-    if isinstance(value, dict):
-        return {k: _expand(v, where=where) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, where=where) for v in value]
-    return value
-
-
 def _check(spec: PipelineSpec, *, where: str) -> PipelineSpec:
     problems: list[tuple[str, str]] = []
     if not spec.outputs:
@@ -294,7 +268,7 @@ def pipeline_spec_from_dict(data: Any, *, where: str = "pipeline spec") -> Pipel
             f"{type(data).__name__}."
         )
     try:
-        spec = msgspec.convert(_expand(data, where=where), PipelineSpec)
+        spec = msgspec.convert(expand_env(data, where=where, error=PipelineSpecError), PipelineSpec)
     except msgspec.ValidationError as exc:
         raise PipelineSpecError(f"{where}: {exc}. See the pipeline spec in the README.") from exc
     return _check(spec, where=where)

@@ -24,14 +24,13 @@ in a repr, a log line or an error message.
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 import yaml
 
+from headrace.envvars import expand_env
 from headrace.errors import ConfigError
 
 __all__ = [
@@ -43,8 +42,6 @@ __all__ = [
     "load_serve_config",
     "serve_config_from_dict",
 ]
-
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class BatchingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -136,29 +133,6 @@ class ServeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
         return None if self.memory_budget_mb is None else int(self.memory_budget_mb * 1024 * 1024)
 
 
-def _expand(value: Any, *, where: str, key: str) -> Any:
-    if isinstance(value, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            found = os.environ.get(name)
-            if found is not None:
-                return found
-            if default is not None:
-                return default
-            raise ConfigError(
-                f"{where}: environment variable '{name}' is not set - at `{key}`; set it or "
-                f"write ${{{name}:-default}}"
-            )
-
-        return _VARIABLE.sub(substitute, value)
-    if isinstance(value, dict):
-        return {k: _expand(v, where=where, key=f"{key}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, where=where, key=f"{key}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
 def _problems(config: ServeConfig) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for key, port in (("$.port", config.port), ("$.grpc_port", config.grpc_port)):
@@ -218,7 +192,7 @@ def serve_config_from_dict(
             f"{where}: expected a mapping of settings (host, port, models, ...), got "
             f"{type(data).__name__}"
         )
-    expanded = _expand(data, where=where, key="$")
+    expanded = expand_env(data, where=where, error=ConfigError)
     if overrides:
         expanded = {**expanded, **overrides}
         where = f"{where} (with command-line options)"
