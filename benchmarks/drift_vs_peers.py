@@ -15,8 +15,10 @@ One run, one data set, written once as .npy files that every contender reads:
   shifted by 0.03 to 0.3 of their spread (from clearly detectable to borderline, so
   that verdict agreement is tested where it is hard).
 
-Contenders, each timed per window in its own process (median, min and max; the first
-call is a warm-up and not counted):
+Contenders, each in its own process, timed per window and interleaved window by window
+(headrace, then each peer on the same window, the order rotating), so that the load of a
+shared machine falls on all of them alike; median, min and max per check, after one
+untimed warm-up call each:
 
 * ``headrace``: `check_drift` with its defaults (Bonferroni at alpha 0.05, KS p-values
   ``auto``, which is asymptotic at this size, PSI included) on a `DriftReference` built
@@ -94,20 +96,10 @@ def _windows(directory: Path, count: int) -> list[np.ndarray]:
     return [np.load(directory / f"window-{w:04d}.npy") for w in range(count)]
 
 
-def _timed(function: Any, windows: list[np.ndarray]) -> tuple[list[float], list[Any]]:
-    function(windows[0])  # warm-up: imports, caches
-    times, results = [], []
-    for window in windows:
-        start = time.perf_counter()
-        results.append(function(window))
-        times.append((time.perf_counter() - start) * 1e3)
-    return times, results
+# -- contenders: each returns check(window index) -> JSON-able result ---------------------
 
 
-# -- contenders -------------------------------------------------------------------------
-
-
-def run_headrace(directory: Path, count: int) -> dict[str, Any]:
+def headrace_checks(directory: Path, count: int) -> dict[str, Any]:
     from headrace.monitoring.drift import (
         DriftReference,
         SortedColumns,
@@ -121,51 +113,40 @@ def run_headrace(directory: Path, count: int) -> dict[str, Any]:
     start = time.perf_counter()
     reference = DriftReference.build(numeric={n: ref[:, j] for j, n in enumerate(names)})
     build_ms = (time.perf_counter() - start) * 1e3
+    sorted_ref = SortedColumns(list(ref.T))
     windows = _windows(directory, count)
 
-    def check(window: np.ndarray) -> list[float]:
+    def check(i: int) -> list[float]:
+        window = windows[i]
         report = check_drift(reference, {n: window[:, j] for j, n in enumerate(names)})
         return [c.p_value for c in report.columns]
 
-    times, p_values = _timed(check, windows)
-    sorted_ref = SortedColumns(list(ref.T))
+    def core(i: int) -> None:
+        d, counts, _ = ks_statistics(sorted_ref, windows[i])
+        ks_pvalues(d, sorted_ref.sizes, counts, method="asymp")
 
-    def core(window: np.ndarray) -> Any:
-        d, counts, _ = ks_statistics(sorted_ref, window)
-        return ks_pvalues(d, sorted_ref.sizes, counts, method="asymp")
-
-    core_times, _ = _timed(core, windows)
-    return {
-        "times": times,
-        "core_times": core_times,
-        "build_ms": build_ms,
-        "p_values": p_values,
-    }
+    return {"check": check, "core": core, "build_ms": build_ms}
 
 
-def run_alibi(directory: Path, count: int) -> dict[str, Any]:
+def alibi_check(directory: Path, count: int) -> Any:
+    import alibi_detect
     from alibi_detect.cd import KSDrift
 
-    ref = np.load(directory / "reference.npy")
-    detector = KSDrift(ref, p_val=ALPHA)
+    detector = KSDrift(np.load(directory / "reference.npy"), p_val=ALPHA)
     windows = _windows(directory, count)
 
-    def check(window: np.ndarray) -> Any:
-        out = detector.predict(window, return_p_val=True, return_distance=True)["data"]
-        return [float(p) for p in out["p_val"]], float(out["threshold"])
+    def check(i: int) -> Any:
+        out = detector.predict(windows[i], return_p_val=True)["data"]
+        return {
+            "p_values": [float(p) for p in out["p_val"]],
+            "threshold": float(out["threshold"]),
+            "version": alibi_detect.__version__,
+        }
 
-    times, results = _timed(check, windows)
-    import alibi_detect
-
-    return {
-        "times": times,
-        "p_values": [r[0] for r in results],
-        "threshold": results[0][1],
-        "version": alibi_detect.__version__,
-    }
+    return check
 
 
-def run_evidently(directory: Path, count: int) -> dict[str, Any]:
+def evidently_check(directory: Path, count: int, *, ks: bool) -> Any:
     import evidently
     import pandas as pd
     from evidently import Report
@@ -174,34 +155,71 @@ def run_evidently(directory: Path, count: int) -> dict[str, Any]:
     names = [f"c{j:02d}" for j in range(COLUMNS)]
     ref = pd.DataFrame(np.load(directory / "reference.npy"), columns=names)
     windows = _windows(directory, count)
-    out: dict[str, Any] = {"version": evidently.__version__}
-    # The default at this reference size is a distance (drift when >= threshold); KS
-    # reports a p-value (drift when < threshold).
-    for label, preset, is_p_value in (
-        ("default", lambda: DataDriftPreset(), False),
-        ("ks", lambda: DataDriftPreset(num_method="ks"), True),
-    ):
 
-        def check(window: np.ndarray, preset: Any = preset, p_value: bool = is_p_value) -> Any:
-            snapshot = Report([preset()]).run(
-                current_data=pd.DataFrame(window, columns=names), reference_data=ref
-            )
-            verdicts, method = [], ""
-            for metric in snapshot.dict()["metrics"]:
-                config = metric["config"]
-                if config.get("type", "").endswith("ValueDrift"):
-                    method = str(config["method"])
-                    value, threshold = float(metric["value"]), float(config["threshold"])
-                    verdicts.append(value < threshold if p_value else value >= threshold)
-            return verdicts, method
+    def check(i: int) -> Any:
+        preset = DataDriftPreset(num_method="ks") if ks else DataDriftPreset()
+        snapshot = Report([preset]).run(
+            current_data=pd.DataFrame(windows[i], columns=names), reference_data=ref
+        )
+        verdicts, method = [], ""
+        for metric in snapshot.dict()["metrics"]:
+            config = metric["config"]
+            if config.get("type", "").endswith("ValueDrift"):
+                method = str(config["method"])
+                value, threshold = float(metric["value"]), float(config["threshold"])
+                # KS reports a p-value (drift below the threshold); the default at this
+                # reference size, a normed Wasserstein distance (drift at or above it).
+                verdicts.append(value < threshold if ks else value >= threshold)
+        return {"verdicts": verdicts, "method": method, "version": evidently.__version__}
 
-        times, results = _timed(check, windows)
-        out[label] = {
-            "times": times,
-            "verdicts": [r[0] for r in results],
-            "method": results[0][1],
-        }
-    return out
+    return check
+
+
+def serve_peer(name: str, directory: Path, count: int) -> None:
+    """Inside a peer's venv (no headrace here): time one window per line of stdin."""
+    if name == "alibi":
+        check = alibi_check(directory, count)
+    else:
+        check = evidently_check(directory, count, ks=name == "evidently-ks")
+    check(0)  # warm-up: imports, caches
+    print("ready", flush=True)
+    for line in sys.stdin:
+        i = int(line)
+        start = time.perf_counter()
+        result = check(i)
+        ms = (time.perf_counter() - start) * 1e3
+        print(json.dumps({"ms": ms, "result": result}), flush=True)
+
+
+class Peer:
+    """A peer process that times the windows it is asked for."""
+
+    def __init__(self, python: str, name: str, directory: Path, count: int) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [python, __file__, "--peer", name, "--data", str(directory), "--windows", str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{name} did not start (see its stderr above)")
+        self.times: list[float] = []
+        self.results: list[Any] = []
+
+    def run(self, i: int) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{i}\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        self.times.append(answer["ms"])
+        self.results.append(answer["result"])
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 # -- the parent ---------------------------------------------------------------------------
@@ -241,17 +259,10 @@ def _false_alarm_rate(verdicts: list[list[bool]], drift: list[list[bool]]) -> fl
     return float(np.mean(null)) if null else float("nan")
 
 
-def _peer(python: str, name: str, directory: Path, count: int) -> dict[str, Any]:
-    result = subprocess.run(
-        [python, __file__, "--peer", name, "--data", str(directory), "--windows", str(count)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-    data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return data
+def _timed(function: Any, i: int) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = function(i)
+    return (time.perf_counter() - start) * 1e3, result
 
 
 def main() -> None:
@@ -261,85 +272,106 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=200)
     parser.add_argument("--evidently-windows", type=int, default=40)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--peer", choices=["alibi", "evidently"], help=argparse.SUPPRESS)
+    parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.peer:  # inside a peer's venv: no headrace here
-        runner = run_alibi if args.peer == "alibi" else run_evidently
-        print(json.dumps(runner(Path(args.data), args.windows)))
+    if args.peer:
+        serve_peer(args.peer, Path(args.data), args.windows)
         return
 
     with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
         directory = Path(tmp)
-        meta = make_data(directory, windows=args.windows, seed=args.seed)
-        drift = meta["drift"]
-        ours = run_headrace(directory, args.windows)
-        p = np.array(ours["p_values"])
-        bonferroni = (np.minimum(p * COLUMNS, 1.0) <= ALPHA).tolist()
-        uncorrected = (p <= ALPHA).tolist()
-        print(f"python {platform.python_version()}, numpy {np.__version__}, {args.windows} windows")
-        print(f"reference build (sort 20 columns, bins): {ours['build_ms']:.1f} ms, once")
-        print("\n| contender | ms per check, median (min to max) | vs headrace |")
-        print("|---|---:|---:|")
-        base = statistics.median(ours["times"])
-        print(f"| headrace check_drift | {_summary(ours['times'])} | 1.0x |")
-        print(
-            f"| headrace KS core (statistics + p-values) | {_summary(ours['core_times'])} | "
-            f"{statistics.median(ours['core_times']) / base:.2f}x |"
-        )
-        rows = []
+        drift = make_data(directory, windows=args.windows, seed=args.seed)["drift"]
+        ours = headrace_checks(directory, args.windows)
+        ours["check"](0), ours["core"](0)  # warm-up
+        peers: list[Peer] = []
         if args.alibi_python:
-            alibi = _peer(args.alibi_python, "alibi", directory, args.windows)
-            alibi_verdicts = (np.array(alibi["p_values"]) < alibi["threshold"]).tolist()
-            print(
-                f"| alibi-detect {alibi['version']} KSDrift | {_summary(alibi['times'])} | "
-                f"{statistics.median(alibi['times']) / base:.1f}x |"
-            )
-            share, differ = _agreement(bonferroni, alibi_verdicts)
-            gap = np.abs(np.array(alibi["p_values"]) - p)
+            peers.append(Peer(args.alibi_python, "alibi", directory, args.windows))
+        if args.evidently_python:
+            for name in ("evidently", "evidently-ks"):
+                peers.append(Peer(args.evidently_python, name, directory, args.windows))
+        times: dict[str, list[float]] = {"check": [], "core": []}
+        p_values = []
+        for i in range(args.windows):
+            contenders = ["check", "core", *range(len(peers))]
+            shift = i % len(contenders)
+            for who in contenders[shift:] + contenders[:shift]:  # rotate who goes first
+                if isinstance(who, str):
+                    ms, result = _timed(ours[who], i)
+                    times[who].append(ms)
+                    if who == "check":
+                        p_values.append(result)
+                elif not peers[who].name.startswith("evidently") or i < args.evidently_windows:
+                    peers[who].run(i)
+        for peer in peers:
+            peer.close()
+        report(args, ours["build_ms"], times, np.array(p_values), peers, drift)
+
+
+def report(
+    args: argparse.Namespace,
+    build_ms: float,
+    times: dict[str, list[float]],
+    p: np.ndarray,
+    peers: list[Peer],
+    drift: list[list[bool]],
+) -> None:
+    bonferroni = (np.minimum(p * COLUMNS, 1.0) <= ALPHA).tolist()
+    uncorrected = (p <= ALPHA).tolist()
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {args.windows} windows")
+    print(f"reference build (sort 20 columns, bins): {build_ms:.1f} ms, once")
+    print(
+        "\n| contender | ms per check, median (min to max) | median vs headrace | min vs headrace |"
+    )
+    print("|---|---:|---:|---:|")
+    base, base_min = statistics.median(times["check"]), min(times["check"])
+
+    def line(label: str, series: list[float]) -> None:
+        print(
+            f"| {label} | {_summary(series)} | {statistics.median(series) / base:.1f}x | "
+            f"{min(series) / base_min:.1f}x |"
+        )
+
+    line("headrace check_drift", times["check"])
+    line("headrace KS core (statistics + p-values)", times["core"])
+    rows = []
+    for peer in peers:
+        if peer.name == "alibi":
+            version = peer.results[0]["version"]
+            line(f"alibi-detect {version} KSDrift", peer.times)
+            alibi_p = np.array([r["p_values"] for r in peer.results])
+            verdicts = (alibi_p < peer.results[0]["threshold"]).tolist()
+            share, differ = _agreement(bonferroni, verdicts)
             rows.append(
                 f"| headrace (Bonferroni) vs alibi KSDrift (Bonferroni) | {share:.2%} | {differ} "
-                f"| max p-value gap {gap.max():.1e} (alibi keeps float32) |"
+                f"| max p-value gap {np.abs(alibi_p - p).max():.1e} (alibi keeps float32) |"
             )
             rows.append(
                 f"| false-alarm rate, no-drift windows | headrace "
                 f"{_false_alarm_rate(bonferroni, drift):.1%}, alibi "
-                f"{_false_alarm_rate(alibi_verdicts, drift):.1%} | | target {ALPHA:.0%} |"
+                f"{_false_alarm_rate(verdicts, drift):.1%} | | target {ALPHA:.0%} |"
             )
-        if args.evidently_python:
-            count = min(args.evidently_windows, args.windows)
-            ev = _peer(args.evidently_python, "evidently", directory, count)
-            for label in ("default", "ks"):
-                print(
-                    f"| Evidently {ev['version']} DataDriftPreset ({ev[label]['method']}) | "
-                    f"{_summary(ev[label]['times'])} | "
-                    f"{statistics.median(ev[label]['times']) / base:.0f}x |"
-                )
-            share, differ = _agreement(uncorrected[:count], ev["ks"]["verdicts"])
+        else:
+            count = len(peer.results)
+            method, version = peer.results[0]["method"], peer.results[0]["version"]
+            line(f"Evidently {version} DataDriftPreset ({method})", peer.times)
+            verdicts = [r["verdicts"] for r in peer.results]
+            share, differ = _agreement(uncorrected[:count], verdicts)
+            note = f"{count} windows" if peer.name == "evidently-ks" else "a different test"
             rows.append(
-                f"| headrace (no correction) vs Evidently KS (p < 0.05) | {share:.2%} | "
-                f"{differ} | {count} windows |"
+                f"| headrace (no correction) vs Evidently {method} | {share:.2%} | {differ} | "
+                f"{note}; Evidently flags {_false_alarm_rate(verdicts, drift[:count]):.0%} of "
+                "its no-drift windows |"
             )
-            share, differ = _agreement(uncorrected[:count], ev["default"]["verdicts"])
-            rows.append(
-                f"| headrace (no correction) vs Evidently default "
-                f"({ev['default']['method']}) | {share:.2%} | {differ} | different test |"
-            )
-            rows.append(
-                f"| false-alarm rate, no-drift windows, Evidently | default "
-                f"{_false_alarm_rate(ev['default']['verdicts'], drift[:count]):.1%}, KS "
-                f"{_false_alarm_rate(ev['ks']['verdicts'], drift[:count]):.1%} | | "
-                "per column at 5%, no correction |"
-            )
-        truth = np.array(drift)
-        caught = np.array(bonferroni)[truth].mean() if truth.any() else float("nan")
-        print("\n| verdicts | agreement | columns differing | note |")
-        print("|---|---:|---:|---|")
-        for row in rows:
-            print(row)
-        print(f"\nheadrace (Bonferroni) flags {caught:.1%} of the shifted columns (0.03-0.3 sd).")
-        rate = false_alarms_fresh_references(references=20, windows=50, seed=args.seed)
-        print(f"headrace false-alarm rate, 1,000 no-drift windows, 20 fresh references: {rate:.1%}")
+    truth = np.array(drift)
+    caught = np.array(bonferroni)[truth].mean() if truth.any() else float("nan")
+    print("\n| verdicts | agreement | columns differing | note |")
+    print("|---|---:|---:|---|")
+    for row in rows:
+        print(row)
+    print(f"\nheadrace (Bonferroni) flags {caught:.1%} of the shifted columns (0.03-0.3 sd).")
+    rate = false_alarms_fresh_references(references=20, windows=50, seed=args.seed)
+    print(f"headrace false-alarm rate, 1,000 no-drift windows, 20 fresh references: {rate:.1%}")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ class OnlineDriftMonitor:
     Parameters
     ----------
     reference
-        The reference; its numeric columns are monitored (`columns` picks some).
+        The reference; its numeric columns are monitored (`columns` picks some;
+        categorical columns are for `check_drift`, which reads counts, not ranks).
     window
         Rows per tested window.
     stride
