@@ -86,15 +86,16 @@ class OnlineDriftMonitor:
     window
         Rows per tested window.
     stride
-        Rows between two tests (smaller: earlier detection, more work).
+        Rows between two tests. Smaller detects sooner and costs more: a check of 20
+        columns over 1,000 rows takes ~1.5 ms, so ~3 us per row at the default.
     target_run_length
         Expected rows between two false alarms when nothing drifts (ARL0).
     on_alarm
         Called with each `DriftAlarm`, in the caller's thread, from `update`.
     calibration
         A `Calibration` kept from an earlier run with the same reference and settings,
-        to skip the simulation (about 1 ms per simulated check for 20 columns, and
-        ``30 * (target_run_length - window) / stride`` checks: 12 s at the defaults).
+        to skip the simulation: ``30 * (target_run_length - window) / stride`` simulated
+        checks of ~1 ms each for 20 columns (6,000 checks, 6 to 11 s, at the defaults).
     calibration_checks
         The most checks the calibration may simulate before it extrapolates.
     release
@@ -107,7 +108,7 @@ class OnlineDriftMonitor:
         *,
         columns: Sequence[str] | None = None,
         window: int = 1000,
-        stride: int = 250,
+        stride: int = 500,
         target_run_length: int = 100_000,
         on_alarm: Callable[[DriftAlarm], None] | None = None,
         calibration: Calibration | None = None,
