@@ -195,7 +195,7 @@ def test_one_trace_from_producer_through_redis_to_the_consumer(
             assert stages == {"decode", "send", "settle"}
         else:
             assert stages == {
-                "decode", "dedupe", "validate", "predict", "postprocess", "send", "settle"
+                "decode", "validate", "predict", "postprocess", "send", "settle"
             }  # fmt: skip
     assert seen == set(range(40))
 

@@ -325,14 +325,19 @@ class AccuracyMonitor:
                 code = self._release_codes[release] = len(self._releases)
                 self._releases.append(release)
             head = (self._tail + self._count) % cap
-            slots = (head + np.arange(k)) % cap
-            self._ids[slots] = ids
-            self._prediction[slots] = preds
-            self._scores[slots] = score_array
-            self._release[slots] = code
-            self._times[slots] = now
+            first = min(k, cap - head)
+            # contiguous slices (two when the ring wraps): cheaper than fancy indexing
+            for start, lo, hi in ((head, 0, first), (0, first, k)):
+                if lo == hi:
+                    continue
+                end = start + hi - lo
+                self._ids[start:end] = ids[lo:hi]
+                self._prediction[start:end] = preds[lo:hi]
+                self._scores[start:end] = score_array[lo:hi]
+                self._release[start:end] = code
+                self._times[start:end] = now
+                self._index.update(zip(ids[lo:hi], range(start, end), strict=True))
             self._count += k
-            self._index.update(zip(ids, slots.tolist(), strict=True))
 
     def _drop_oldest(self, n: int) -> int:
         """Remove the `n` oldest slots; return how many of them were still unjoined."""

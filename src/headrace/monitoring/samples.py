@@ -42,6 +42,7 @@ __all__ = [
     "PiiMasker",
     "PiiMode",
     "SampleSink",
+    "sample_arrow_schema",
 ]
 
 log = logging.getLogger("headrace.monitoring")
@@ -123,8 +124,9 @@ class PiiMasker:
 class SampleSink(Protocol):
     """Where sampled rows go. Called from the sampler's writer thread only."""
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Store rows (masked already); may buffer, but must not lose them on `close`."""
+    def write(self, table: Any) -> None:
+        """Store a ``pyarrow.Table`` of masked rows (the schema of `sample_arrow_schema`);
+        may buffer, but must not lose them on `close`."""
         ...
 
     def tick(self) -> None:
@@ -164,28 +166,22 @@ class ParquetSampleSink:
         roll_bytes: int = 64 << 20,
         roll_s: float = 300.0,
     ) -> None:
-        try:
-            import pyarrow as pa
-        except ImportError as exc:  # pragma: no cover - pyarrow is a core dependency
-            raise ConfigError("pyarrow is needed for Parquet samples") from exc
         self.directory = directory
         self.roll_bytes = roll_bytes
         self.roll_s = roll_s
         self.files: list[Path] = []
-        self._pa = pa
-        self._schema = _sample_arrow_schema(schema)
+        self._schema = sample_arrow_schema(schema)
         self._writer: Any = None
         self._path: Path | None = None
         self._opened = 0.0
         self._sequence = 0
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows to the open file (opening one first), then roll if it is full."""
-        if not rows:
+    def write(self, table: Any) -> None:
+        """Append a table of rows to the open file (opening one first); roll it if full."""
+        if table.num_rows == 0:
             return
         import pyarrow.parquet as pq
 
-        table = self._pa.Table.from_pylist(rows, schema=self._schema)
         if self._writer is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._sequence += 1
@@ -218,7 +214,7 @@ class ParquetSampleSink:
         self._path = None
 
 
-def _sample_arrow_schema(schema: Schema) -> Any:
+def sample_arrow_schema(schema: Schema) -> Any:
     """The Arrow schema of sample rows for a release schema."""
     import pyarrow as pa
 
@@ -290,7 +286,9 @@ class PayloadSampler:
         self.written = 0
         self.dropped = 0
         self.failed = 0
-        self._fields = [(f.name, f) for f in schema.fields]
+        self._names = [f.name for f in schema.fields]
+        self._checked = [f for f in schema.fields if not f.pii]
+        self._arrow_schema = sample_arrow_schema(schema)
         self._rng = np.random.default_rng(seed)
         self._buffer: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -326,26 +324,19 @@ class PayloadSampler:
 
         `features` holds the event's values by field name (absent names are nulls);
         None when the event could not be decoded. A value that does not fit its field's
-        type is stored as null and its field named in ``invalid_fields``.
+        type is stored as null and its field named in ``invalid_fields`` (by the writer:
+        the scoring thread only selects and masks).
         """
         masker = self.masker
-        typed: dict[str, Any] = {}
-        invalid: list[str] = []
+        selected: dict[str, Any] | None = None
         if features is not None:
-            for name, field in self._fields:
-                value = features.get(name)
-                if name in masker.fields:
-                    typed[name] = masker.mask_value(_plain(value))
-                    continue
-                fitted = _fit(field, value)
-                if fitted is _MISFIT:
-                    typed[name] = None
-                    invalid.append(name)
-                else:
-                    typed[name] = fitted
+            get = features.get
+            selected = {name: get(name) for name in self._names}
+            for name in masker.fields:
+                selected[name] = masker.mask_value(_plain(selected[name]))
             if error is not None:
                 error = masker.scrub(error, features)
-        row = {
+        row: dict[str, Any] = {
             "event_id": event_id,
             "release": release,
             "at_ms": at_ms,
@@ -355,8 +346,8 @@ class PayloadSampler:
             "score": None if score is None or math.isnan(score) else float(score),
             "stage": stage,
             "error": error,
-            "features": typed if features is not None else None,
-            "invalid_fields": invalid,
+            "features": selected,
+            "invalid_fields": [],
         }
         with self._lock:
             if len(self._buffer) >= self.max_buffer:
@@ -381,7 +372,7 @@ class PayloadSampler:
         if not rows:
             return
         try:
-            self.sink.write(rows)
+            self.sink.write(self._table(rows))
         except Exception as exc:
             # Samples are for people, not for the pipeline: losing some must not stop
             # scoring. Say so once per failure with the reason, never the rows.
@@ -395,6 +386,36 @@ class PayloadSampler:
             )
         else:
             self.written += len(rows)
+
+    def _table(self, rows: list[dict[str, Any]]) -> Any:
+        """The Arrow table of `rows`. Scored rows passed validation, so their values fit
+        and Arrow converts them in one call; errored rows (and a batch Arrow refuses) are
+        fitted value by value, misfits nulled and named."""
+        import pyarrow as pa
+
+        for row in rows:
+            if row["outcome"] != "output":
+                self._fit_row(row)
+        try:
+            return pa.Table.from_pylist(rows, schema=self._arrow_schema)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            for row in rows:
+                if row["outcome"] == "output":
+                    self._fit_row(row)
+            return pa.Table.from_pylist(rows, schema=self._arrow_schema)
+
+    def _fit_row(self, row: dict[str, Any]) -> None:
+        features = row["features"]
+        if features is None:
+            return
+        invalid = row["invalid_fields"] = []
+        for field in self._checked:
+            fitted = _fit(field, features[field.name])
+            if fitted is _MISFIT:
+                features[field.name] = None
+                invalid.append(field.name)
+            else:
+                features[field.name] = fitted
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_s):

@@ -3,7 +3,7 @@
 A producer that traces puts a W3C ``traceparent`` header on the event (Kafka, NATS and
 Redis carry headers; so does HTTP). The worker continues that trace: the event gets a
 ``process`` span, a child of the producer's span, with one child per stage it went through
-(decode, dedupe, validate, predict, postprocess, send, settle), and its output or dead
+(decode, validate, predict, postprocess, send, settle), and its output or dead
 letter leaves with a ``traceparent`` naming the ``process`` span, so whoever consumes it
 continues the same trace.
 

@@ -40,9 +40,10 @@ __all__ = ["BatchView", "Monitors", "build_monitors", "positive_class"]
 
 log = logging.getLogger("headrace.pipeline")
 
-# The stages an event passes, in order, up to the one it failed at.
-_STAGES = ("decode", "dedupe", "validate", "predict", "postprocess")
-_REACHED = {"decode": 1, "validate": 3, "predict": 4}
+# The stages an event passes, in order, up to the one it failed at (deduplication, a
+# set lookup, gets no span of its own: a span costs more than the stage).
+_STAGES = ("decode", "validate", "predict", "postprocess")
+_REACHED = {"decode": 1, "validate": 2, "predict": 3}
 
 
 @dataclass(slots=True)
@@ -203,8 +204,8 @@ class Monitors:
         ]
         begun, decoded, deduped = view.stamps_ns
         stages = view.result.stages_ns
-        ends = [decoded, deduped, *stages[1:]]
-        starts = [begun, decoded, stages[0] if stages else deduped, *stages[1:]]
+        ends = [decoded, *stages[1:]]
+        starts = [begun, stages[0] if stages else deduped, *stages[1:]]
         for index in traced:
             message = view.messages[index]
             j = int(np.searchsorted(output_messages, index))
@@ -233,10 +234,10 @@ class Monitors:
             elif k is not None:
                 _, failed_stage, error, field_name = view.failures[k]
                 error = self._scrub(view, index, error)
-                reached = _REACHED.get(failed_stage, 3)
+                reached = _REACHED.get(failed_stage, 2)
                 tracer.fail(span, stage=failed_stage, error=error, field=field_name)
             else:
-                reached = 2  # a repeat: dropped by the dedupe stage
+                reached = 1  # a repeat: dropped by the dedupe stage
             reached = min(reached, len(ends))
             for s in range(reached):
                 name = _STAGES[s]
@@ -255,7 +256,7 @@ class Monitors:
                 record = view.dead[k]
                 record.headers = tracer.inject(span, record.headers)
             else:
-                tracer.end(span, end_ns=last)
+                tracer.end(span, end_ns=deduped)
                 continue
             self._pending.append(_Traced(span, view, last))
 

@@ -137,7 +137,7 @@ def test_a_full_buffer_drops_and_counts(tmp_path: Path) -> None:
 
 
 class BrokenSink:
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, table: Any) -> None:
         raise OSError(28, "No space left on device")
 
     def tick(self) -> None:

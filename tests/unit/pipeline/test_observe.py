@@ -226,14 +226,13 @@ def test_one_trace_follows_each_sampled_event_from_producer_to_output(tmp_path: 
             continue
         assert list(stages) == [
             "decode",
-            "dedupe",
             "validate",
             "predict",
             "postprocess",
             "send",
             "settle",
         ]
-        ordered = [stages[n] for n in ("decode", "dedupe", "validate", "predict", "postprocess")]
+        ordered = [stages[n] for n in ("decode", "validate", "predict", "postprocess")]
         for before, after in zip(ordered, ordered[1:], strict=False):
             assert before.end_time <= after.start_time  # type: ignore[operator]
         assert span.start_time <= stages["decode"].start_time  # type: ignore[operator]
