@@ -9,7 +9,7 @@ exporter's, the samples writer's), so other work on a shared machine does not sk
 - off: no tracing, samples or feedback sections;
 - tracing: ``tracing: {}`` (sample_ratio 0.001), an SDK provider with a batch span
   processor exporting to memory (what OTLP costs the worker's thread, without the network);
-- samples: ``samples: {}`` (ratio 0.01, PII redacted) writing Parquet to a temp directory;
+- samples: ``samples: {}`` (ratio 0.001, PII redacted) writing Parquet to a temp directory;
 - accuracy: ``feedback: {...}`` keeping every prediction for a label (the feedback stream
   is idle: the join's cost per label is the feedback thread's, not the scorer's);
 - all: the three together.

@@ -76,6 +76,7 @@ from headrace.monitoring.samples import (
     PiiMasker,
     PiiMode,
     SampleSink,
+    sample_arrow_schema,
 )
 from headrace.monitoring.tracing import (
     TRACEPARENT,
@@ -151,6 +152,7 @@ __all__ = [
     "record_drift_alarm",
     "render_html",
     "roc_auc",
+    "sample_arrow_schema",
     "scaled_ks",
     "serve_metrics",
     "source_lag",

@@ -281,13 +281,18 @@ class EventTracer:
         error: str | None = None,
     ) -> None:
         """A finished child span of `event` for one stage (failed when `error` is given)."""
+        self.stages(event, [(name, start_ns, end_ns, error)])
+
+    def stages(self, event: Span, stages: Iterable[tuple[str, int, int, str | None]]) -> None:
+        """Finished child spans of `event`: ``(name, start_ns, end_ns, error or None)``."""
         trace = self._trace
-        span = self._tracer.start_span(
-            name, context=trace.set_span_in_context(event), start_time=start_ns
-        )
-        if error is not None:
-            span.set_status(trace.Status(trace.StatusCode.ERROR, error))
-        span.end(end_time=max(end_ns, start_ns))
+        start_span = self._tracer.start_span
+        context = trace.set_span_in_context(event)
+        for name, start_ns, end_ns, error in stages:
+            span = start_span(name, context=context, start_time=start_ns)
+            if error is not None:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, error))
+            span.end(end_time=max(end_ns, start_ns))
 
     def fail(self, event: Span, *, stage: str, error: str, field: str | None) -> None:
         """Mark an event span as a dead letter: error status, stage and field."""

@@ -239,15 +239,13 @@ class Monitors:
             else:
                 reached = 1  # a repeat: dropped by the dedupe stage
             reached = min(reached, len(ends))
-            for s in range(reached):
-                name = _STAGES[s]
-                tracer.stage(
-                    span,
-                    name,
-                    start_ns=starts[s],
-                    end_ns=ends[s],
-                    error=error if name == failed_stage else None,
-                )
+            tracer.stages(
+                span,
+                [
+                    (name, starts[s], ends[s], error if name == failed_stage else None)
+                    for s, name in enumerate(_STAGES[:reached])
+                ],
+            )
             last = ends[reached - 1]
             if output is not None:
                 record = view.outputs[output]
@@ -292,8 +290,10 @@ class Monitors:
         end_ns = time.time_ns()
         for traced in self._pending:
             sent = traced.view.sent_ns or traced.send_from_ns
-            tracer.stage(traced.span, "send", start_ns=traced.send_from_ns, end_ns=sent)
-            tracer.stage(traced.span, "settle", start_ns=start_ns, end_ns=end_ns)
+            tracer.stages(
+                traced.span,
+                [("send", traced.send_from_ns, sent, None), ("settle", start_ns, end_ns, None)],
+            )
             tracer.end(traced.span, end_ns=end_ns)
         self._pending = []
 
