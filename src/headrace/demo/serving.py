@@ -275,11 +275,17 @@ class ServingBeside:
         The demo's registry; the server opens its own connection to the same one.
     data
         The transactions the client asks about.
+
+    Attributes
+    ----------
+    skipped
+        Why the server did not start (the ``server`` extra is not installed), or empty.
     """
 
     def __init__(self, registry: Registry, data: Transactions) -> None:
         from headrace.registry.store import Registry
 
+        self.skipped = ""
         self._registry = Registry(
             registry.url,
             artifacts=registry.artifacts,
@@ -298,9 +304,19 @@ class ServingBeside:
         return self._server.url
 
     def start(self) -> None:
-        """Start the server (returns once it is ready) and the client's thread."""
+        """Start the server (returns once it is ready) and the client's thread.
+
+        Without the ``server`` extra (uvicorn, prometheus-client) the demo goes on without
+        its server: `skipped` says what to install, and `finish` returns None.
+        """
+        from headrace.errors import DependencyMissingError
+
         try:
             self._server.__enter__()
+        except DependencyMissingError as exc:
+            self._registry.close()
+            self.skipped = str(exc)
+            return
         except BaseException:
             self._registry.close()
             raise
@@ -314,14 +330,18 @@ class ServingBeside:
         self._client = threading.Thread(target=client, name="demo-client", daemon=True)
         self._client.start()
 
-    def finish(self) -> ServingReport:
+    def finish(self) -> ServingReport | None:
         """Wait for the client's answers, stop the server, and return the answers.
+
+        None when the server was `skipped`.
 
         Raises
         ------
         RuntimeError
             When the client failed outside a request (a failed request is an answer).
         """
+        if self.skipped:
+            return None
         try:
             if self._client is not None:
                 self._client.join(timeout=120)

@@ -128,7 +128,10 @@ def _serve_beside(registry: Registry, *, seed: int, say: Say) -> ServingBeside:
     from headrace.demo.serving import serve_beside_stream
 
     serving = serve_beside_stream(registry, generate(200, seed=seed + 3))
-    say(f"    the HTTP server answers OIP requests beside the stream at {serving.url}/v2")
+    if serving.skipped:
+        say(f"    no HTTP server beside the stream: {serving.skipped}")
+    else:
+        say(f"    the HTTP server answers OIP requests beside the stream at {serving.url}/v2")
     return serving
 
 

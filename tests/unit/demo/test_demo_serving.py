@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 
-from headrace.demo import ServedAnswer, ServingReport, ask_server, generate
+from headrace.demo import ServedAnswer, ServingReport, ask_server, generate, serve_beside_stream
+from headrace.registry import Registry
 
 
 def test_the_client_talks_to_loopback_only() -> None:
@@ -44,3 +47,20 @@ def test_batch_agrees_compares_each_single_with_its_batch_row() -> None:
     assert report.batch_agrees() is True
     report.answers[2] = _ok(3, [0.25, 0.7, 0.5])
     assert report.batch_agrees() is False
+
+
+def test_without_the_server_extra_the_demo_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` now fails
+    with Registry(
+        f"sqlite:///{tmp_path / 'registry.db'}",
+        artifacts=f"file://{tmp_path / 'artifacts'}",
+        actor="test",
+        cache_dir=tmp_path / "cache",
+    ) as registry:
+        serving = serve_beside_stream(registry, generate(3, seed=1))
+    assert serving.skipped == (
+        "Package 'uvicorn' is missing: run pip install 'headrace[server]' to use headrace serve"
+    )
+    assert serving.finish() is None
