@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("google.protobuf")
 
-from headrace.serving._proto import oip_v2_pb2 as pb  # noqa: E402
-from headrace.serving.codec import InputTensor, OutputTensor  # noqa: E402
-from headrace.serving.errors import InvalidInputError  # noqa: E402
-from headrace.serving.grpc_codec import (  # noqa: E402
+from headrace.serving._proto import oip_v2_pb2 as pb
+from headrace.serving.codec import InputTensor, OutputTensor
+from headrace.serving.errors import InvalidInputError
+from headrace.serving.grpc_codec import (
     CONTENTS_FIELDS,
     inputs_from_request,
     requested_outputs,
@@ -63,7 +63,7 @@ def test_every_contents_field_decodes_to_its_datatype(
 
 def test_bytes_contents_become_text() -> None:
     request = _request(("merchant", "BYTES", [2]))
-    request.inputs[0].contents.bytes_contents.extend(["gaming".encode(), "fuel".encode()])
+    request.inputs[0].contents.bytes_contents.extend([b"gaming", b"fuel"])
     assert _only(request).data.tolist() == ["gaming", "fuel"]
 
 
@@ -145,9 +145,7 @@ def test_response_is_raw_and_tritonclient_reads_it() -> None:
     labels[:] = ["legit", "fraud"]
     outputs = [
         OutputTensor(name="predict", datatype="BYTES", shape=(2,), data=labels),
-        OutputTensor(
-            name="scores", datatype="FP64", shape=(2,), data=np.array([0.125, 0.875])
-        ),
+        OutputTensor(name="scores", datatype="FP64", shape=(2,), data=np.array([0.125, 0.875])),
     ]
     response = response_for(_request(), outputs, model_version="3")
     assert (response.model_name, response.model_version, response.id) == ("fraud", "3", "r1")
