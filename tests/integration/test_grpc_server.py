@@ -315,3 +315,12 @@ def test_importing_serving_does_not_import_grpc() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_taken_port_is_a_clear_error(served: Served) -> None:
+    from headrace.errors import ConfigError
+
+    taken = int(served.url.rsplit(":", 1)[1])
+    server = GrpcServer(served.app, host="127.0.0.1", port=taken)
+    with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{taken} \(grpc_port\)"):
+        asyncio.run(server.start())

@@ -128,8 +128,8 @@ class GrpcServer:
         ------
         DependencyMissingError
             When grpcio is not installed.
-        OSError
-            When the address cannot be bound.
+        ConfigError
+            When the address cannot be bound, or the TLS key is encrypted.
         """
         grpc = _grpc()
         from headrace.serving._proto import oip_v2_pb2 as pb
@@ -144,12 +144,19 @@ class GrpcServer:
         )
         server.add_generic_rpc_handlers((self._handlers(grpc, pb),))
         address = f"{self.host}:{self.port}"
-        if self.tls is None:
-            bound = server.add_insecure_port(address)
-        else:
-            bound = server.add_secure_port(address, _credentials(grpc, self.tls))
+        try:
+            if self.tls is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, _credentials(grpc, self.tls))
+        except RuntimeError:  # grpcio's word for any failed bind
+            bound = 0
         if bound == 0:
-            raise OSError(f"gRPC server cannot listen on {address}: is the port taken?")
+            raise ConfigError(
+                f"The gRPC server cannot listen on {address} (grpc_port): the port is taken "
+                "or the host is not an address of this machine. Pick another --grpc-port, or "
+                "0 for a free one"
+            )
         self.port = bound
         await server.start()
         self._server = server
