@@ -133,6 +133,8 @@ def test_predictions_are_the_models_own(
     np.testing.assert_allclose(result.as_numpy(SCORE), scores, rtol=1e-12)
     response = result.get_response()
     assert response.model_name == "fraud" and response.model_version == "1"
+    assert response.parameters["release"].string_param == "fraud:1"
+    assert len(response.parameters["release_digest"].string_param) == 64
 
 
 def test_one_named_input_per_field(served: Served, client: Any, rng: np.random.Generator) -> None:

@@ -10,7 +10,7 @@ value, and the form Triton itself answers with, so every client reads it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -136,6 +136,7 @@ def response_for(
     outputs: Sequence[OutputTensor],
     *,
     model_version: str,
+    parameters: Mapping[str, str] | None = None,
 ) -> pb.ModelInferResponse:
     """The response message: the request's model and id, every output as raw bytes.
 
@@ -147,10 +148,15 @@ def response_for(
         The answer's tensors.
     model_version
         The version of the release that answered.
+    parameters
+        Text parameters of the response (the HTTP answer's ``release`` and
+        ``release_digest``).
     """
     response = pb.ModelInferResponse(
         model_name=request.model_name, model_version=model_version, id=request.id
     )
+    for key, value in (parameters or {}).items():
+        response.parameters[key].string_param = value
     for output in outputs:
         response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         response.raw_output_contents.append(array_to_bytes(output.data, datatype=output.datatype))

@@ -316,7 +316,12 @@ class GrpcServer:
             inputs,
             requested=requested_outputs(request),
         )
-        return response_for(request, outputs, model_version=part.release.rpartition(":")[2])
+        return response_for(
+            request,
+            outputs,
+            model_version=part.release.rpartition(":")[2],
+            parameters={"release": part.release, "release_digest": part.release_digest},
+        )
 
     async def _repository_index(
         self, request: pb.RepositoryIndexRequest, context: Context
