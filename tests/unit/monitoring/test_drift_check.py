@@ -204,3 +204,30 @@ def test_window_bins_equal_a_search_per_value(rng: np.random.Generator) -> None:
         np.testing.assert_array_equal(binned[j], np.bincount(bins, minlength=10))
     assert binned.sum(axis=1).tolist() == [500, 400, 500]
     assert reference.bin_counts[0].tolist() == [300] * 10  # deciles of distinct values
+
+
+def test_references_refuse_what_they_cannot_use(tmp_path: Path) -> None:
+    from headrace.registry import Registry
+    from headrace.release.bundle import build_draft
+    from support.models import write_sklearn_release
+
+    with pytest.raises(DriftError, match=r"Reference sample has shape \(4,\), expected"):
+        DriftReference.build(numeric={"a": np.zeros(4), "b": np.zeros(4)}, sample=np.zeros(4))
+    files = write_sklearn_release(tmp_path / "model")
+    (tmp_path / "scratch").mkdir()
+    draft = build_draft(
+        files.model,
+        name="nodata",
+        flavor="sklearn",
+        workdir=tmp_path / "scratch",
+        schema_path=files.schema,
+    )
+    with Registry(
+        f"sqlite:///{tmp_path / 'registry.db'}",
+        artifacts=f"file://{tmp_path / 'artifacts'}",
+        actor="test",
+        cache_dir=tmp_path / "cache",
+    ) as registry:
+        release = registry.register(draft)
+        with pytest.raises(DriftError, match="Release nodata:1 has no reference profile"):
+            DriftReference.from_release(registry, release)

@@ -166,8 +166,28 @@ def ks_pvalues(
         big = np.maximum(a[asymp], b[asymp]).astype(np.float64)
         small = np.minimum(a[asymp], b[asymp]).astype(np.float64)
         effective = np.round(big * small / (big + small))
-        out[asymp] = _kolmogorov_sf(d[asymp], effective)
+        out[asymp] = _memo_kolmogorov_sf(d[asymp], effective)
     return out
+
+
+_SF_MEMO: dict[tuple[float, float], float] = {}
+_SF_MEMO_LIMIT = 100_000
+
+
+def _memo_kolmogorov_sf(d: FloatArray, n: FloatArray) -> FloatArray:
+    """`_kolmogorov_sf`, remembered per (D, n). A monitor checks the same sizes over and
+    over, and D only takes values h / lcm(n1, n2), so the same few hundred recur: after
+    a few windows nearly every p-value is a lookup (the result is the same float)."""
+    keys = list(zip(d.tolist(), n.tolist(), strict=True))
+    found = [_SF_MEMO.get(key) for key in keys]
+    missing = [i for i, value in enumerate(found) if value is None]
+    if missing:
+        computed = _kolmogorov_sf(d[missing], n[missing])
+        if len(_SF_MEMO) + len(missing) > _SF_MEMO_LIMIT:
+            _SF_MEMO.clear()
+        for i, value in zip(missing, computed.tolist(), strict=True):
+            _SF_MEMO[keys[i]] = found[i] = value
+    return np.array(found, dtype=np.float64)
 
 
 def _kolmogorov_sf(d: FloatArray, n: FloatArray) -> FloatArray:
