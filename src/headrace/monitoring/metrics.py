@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from headrace.errors import ConfigError
-from headrace.monitoring.histogram import BatchHistogram
+from headrace.monitoring.histogram import BatchHistogram, BatchHistogramChild
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -116,42 +116,66 @@ def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), str(CONTENT_TYPE_LATEST)
 
 
+_FOLD_EVERY = 64
+"""Batches whose single values are kept as plain numbers before they are counted into
+their buckets with one numpy call each (a scrape counts them at once, whatever their
+number): at most 64 x 512 end-to-end latencies, 256 KB, wait."""
+
+
 class _ReleaseSeries:
-    """The children of one release's series, looked up once and kept."""
+    """One release's counts, and its observations not yet counted into buckets.
+
+    The worker adds plain numbers under one lock; numpy turns them into bucket counts
+    every `_FOLD_EVERY` batches and before every scrape (`fold`).
+    """
 
     __slots__ = (
         "batch_events",
-        "cpu",
-        "dead",
+        "cpu_seconds",
         "dead_letters",
         "deduplicated",
         "end_to_end",
         "events_in",
         "events_out",
+        "histograms",
         "labels",
-        "model",
-        "stages",
+        "model_seconds",
+        "pending",
+        "stage_seconds",
     )
 
-    def __init__(self, metrics: WorkerMetrics, release: str) -> None:
-        labels = (metrics.pipeline, release.partition(":")[0], release)
+    def __init__(self, labels: tuple[str, str, str], histograms: list[BatchHistogramChild]) -> None:
         self.labels = labels
-        self.events_in = metrics.events_in.labels(*labels)
-        self.events_out = metrics.events_out.labels(*labels)
-        self.deduplicated = metrics.deduplicated.labels(*labels)
-        self.cpu = metrics.cpu_seconds.labels(*labels)
-        self.batch_events = metrics.batch_events.labels(*labels)
-        self.end_to_end = metrics.end_to_end.labels(*labels)
-        self.model = metrics.model_seconds.labels(*labels)
-        self.stages = [metrics.stage_seconds.labels(*labels, stage) for stage in STAGES]
-        self.dead_letters = metrics.dead_letters
-        self.dead: dict[str, Any] = {}
+        self.histograms = histograms  # batch events, model, decode, dedupe, send, end to end
+        self.events_in = 0
+        self.events_out = 0
+        self.deduplicated = 0
+        self.cpu_seconds = 0.0
+        self.dead_letters: Counter[str] = Counter()
+        self.batch_events: list[float] = []
+        self.model_seconds: list[float] = []
+        self.stage_seconds: tuple[list[float], list[float], list[float]] = ([], [], [])
+        self.end_to_end: list[npt.NDArray[np.float64]] = []
+        self.pending = 0
 
-    def dead_letter(self, stage: str) -> Any:
-        child = self.dead.get(stage)
-        if child is None:
-            child = self.dead[stage] = self.dead_letters.labels(*self.labels, stage)
-        return child
+    def fold(self) -> None:
+        """Count the kept observations into their buckets (the caller holds the lock)."""
+        if not self.pending:
+            return
+        batch, model, decode, dedupe, send, end_to_end = self.histograms
+        for values, child in (
+            (self.batch_events, batch),
+            (self.model_seconds, model),
+            (self.stage_seconds[0], decode),
+            (self.stage_seconds[1], dedupe),
+            (self.stage_seconds[2], send),
+        ):
+            child.observe_many(np.asarray(values, dtype=np.float64))
+            values.clear()
+        if self.end_to_end:
+            end_to_end.observe_many(np.concatenate(self.end_to_end) * 0.001)
+            self.end_to_end.clear()
+        self.pending = 0
 
 
 class WorkerMetrics:
@@ -159,7 +183,8 @@ class WorkerMetrics:
 
     The worker calls `observe_batch` after each batch, `observe_settle` after each
     settle, `observe_lag` on its stats tick, and `watch_in_flight` once; `build_worker`
-    calls `observe_load` with the model's measured load.
+    calls `observe_load` with the model's measured load. A batch costs a few additions
+    under one lock; the counts become Prometheus series when scraped.
 
     Parameters
     ----------
@@ -170,72 +195,46 @@ class WorkerMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry, *, pipeline: str) -> None:
-        from prometheus_client import Counter, Gauge
+        from prometheus_client import Gauge
 
         if not pipeline:
             raise ConfigError("WorkerMetrics needs the pipeline's name for the `pipeline` label")
         self.registry = registry
         self.pipeline = pipeline
         release_labels = ["pipeline", "model", "release"]
-        self.events_in = Counter(
-            "headrace_pipeline_events_in",
-            "Events polled from the source, repeats and bad ones included.",
-            release_labels,
-            registry=registry,
-        )
-        self.events_out = Counter(
-            "headrace_pipeline_events_out",
-            "Outputs (predictions) sent to the output sinks.",
-            release_labels,
-            registry=registry,
-        )
-        self.dead_letters = Counter(
-            "headrace_pipeline_dead_letters",
-            "Events sent to the dead-letter sink, by the stage that refused them.",
-            [*release_labels, "stage"],
-            registry=registry,
-        )
-        self.deduplicated = Counter(
-            "headrace_pipeline_deduplicated",
-            "Repeats dropped because their id was already emitted.",
-            release_labels,
-            registry=registry,
-        )
-        self.cpu_seconds = Counter(
-            "headrace_pipeline_cpu_seconds",
-            "Process CPU time (every thread) spent while this release scored events; "
-            "divided by events_out, the cost of a prediction.",
-            release_labels,
-            registry=registry,
-        )
+        # Rendered by `collect` after a fold, so never registered on their own.
         self.batch_events = BatchHistogram(
             "headrace_pipeline_batch_events",
             "Events per batch polled from the source.",
             release_labels,
             buckets=BATCH_BUCKETS,
-            registry=registry,
+            registry=None,
         )
         self.end_to_end = BatchHistogram(
             "headrace_pipeline_end_to_end_seconds",
             "From an event's time (its time field, else the broker timestamp) to its output.",
             release_labels,
             buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry=None,
         )
         self.model_seconds = BatchHistogram(
             "headrace_pipeline_model_seconds",
             "Time one batch spent in validation, the model and post-processing.",
             release_labels,
             buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry=None,
         )
         self.stage_seconds = BatchHistogram(
             "headrace_pipeline_stage_seconds",
             "Time one batch spent in a worker stage (decode, dedupe, send).",
             [*release_labels, "stage"],
             buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry=None,
         )
+        self._lock = threading.Lock()
+        self._series: dict[str, _ReleaseSeries] = {}
+        self._cpu_mark = time.process_time()
+        registry.register(self)
         self.settle_seconds = BatchHistogram(
             "headrace_pipeline_settle_seconds",
             "Time one settle took: every sink's acknowledgement, the ids, the commit.",
@@ -264,13 +263,18 @@ class WorkerMetrics:
         self._lag = _LagCollector(pipeline)
         registry.register(self._lag)
         self._settle = self.settle_seconds.labels(pipeline)
-        self._series: dict[str, _ReleaseSeries] = {}
-        self._cpu_mark = time.process_time()
 
     def _for(self, release: str) -> _ReleaseSeries:
         series = self._series.get(release)
         if series is None:
-            series = self._series[release] = _ReleaseSeries(self, release)
+            labels = (self.pipeline, release.partition(":")[0], release)
+            histograms = [
+                self.batch_events.labels(*labels),
+                self.model_seconds.labels(*labels),
+                *(self.stage_seconds.labels(*labels, stage) for stage in STAGES),
+                self.end_to_end.labels(*labels),
+            ]
+            series = self._series[release] = _ReleaseSeries(labels, histograms)
         return series
 
     def observe_batch(
@@ -295,31 +299,91 @@ class WorkerMetrics:
         dead_letter_stages
             The stage of each dead letter of the batch.
         end_to_end_ms
-            Each output's milliseconds from event time to output, if any.
+            Each output's milliseconds from event time to output, if any (kept until
+            counted: pass an array the caller will not change).
         marks
             `time.perf_counter` readings: start, decoded, deduplicated, scored, sent.
         """
-        series = self._for(release)
-        series.events_in.inc(events)
-        if outputs:
-            series.events_out.inc(outputs)
-        if deduplicated:
-            series.deduplicated.inc(deduplicated)
-        if dead_letter_stages:
-            for stage, count in Counter(dead_letter_stages).items():
-                series.dead_letter(stage).inc(count)
-        series.batch_events.observe(events)
-        if end_to_end_ms is not None:
-            series.end_to_end.observe_many(end_to_end_ms * 0.001)
         start, decoded, deduped, scored, sent = marks
-        decode, dedupe, send = series.stages
-        decode.observe(decoded - start)
-        dedupe.observe(deduped - decoded)
-        series.model.observe(scored - deduped)
-        send.observe(sent - scored)
         cpu = time.process_time()
-        series.cpu.inc(max(0.0, cpu - self._cpu_mark))
-        self._cpu_mark = cpu
+        with self._lock:
+            series = self._for(release)
+            series.events_in += events
+            series.events_out += outputs
+            series.deduplicated += deduplicated
+            if dead_letter_stages:
+                series.dead_letters.update(dead_letter_stages)
+            series.cpu_seconds += max(0.0, cpu - self._cpu_mark)
+            self._cpu_mark = cpu
+            series.batch_events.append(events)
+            series.model_seconds.append(scored - deduped)
+            decode, dedupe, send = series.stage_seconds
+            decode.append(decoded - start)
+            dedupe.append(deduped - decoded)
+            send.append(sent - scored)
+            if end_to_end_ms is not None:
+                series.end_to_end.append(end_to_end_ms)
+            series.pending += 1
+            if series.pending >= _FOLD_EVERY:
+                series.fold()
+
+    def collect(self) -> Iterable[Metric]:
+        """The per-release families, counted up to now (a `CollectorRegistry` hook)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        labels = ["pipeline", "model", "release"]
+        events_in = CounterMetricFamily(
+            "headrace_pipeline_events_in",
+            "Events polled from the source, repeats and bad ones included.",
+            labels=labels,
+        )
+        events_out = CounterMetricFamily(
+            "headrace_pipeline_events_out",
+            "Outputs (predictions) sent to the output sinks.",
+            labels=labels,
+        )
+        deduplicated = CounterMetricFamily(
+            "headrace_pipeline_deduplicated",
+            "Repeats dropped because their id was already emitted.",
+            labels=labels,
+        )
+        dead_letters = CounterMetricFamily(
+            "headrace_pipeline_dead_letters",
+            "Events sent to the dead-letter sink, by the stage that refused them.",
+            labels=[*labels, "stage"],
+        )
+        cpu_seconds = CounterMetricFamily(
+            "headrace_pipeline_cpu_seconds",
+            "Process CPU time (every thread) spent while this release scored events; "
+            "divided by events_out, the cost of a prediction.",
+            labels=labels,
+        )
+        with self._lock:
+            for _, series in sorted(self._series.items()):
+                series.fold()
+                values = list(series.labels)
+                events_in.add_metric(values, series.events_in)
+                events_out.add_metric(values, series.events_out)
+                deduplicated.add_metric(values, series.deduplicated)
+                cpu_seconds.add_metric(values, series.cpu_seconds)
+                for stage, count in sorted(series.dead_letters.items()):
+                    dead_letters.add_metric([*values, stage], count)
+        return [
+            events_in,
+            events_out,
+            deduplicated,
+            dead_letters,
+            cpu_seconds,
+            *self.batch_events.collect(),
+            *self.end_to_end.collect(),
+            *self.model_seconds.collect(),
+            *self.stage_seconds.collect(),
+        ]
+
+    def describe(self) -> Iterable[Metric]:
+        """The families, so a registry refuses a duplicate name at registration (when
+        there is nothing to count yet)."""
+        return self.collect()
 
     def observe_settle(self, seconds: float) -> None:
         """Report one settle's duration."""

@@ -4,6 +4,7 @@ text exposition as Prometheus would read them."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -82,6 +83,36 @@ def test_a_batch_moves_every_counter_and_histogram_once() -> None:
     assert got[(stage, RELEASE | {("stage", "dedupe")})] == pytest.approx(0.0005)
     assert got[(stage, RELEASE | {("stage", "send")})] == pytest.approx(0.001)
     assert got[("headrace_pipeline_cpu_seconds_total", RELEASE)] > 0  # the process ran
+
+
+def test_kept_observations_are_all_counted_across_folds_and_scrapes() -> None:
+    """Batches are counted into buckets in groups and at every scrape: none is lost or
+    counted twice, whichever comes first, with a scraper running alongside."""
+    registry = new_registry(process=False)
+    metrics = WorkerMetrics(registry, pipeline="scoring")
+    stop = threading.Event()
+
+    def scrape_until_stopped() -> None:
+        while not stop.is_set():
+            read(registry)
+
+    scraper = threading.Thread(target=scrape_until_stopped)
+    scraper.start()
+    try:
+        for _ in range(150):  # more than two groups of 64, and a remainder
+            batch(metrics)
+    finally:
+        stop.set()
+        scraper.join()
+    got = read(registry)
+    e2e = "headrace_pipeline_end_to_end_seconds"
+    assert got[("headrace_pipeline_events_in_total", RELEASE)] == 1500
+    assert got[("headrace_pipeline_batch_events_count", RELEASE)] == 150
+    assert got[("headrace_pipeline_batch_events_sum", RELEASE)] == 1500
+    assert got[(f"{e2e}_count", RELEASE)] == 150 * 7
+    assert got[(f"{e2e}_bucket", RELEASE | {("le", "0.5")})] == 150 * 6
+    assert got[("headrace_pipeline_model_seconds_sum", RELEASE)] == pytest.approx(1.5)
+    assert read(registry) == got  # a scrape with nothing new changes nothing
 
 
 def test_cpu_time_is_charged_to_the_release_that_scored() -> None:
