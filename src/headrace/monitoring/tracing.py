@@ -24,9 +24,11 @@ The OpenTelemetry SDK is optional: ``pip install 'headrace[otel]'``.
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import compress
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
@@ -53,6 +55,7 @@ TRACEPARENT = "traceparent"
 _TRACESTATE = "tracestate"
 _TRACE_HEADERS = frozenset({TRACEPARENT, _TRACESTATE})
 _SCOPE = "headrace"
+_HEADERS = operator.attrgetter("headers")
 
 
 def _otel(feature: str) -> Any:
@@ -224,8 +227,10 @@ class EventTracer:
             k = int(self._rng.binomial(n, ratio))
             if k:
                 chosen.update(self._rng.choice(n, size=k, replace=False).tolist())
-        for i, carrier in enumerate(carriers):
-            headers = carrier.headers
+        # Most events carry no headers at all: find those that do at C speed (compress
+        # over the headers lists' truthiness), then look only at them.
+        for i in compress(range(n), map(_HEADERS, carriers)):
+            headers = carriers[i].headers
             if headers:
                 value = _header(headers, TRACEPARENT)
                 if value is not None:
