@@ -4,13 +4,10 @@ the HTTP hook and the OTLP exporter."""
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,6 +21,7 @@ from headrace.monitoring.tracing import (
     http_server_span,
     tracer_provider,
 )
+from support.otlp import OtlpReceiver, otlp_receiver
 
 
 @dataclass
@@ -160,53 +158,26 @@ def test_http_server_span_continues_the_callers_trace() -> None:
     assert [e.name for e in server.events] == ["exception"]
 
 
-class _Collector(BaseHTTPRequestHandler):
-    bodies: list[tuple[str, bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).bodies.append((self.path, body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def otlp_collector(free_tcp_port: int) -> Iterator[str]:
-    """A tiny OTLP/HTTP receiver that keeps the request bodies."""
-    _Collector.bodies = []
-    server = HTTPServer(("127.0.0.1", free_tcp_port), _Collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{free_tcp_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def otlp_collector(free_tcp_port: int) -> Iterator[OtlpReceiver]:
+    with otlp_receiver(free_tcp_port) as receiver:
+        yield receiver
 
 
 def test_tracer_provider_exports_over_otlp_when_the_endpoint_is_set(
-    otlp_collector: str, monkeypatch: pytest.MonkeyPatch
+    otlp_collector: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_collector)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_collector.url)
     provider = tracer_provider("fraud-scoring")
     tracer = EventTracer(pipeline="fraud-scoring", sample_ratio=1.0, provider=provider)
     span = tracer.begin([], start_ns=10, attributes={"headrace.release": "fraud:1"})
     tracer.stage(span, "predict", start_ns=10, end_ns=20)
     tracer.end(span, end_ns=30)
     provider.shutdown()  # flushes the batch processor
-    (path, body), *_ = _Collector.bodies
-    assert path == "/v1/traces"
-    request = ExportTraceServiceRequest.FromString(body)
-    (resource_spans,) = request.resource_spans
-    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-    assert resource["service.name"] == "fraud-scoring"
-    names = sorted(s.name for scope in resource_spans.scope_spans for s in scope.spans)
-    assert names == ["fraud-scoring process", "predict"]
+    assert [path for path, _ in otlp_collector.requests] == ["/v1/traces"]
+    received = otlp_collector.spans()
+    assert {resource["service.name"] for resource, _ in received} == {"fraud-scoring"}
+    assert sorted(span.name for _, span in received) == ["fraud-scoring process", "predict"]
 
 
 def test_without_an_endpoint_the_provider_exports_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
