@@ -233,4 +233,7 @@ def test_a_server_exposition_that_saw_bad_requests_passes_promtool(
     assert 200 in statuses and 404 in statuses and 400 in statuses
     body = requests.get(f"{served}/metrics", timeout=10).content
     assert b'headrace_http_requests_total{endpoint="infer",model="fraud",status="200"}' in body
+    # The models it answered for, with their rollbacks from the registry (none yet).
+    assert b'headrace_rollbacks_total{model="fraud"} 0.0' in body
+    assert b'model="nobody"' not in body
     run(promtool, "check", "metrics", stdin=body)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from headrace.errors import ConfigError, DependencyMissingError
+from headrace.monitoring.rollbacks import RollbackCollector
 from headrace.serving.app import InferenceApp
 from headrace.serving.config import ServeConfig
 from headrace.serving.metrics import ServerMetrics, new_registry
@@ -66,6 +67,8 @@ def build_app(
 
     metrics = ServerMetrics(metrics_registry, batchers=batchers)
     app = InferenceApp(repository, config=config, metrics=metrics)
+    # headrace_rollbacks_total of the models this server answered for, from the registry.
+    metrics_registry.register(RollbackCollector(registry, models=lambda: sorted(app._served)))
     if config.grpc_port is not None:
         # GRPCInferenceService on the same event loop, sharing the repository, batchers,
         # limits, tokens and metrics; it starts and stops with the app's lifespan.
