@@ -75,14 +75,13 @@ def _print_stats(name: str) -> Any:
 def _serve_metrics(
     scope: contextlib.ExitStack, spec: PipelineSpec, registry: Registry, *, port: int, host: str
 ) -> WorkerMetrics:
-    """Worker, drift and rollback metrics on one registry, served until `scope` closes."""
-    from headrace.monitoring.metrics import DriftMetrics, WorkerMetrics, new_registry, serve_metrics
+    """Worker and rollback metrics on one registry, served until `scope` closes."""
+    from headrace.monitoring.metrics import WorkerMetrics, new_registry, serve_metrics
     from headrace.monitoring.rollbacks import RollbackCollector
     from headrace.registry.refs import parse_ref
 
     prometheus = new_registry()
     metrics = WorkerMetrics(prometheus, pipeline=spec.name)
-    DriftMetrics(prometheus, pipeline=spec.name)
     prometheus.register(RollbackCollector(registry, models=[parse_ref(spec.model).name]))
     server = serve_metrics(prometheus, port=port, host=host)
     scope.callback(server.close)
