@@ -69,12 +69,14 @@ class FeedbackReader:
         self.failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._opened = False
 
     def start(self) -> None:
-        """Open the source and start reading in a daemon thread."""
+        """Start reading in a daemon thread (which opens the source, retrying until it can:
+        a feedback outage must not keep the worker from scoring)."""
         if self._thread is not None:
             return
-        self.source.open()
+        self._opened = False
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, name=f"headrace-feedback-{self.pipeline}", daemon=True
@@ -130,6 +132,9 @@ class FeedbackReader:
         backoff = self.poll_s
         while not self._stop.is_set():
             try:
+                if not self._opened:
+                    self.source.open()
+                    self._opened = True
                 self.poll_once(timeout=self.poll_s)
                 backoff = self.poll_s
             except Exception as exc:
@@ -154,4 +159,5 @@ class FeedbackReader:
             return
         self._thread.join(timeout=30.0)
         self._thread = None
-        self.source.close()
+        if self._opened:
+            self.source.close()

@@ -82,3 +82,33 @@ def test_a_failing_source_is_retried_and_stops_cleanly(caplog: pytest.LogCapture
     failures = feedback.failures
     time.sleep(0.1)
     assert feedback.failures == failures  # the thread is gone
+
+
+class LateBroker(MemorySource):
+    """A feedback source whose broker answers only from the third try on."""
+
+    tries = 0
+
+    def open(self, *, on_revoke: Any = None) -> None:
+        type(self).tries += 1
+        if type(self).tries < 3:
+            raise StreamUnavailableError("broker not up yet")
+        super().open(on_revoke=on_revoke)
+
+
+def test_a_source_that_cannot_open_yet_is_retried_in_the_thread() -> None:
+    name = f"fb-{uuid.uuid4().hex[:8]}"
+    broker(name).append("labels", [OutRecord(value=orjson.dumps({"id": "a", "y": 1}))])
+    monitor = AccuracyMonitor(1, classes=[0, 1])
+    monitor.add_predictions(["a"], [1], [0.7], release="r:1")
+    source = LateBroker(f"memory://{name}/labels", group="feedback")
+    feedback = FeedbackReader(
+        source, monitor=monitor, id_field="id", label_field="y", pipeline="p", poll_s=0.01
+    )
+    feedback.start()  # returns at once: the worker is not held up by its feedback broker
+    deadline = time.monotonic() + 10
+    while monitor.stats().joined < 1:
+        assert time.monotonic() < deadline, "the label was never joined"
+        time.sleep(0.01)
+    feedback.close()
+    assert LateBroker.tries == 3 and feedback.failures == 2
