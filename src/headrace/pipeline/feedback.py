@@ -35,7 +35,7 @@ class FeedbackReader:
     Parameters
     ----------
     source
-        The feedback source (opened by `start`, closed by `close`).
+        The feedback source (opened by the reader's thread, closed by `close`).
     monitor
         Where labels are joined.
     id_field, label_field
