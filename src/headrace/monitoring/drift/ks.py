@@ -50,6 +50,9 @@ _MIN_LOG = -708.0
 class SortedColumns:
     """Reference columns sorted once, NaN dropped, side by side in one flat array.
 
+    Each column is followed by one +inf sentinel, so that the value at any search
+    position (up to the column's size) can be read without bounds checks.
+
     Parameters
     ----------
     columns
@@ -62,8 +65,9 @@ class SortedColumns:
         cleaned = [np.asarray(c, dtype=np.float64).ravel() for c in columns]
         cleaned = [np.sort(c[~np.isnan(c)]) for c in cleaned]
         self.sizes = np.array([c.size for c in cleaned], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])[:-1].astype(np.int64)
-        self.flat = np.concatenate(cleaned) if cleaned else np.empty(0)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes + 1)])[:-1].astype(np.int64)
+        sentinel = np.array([np.inf])
+        self.flat = np.concatenate([part for c in cleaned for part in (c, sentinel)] or [[]])
         self.views = [
             self.flat[o : o + n]
             for o, n in zip(self.offsets.tolist(), self.sizes.tolist(), strict=True)
@@ -97,11 +101,18 @@ def ks_statistics(
     rows, columns = window.shape
     if columns != len(reference):
         raise ValueError(f"window has {columns} columns, the reference {len(reference)}")
-    ordered = np.sort(window, axis=0).T  # NaN sorts last, so each column's values lead
-    counts = (rows - np.count_nonzero(np.isnan(ordered), axis=1)).astype(np.int64)
-    left = np.empty((columns, rows), dtype=np.float64)
+    # A copy, one column per contiguous row (searches read it in order); NaN sorts
+    # last, so each column's values lead and a column without NaN ends in a number.
+    ordered = np.array(window.T, dtype=np.float64, order="C", copy=True)
+    ordered.sort(axis=1)
+    if rows and np.isnan(ordered[:, -1]).any():
+        counts = (rows - np.count_nonzero(np.isnan(ordered), axis=1)).astype(np.int64)
+    else:
+        counts = np.full(columns, rows, dtype=np.int64)
+    found = np.empty((columns, rows), dtype=np.int64)
     for j, ref in enumerate(reference.views):
-        left[j] = np.searchsorted(ref, ordered[j], side="left")
+        found[j] = np.searchsorted(ref, ordered[j], side="left")
+    left = found.astype(np.float64)
     n1 = reference.sizes.astype(np.float64)[:, None]
     n2 = counts.astype(np.float64)[:, None]
     k = np.arange(rows, dtype=np.float64)[None, :]
@@ -119,10 +130,9 @@ def ks_statistics(
     # Values equal on both sides need the other side of the step (`below` must use the
     # right insertion point); continuous data almost never has any, so the second
     # search is paid only by the columns that do.
-    if reference.flat.size:
-        last = np.maximum(reference.sizes - 1, 0)[:, None]
-        nearest = reference.offsets[:, None] + np.minimum(left.astype(np.int64), last)
-        for tied in np.flatnonzero(np.any(reference.flat[nearest] == ordered, axis=1)):
+    if columns:
+        nearest = reference.flat[found + reference.offsets[:, None]]
+        for tied in np.flatnonzero(np.any(nearest == ordered, axis=1)):
             right = np.searchsorted(reference.views[tied], ordered[tied], side="right")
             valid = slice(0, int(counts[tied]))
             below[tied] = np.max((k[0, valid] + 1.0) * n1[tied, 0] - right[valid] * n2[tied, 0])
