@@ -67,7 +67,8 @@ class SortedColumns:
         self.sizes = np.array([c.size for c in cleaned], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes + 1)])[:-1].astype(np.int64)
         sentinel = np.array([np.inf])
-        self.flat = np.concatenate([part for c in cleaned for part in (c, sentinel)] or [[]])
+        parts = [part for c in cleaned for part in (c, sentinel)]
+        self.flat = np.concatenate(parts) if parts else np.empty(0)
         self.views = [
             self.flat[o : o + n]
             for o, n in zip(self.offsets.tolist(), self.sizes.tolist(), strict=True)
