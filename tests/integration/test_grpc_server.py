@@ -9,6 +9,8 @@ coexist in protobuf's process-wide descriptor pool.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import subprocess
 import sys
 import threading
@@ -326,3 +328,54 @@ def test_a_taken_port_is_a_clear_error(served: Served) -> None:
     server = GrpcServer(served.app, host="127.0.0.1", port=taken)
     with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{taken} \(grpc_port\)"):
         asyncio.run(server.start())
+
+
+# KServe's client, in a process of its own: its generated stubs and tritonclient's both
+# claim `inference.*` in protobuf's descriptor pool, so they cannot be imported together.
+KSERVE_CLIENT = """
+import asyncio, json, sys
+import numpy as np
+from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+async def main(url, rows):
+    client = InferenceGRPCClient(url=url, timeout=30, retries=0)
+    x = np.array(rows, dtype=np.float64)
+    tensor = InferInput("input-0", list(x.shape), "FP64")
+    tensor.set_data_from_numpy(x)
+    response = await client.infer(InferRequest("fraud", [tensor]))
+    answer = {
+        "live": await client.is_server_live(),
+        "ready": await client.is_model_ready("fraud"),
+        "model": response.model_name,
+        "outputs": {o.name: o.as_numpy().tolist() for o in response.outputs},
+    }
+    try:
+        await client.infer(InferRequest("nope", [tensor]))
+    except Exception as exc:
+        answer["unknown"] = str(exc)
+    await client.close()
+    print(json.dumps(answer, default=lambda v: v.decode() if isinstance(v, bytes) else str(v)))
+
+asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
+"""
+
+
+def test_kserve_client_gets_the_models_predictions(
+    served: Served, rng: np.random.Generator
+) -> None:
+    if importlib.util.find_spec("kserve") is None:  # never import it here (see above)
+        pytest.skip("kserve is not installed: pip install -e '.[dev]'")
+    x = rng.normal(0, 1, size=(6, N_FEATURES))
+    done = subprocess.run(
+        [sys.executable, "-c", KSERVE_CLIENT, served.url, json.dumps(x.tolist())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    labels, scores = _expected(served.files, x)
+    assert answer["live"] is True and answer["ready"] is True and answer["model"] == "fraud"
+    assert answer["outputs"][PREDICTION] == [label.decode() for label in labels]
+    np.testing.assert_allclose(answer["outputs"][SCORE], scores, rtol=1e-12)
+    assert "NOT_FOUND" in answer["unknown"] and "Model 'nope' not found" in answer["unknown"]
