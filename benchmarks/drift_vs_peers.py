@@ -16,9 +16,9 @@ One run, one data set, written once as .npy files that every contender reads:
   that verdict agreement is tested where it is hard).
 
 Contenders, each in its own process, timed per window and interleaved window by window
-(headrace, then each peer on the same window, the order rotating), so that the load of a
-shared machine falls on all of them alike; median, min and max per check, after one
-untimed warm-up call each:
+(all of them on the same window, in a fresh random order), so that the load of a shared
+machine falls on all of them alike; median, min and max per check, after one untimed
+warm-up call each:
 
 * ``headrace``: `check_drift` with its defaults (Bonferroni at alpha 0.05, KS p-values
   ``auto``, which is asymptotic at this size, PSI included) on a `DriftReference` built
@@ -297,10 +297,14 @@ def main() -> None:
                 peers.append(Peer(args.evidently_python, name, directory, args.windows))
         times: dict[str, list[float]] = {"check": [], "kspsi": [], "core": []}
         p_values = []
+        # A fresh random order per window: no contender is systematically the first on a
+        # window (it computes the p-values the others then find remembered) or the one
+        # right after a peer (whose run evicted the caches).
+        order_rng = np.random.default_rng(args.seed)
+        contenders: list[str | int] = ["check", "kspsi", "core", *range(len(peers))]
         for i in range(args.windows):
-            contenders = ["check", "kspsi", "core", *range(len(peers))]
-            shift = i % len(contenders)
-            for who in contenders[shift:] + contenders[:shift]:  # rotate who goes first
+            for pick in order_rng.permutation(len(contenders)):
+                who = contenders[int(pick)]
                 if isinstance(who, str):
                     ms, result = _timed(ours[who], i)
                     times[who].append(ms)
