@@ -58,6 +58,7 @@ def show(
         release = registry.get(ref)
         history = registry.alias_history(release.name)
         current = registry.aliases(release.name)
+        tags = registry.release_tags(release.ref)
     manifest = release.manifest
     pointing = sorted(a for a, v in current.items() if v == manifest.version)
     if as_json:
@@ -66,6 +67,7 @@ def show(
                 "release": manifest.ref,
                 "digest": release.digest,
                 "aliases": pointing,
+                "tags": tags,
                 "manifest": msgspec.to_builtins(manifest),
                 "alias_history": history,
             }
@@ -75,6 +77,7 @@ def show(
         f"release      {manifest.ref}",
         f"digest       {release.digest}",
         f"aliases      {', '.join(pointing) or '-'}",
+        f"tags         {', '.join(f'{k}={v}' for k, v in tags.items()) or '-'}",
         f"flavor       {manifest.model.flavor} (entry {manifest.model.entry})",
         f"created      {manifest.created_at} by {manifest.created_by}",
         f"parent       {manifest.parent or '-'}",

@@ -37,7 +37,7 @@ from headrace.errors import (
 from headrace.redaction import redact_url
 from headrace.registry.artifacts import ArtifactStore, open_artifact_store
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
-from headrace.registry.tables import alias_events, aliases, migrate, releases
+from headrace.registry.tables import alias_events, aliases, migrate, release_tags, releases
 from headrace.release.bundle import ReleaseDraft, file_sha256, validate_name
 from headrace.release.manifest import (
     FileEntry,
@@ -495,6 +495,58 @@ class Registry:
             details={"from": current, "to": version, "reason": reason},
         )
         return moved
+
+    # -- tags -------------------------------------------------------------------------
+
+    def tag_release(self, ref: str | ReleaseRef, tag: str, value: str) -> Release:
+        """Set `tag` on the release `ref` names to `value` (a drift monitor sets
+        ``drift``), audited as ``release.tag`` in the same transaction."""
+        if not ALIAS_PATTERN.fullmatch(tag):
+            raise ConfigError(
+                f"Invalid tag '{tag}': tags start with a letter and use letters, digits, "
+                "'_' and '-' (at most 64 characters)."
+            )
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        with self._transaction(write=True) as conn:
+            release = self._get(conn, parsed)
+            key = (
+                (release_tags.c.name == release.name)
+                & (release_tags.c.version == release.version)
+                & (release_tags.c.tag == tag)
+            )
+            previous = conn.execute(select(release_tags.c.value).where(key)).scalar()
+            stamp = {"value": value, "updated_at": _now(), "updated_by": self.actor}
+            if previous is None:
+                conn.execute(
+                    release_tags.insert().values(
+                        name=release.name, version=release.version, tag=tag, **stamp
+                    )
+                )
+            else:
+                conn.execute(release_tags.update().where(key).values(**stamp))
+            append_record(
+                conn,
+                actor=self.actor,
+                action="release.tag",
+                subject=release.ref,
+                details={"tag": tag, "from": previous, "to": value},
+            )
+        return release
+
+    def release_tags(self, ref: str | ReleaseRef) -> dict[str, str]:
+        """Tag -> value of the release `ref` names."""
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        with self._transaction(write=False) as conn:
+            release = self._get(conn, parsed)
+            rows = conn.execute(
+                select(release_tags.c.tag, release_tags.c.value)
+                .where(
+                    (release_tags.c.name == release.name)
+                    & (release_tags.c.version == release.version)
+                )
+                .order_by(release_tags.c.tag)
+            )
+            return {row.tag: row.value for row in rows}
 
     # -- files ------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ __all__ = [
     "aliases",
     "metadata",
     "migrate",
+    "release_tags",
     "releases",
     "schema_version",
 ]
@@ -81,13 +82,30 @@ alias_events = Table(
     Column("reason", Text, nullable=False),
 )
 
+release_tags = Table(
+    "headrace_release_tags",
+    metadata,
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False, autoincrement=False),
+    Column("tag", String(64), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    Column("updated_by", String(256), nullable=False),
+    PrimaryKeyConstraint("name", "version", "tag"),
+)
+"""Free-form labels on a release (``drift=alarm``), set by monitors and people."""
+
 
 def _v1(conn: Connection) -> None:
     for table in (releases, aliases, alias_events, audit_table):
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+def _v2(conn: Connection) -> None:
+    release_tags.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
 """(version, step) in order; append, never edit a released step."""
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
