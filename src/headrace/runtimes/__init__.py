@@ -9,13 +9,15 @@ flavor from a file name. `ConstantModel` and `FailingModel` are fakes for tests.
 
 `ModelPool` keeps many loaded models under a memory budget: each load's footprint is
 measured (`measure_footprint`), the least recently used are evicted to make room, and
-concurrent requests for a model that is loading share its one load.
+concurrent requests for a model that is loading share its one load; `import_runtime`
+imports a model's libraries beforehand so that its footprint is its own memory.
 """
 
 from __future__ import annotations
 
 from headrace.runtimes.base import LoadedModel, ModelOutput, RuntimeLoader
 from headrace.runtimes.footprint import measure_footprint, object_graph_bytes, resident_bytes
+from headrace.runtimes.imports import import_runtime, pickle_modules
 from headrace.runtimes.loader import FLAVORS, detect_flavor, load_model
 from headrace.runtimes.pool import ModelPool, PoolEntry
 from headrace.runtimes.testing import ConstantModel, FailingModel
@@ -30,8 +32,10 @@ __all__ = [
     "PoolEntry",
     "RuntimeLoader",
     "detect_flavor",
+    "import_runtime",
     "load_model",
     "measure_footprint",
     "object_graph_bytes",
+    "pickle_modules",
     "resident_bytes",
 ]

@@ -231,7 +231,14 @@ class ModelPool(Generic[K, V]):
 
     # -- loading ------------------------------------------------------------------------
 
-    def get(self, key: K, load: Callable[[], V], *, cold: bool = True) -> V:
+    def get(
+        self,
+        key: K,
+        load: Callable[[], V],
+        *,
+        cold: bool = True,
+        prepare: Callable[[], object] | None = None,
+    ) -> V:
         """The value for `key`, loading it with `load` in this thread if it is not resident.
 
         Threads asking for a key that is loading wait for that load and share its result
@@ -242,6 +249,11 @@ class ModelPool(Generic[K, V]):
         cold
             This load makes a request wait (counted as a cold load); False for preloads
             and hot swaps.
+        prepare
+            Run just before the measured load, one at a time with measured loads but not
+            measured itself: for one-time costs of the process that the load would
+            otherwise be charged for (importing the model's library, see
+            `headrace.runtimes.import_runtime`). Its exceptions fail the load.
 
         Raises
         ------
@@ -254,11 +266,19 @@ class ModelPool(Generic[K, V]):
             return value
         future, owner = self._claim(key)
         if owner:
-            self._fill(key, load, future, cold)
+            self._fill(key, load, future, cold, prepare)
         return future.result()
 
-    async def aget(self, key: K, load: Callable[[], V], *, cold: bool = True) -> V:
-        """Like `get`, for asyncio: the load runs in a worker thread, waiters await it.
+    async def aget(
+        self,
+        key: K,
+        load: Callable[[], V],
+        *,
+        cold: bool = True,
+        prepare: Callable[[], object] | None = None,
+    ) -> V:
+        """Like `get`, for asyncio: `prepare` and the load run in a worker thread, waiters
+        await it.
 
         A cancelled caller does not cancel the load: its waiters still get the result.
         """
@@ -267,7 +287,7 @@ class ModelPool(Generic[K, V]):
             return value
         future, owner = self._claim(key)
         if owner:
-            await asyncio.to_thread(self._fill, key, load, future, cold)
+            await asyncio.to_thread(self._fill, key, load, future, cold, prepare)
             return future.result()
         return await asyncio.wrap_future(future)
 
@@ -326,12 +346,23 @@ class ModelPool(Generic[K, V]):
             dead, self._graveyard = self._graveyard, []
         dead.clear()
 
-    def _fill(self, key: K, load: Callable[[], V], future: Future[V], cold: bool) -> None:
-        """Run the load, admit its value, settle the future; never raises."""
+    def _fill(
+        self,
+        key: K,
+        load: Callable[[], V],
+        future: Future[V],
+        cold: bool,
+        prepare: Callable[[], object] | None = None,
+    ) -> None:
+        """Prepare, run the load, admit its value, settle the future; never raises."""
         started = time.monotonic()
         try:
             with _MEASURING:  # the evictions below free memory outside any measurement
                 self._bury()
+                if prepare is not None:
+                    # Under the lock: what it allocates must not land in another load's
+                    # measurement either.
+                    prepare()
                 value, footprint = self._measure(load)
                 seconds = time.monotonic() - started
                 self._admit(key, value, footprint, seconds)

@@ -5,12 +5,18 @@ training data, stored with the release) before it takes traffic: the first real 
 must not pay for lazy initialisation (ONNX Runtime and torch allocate on the first call,
 scikit-learn imports submodules), and a release that cannot score its own training rows
 must never be switched to.
+
+A load comes in two steps for the model pool, which measures only the second:
+`prepare_release` fetches the files, imports what the load will import and reads the
+warm-up batch (the first model of a flavor must not be charged for its library), then
+`load_release` loads and warms up.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +26,7 @@ from headrace.inference.arrow import columns_from_arrow
 from headrace.inference.service import InferenceResult, InferenceService
 from headrace.registry.store import Registry, Release
 from headrace.release.features import model_inputs
+from headrace.runtimes.imports import import_runtime
 from headrace.runtimes.loader import load_model
 
 WARMUP_ROWS = 64
@@ -66,9 +73,45 @@ def oip_datatype(dtype: np.dtype[Any]) -> str:
     return "BYTES"
 
 
-def load_release(registry: Registry, release: Release) -> ServedRelease:
-    """Fetch (verifying every sha256), load and warm up a release. CPU-bound: run it off
-    the event loop.
+@dataclass(frozen=True, slots=True)
+class PreparedRelease:
+    """What `prepare_release` did ahead of the measured load.
+
+    Attributes
+    ----------
+    root
+        The release's local directory, fetched and verified.
+    warmup
+        The warm-up batch read from the reference sample (a pyarrow table), or None.
+    """
+
+    root: Path
+    warmup: Any
+
+
+def prepare_release(registry: Registry, release: Release) -> PreparedRelease:
+    """Fetch a release (verifying every sha256), import the modules its load will import
+    and read its warm-up batch.
+
+    Run it outside the measured load: imports, and the arrow memory pool and reader
+    modules the first parquet read sets up, are the process's memory, not the model's.
+    """
+    root = registry.fetch(release)
+    manifest = release.manifest
+    import_runtime(manifest.model.flavor, model_dir=root, entry=manifest.model.entry)
+    sample = manifest.profile.sample if manifest.profile is not None else None
+    if sample is None:
+        return PreparedRelease(root, None)
+    import pyarrow.parquet as pq
+
+    return PreparedRelease(root, pq.read_table(root / sample.path).slice(0, WARMUP_ROWS))
+
+
+def load_release(
+    registry: Registry, release: Release, *, prepared: PreparedRelease | None = None
+) -> ServedRelease:
+    """Load and warm up a release (fetching and preparing it first unless `prepared` is
+    given). CPU-bound: run it off the event loop.
 
     Raises
     ------
@@ -76,7 +119,9 @@ def load_release(registry: Registry, release: Release) -> ServedRelease:
         When the model cannot score its warm-up batch; the registry's and the runtime's
         errors (integrity, missing files, missing extras) pass through.
     """
-    root = registry.fetch(release)
+    if prepared is None:
+        prepared = prepare_release(registry, release)
+    root = prepared.root
     manifest = release.manifest
     model = load_model(
         manifest.model.flavor,
@@ -92,12 +137,9 @@ def load_release(registry: Registry, release: Release) -> ServedRelease:
         release=manifest.ref,
         release_digest=release.digest,
     )
-    sample = manifest.profile.sample if manifest.profile is not None else None
-    if sample is None:
+    table = prepared.warmup
+    if table is None:
         return ServedRelease(service, release, 0, 0.0, None, None)
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(root / sample.path).slice(0, WARMUP_ROWS)
     started = time.perf_counter()
     result = service.infer(columns_from_arrow(table), n_rows=table.num_rows)
     seconds = time.perf_counter() - started

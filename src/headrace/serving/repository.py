@@ -33,7 +33,12 @@ from headrace.redaction import redact_url
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef
 from headrace.registry.store import Registry, Release
 from headrace.runtimes.pool import ModelPool
-from headrace.serving._loading import ServedRelease, load_release
+from headrace.serving._loading import (
+    PreparedRelease,
+    ServedRelease,
+    load_release,
+    prepare_release,
+)
 from headrace.serving._watch import AliasWatcher
 
 if TYPE_CHECKING:
@@ -413,7 +418,8 @@ class ModelRepository:
         if failure is not None and time.monotonic() - failure[1] < RETRY_FAILED_S:
             raise ModelUnavailableError(failure[0])
         try:
-            served = await self.pool.aget(key, lambda: self._load_sync(key), cold=cold)
+            staged = _StagedLoad(self, key)
+            served = await self.pool.aget(key, staged.load, cold=cold, prepare=staged.prepare)
         except UnknownModelError:
             raise
         except Exception as exc:
@@ -426,9 +432,9 @@ class ModelRepository:
         )
         return served
 
-    def _load_sync(self, key: _Key) -> ServedRelease:
+    def _load_sync(self, key: _Key, release: Release, prepared: PreparedRelease) -> ServedRelease:
         started = time.perf_counter()
-        served = load_release(self.registry, self._release(key))
+        served = load_release(self.registry, release, prepared=prepared)
         _log.info(
             "loaded %s (%s) in %.2fs, warm-up %d rows in %.1f ms",
             _label(key),
@@ -521,6 +527,30 @@ class ModelRepository:
 
 def _label(key: _Key) -> str:
     return f"{key[0]}:{key[1]}"
+
+
+class _StagedLoad:
+    """One release's load as the pool runs it: `prepare` (unmeasured: find the release,
+    fetch it, import its libraries), then `load` (measured)."""
+
+    __slots__ = ("_key", "_prepared", "_release", "_repository")
+
+    def __init__(self, repository: ModelRepository, key: _Key) -> None:
+        self._repository = repository
+        self._key = key
+        self._release: Release | None = None
+        self._prepared: PreparedRelease | None = None
+
+    def prepare(self) -> None:
+        self._release = self._repository._release(self._key)
+        self._prepared = prepare_release(self._repository.registry, self._release)
+
+    def load(self) -> ServedRelease:
+        if self._release is None or self._prepared is None:
+            self.prepare()  # a pool that does not call prepare still loads
+        if self._release is None or self._prepared is None:  # pragma: no cover
+            raise RuntimeError("prepare did not set the release")
+        return self._repository._load_sync(self._key, self._release, self._prepared)
 
 
 @dataclass(frozen=True, slots=True)
