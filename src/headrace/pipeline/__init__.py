@@ -3,13 +3,21 @@
 source -> decode -> validate -> dedupe -> predict -> postprocess -> sinks, one
 micro-batch at a time, committing source offsets only after every sink acknowledged the
 batch (at-least-once), with idempotency keys on every output and a dead letter, with its
-reason, for every bad event.
+reason, for every bad event. Monitors (traces, samples, live accuracy, drift) read each
+batch as it passes.
 """
 
 from __future__ import annotations
 
 from headrace.pipeline.build import build_worker, default_dead_letter_url, tune_worker_process
 from headrace.pipeline.dedupe import DedupeStore, MemoryDedupe, RedisDedupe, open_dedupe
+from headrace.pipeline.drift import (
+    CALIBRATION_DIR,
+    DRIFT_TAG,
+    DriftWatch,
+    build_drift_watch,
+    calibration_path,
+)
 from headrace.pipeline.feedback import FeedbackReader
 from headrace.pipeline.observe import BatchView, Monitors, build_monitors, positive_class
 from headrace.pipeline.records import (
@@ -23,6 +31,7 @@ from headrace.pipeline.records import (
 from headrace.pipeline.spec import (
     BatchSpec,
     DedupeSpec,
+    DriftSpec,
     EndpointSpec,
     FeedbackSpec,
     LimitsSpec,
@@ -36,6 +45,8 @@ from headrace.pipeline.stats import LatencyReservoir, WorkerStats
 from headrace.pipeline.worker import Worker
 
 __all__ = [
+    "CALIBRATION_DIR",
+    "DRIFT_TAG",
     "IDEMPOTENCY_HEADER",
     "RELEASE_HEADER",
     "STAGE_HEADER",
@@ -43,6 +54,8 @@ __all__ = [
     "BatchView",
     "DedupeSpec",
     "DedupeStore",
+    "DriftSpec",
+    "DriftWatch",
     "EndpointSpec",
     "FeedbackReader",
     "FeedbackSpec",
@@ -56,8 +69,10 @@ __all__ = [
     "TracingSpec",
     "Worker",
     "WorkerStats",
+    "build_drift_watch",
     "build_monitors",
     "build_worker",
+    "calibration_path",
     "dead_letter_record",
     "default_dead_letter_url",
     "idempotency_key",

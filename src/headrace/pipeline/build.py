@@ -111,5 +111,12 @@ def build_worker(
         dedupe=dedupe,
         on_stats=on_stats,
         metrics=metrics,
-        monitors=build_monitors(spec, service=service, home=home, tracer_provider=tracer_provider),
+        monitors=build_monitors(
+            spec,
+            service=service,
+            home=home,
+            tracer_provider=tracer_provider,
+            registry=registry,
+            metrics=metrics,
+        ),
     )

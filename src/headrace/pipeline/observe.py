@@ -1,4 +1,4 @@
-"""The worker's monitors: traces, payload samples and live accuracy, fed once per batch.
+"""The worker's monitors: traces, payload samples, live accuracy and drift, fed per batch.
 
 The worker hands each batch to `Monitors.on_batch` as a `BatchView` (after scoring,
 before sending, so trace headers can still be set on the records) and tells it when it
@@ -35,6 +35,10 @@ from headrace.types import Columns
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
+
+    from headrace.monitoring.metrics import WorkerMetrics
+    from headrace.pipeline.drift import DriftWatch
+    from headrace.registry.store import Registry
 
 __all__ = ["BatchView", "Monitors", "build_monitors", "positive_class"]
 
@@ -127,6 +131,7 @@ class Monitors:
     accuracy: AccuracyMonitor | None = None
     feedback: FeedbackReader | None = None
     scrubber: PiiMasker | None = None
+    drift: DriftWatch | None = None
     owned_provider: Any = None
     _pending: list[_Traced] = field(default_factory=list)
 
@@ -136,6 +141,8 @@ class Monitors:
             self.sampler.start()
         if self.feedback is not None:
             self.feedback.start()
+        if self.drift is not None:
+            self.drift.open()
 
     def on_batch(self, view: BatchView) -> None:
         """Keep predictions, sample rows and start trace spans for one batch."""
@@ -155,6 +162,8 @@ class Monitors:
             self._sample(view, predictions or [], scores)
         if self.tracer is not None:
             self._trace(self.tracer, view)
+        if self.drift is not None:
+            self.drift.on_batch(view)
 
     def _sample(self, view: BatchView, predictions: list[Any], scores: list[float] | None) -> None:
         sampler = self.sampler
@@ -313,7 +322,7 @@ class Monitors:
         if self.owned_provider is not None:
             self.owned_provider.shutdown()  # exports what is batched
         errors: list[BaseException] = []
-        for part in (self.feedback, self.sampler):
+        for part in (self.feedback, self.sampler, self.drift):
             if part is None:
                 continue
             try:
@@ -344,20 +353,57 @@ def positive_class(config: ReleaseConfig) -> tuple[Any, list[Any] | None]:
     return wanted, None
 
 
+def _drift_watch(
+    spec: PipelineSpec,
+    service: InferenceService,
+    home: Path,
+    registry: Registry | None,
+    metrics: WorkerMetrics | None,
+) -> DriftWatch:
+    from headrace.monitoring.metrics import DriftMetrics
+    from headrace.pipeline.drift import build_drift_watch
+
+    if registry is None or spec.drift is None:
+        raise ConfigError(f"{spec.name}: drift needs the registry of the release it watches")
+    return build_drift_watch(
+        spec.drift,
+        pipeline=spec.name,
+        service=service,
+        registry=registry,
+        home=home,
+        metrics=None if metrics is None else DriftMetrics(metrics.registry, pipeline=spec.name),
+    )
+
+
 def build_monitors(
     spec: PipelineSpec,
     *,
     service: InferenceService,
     home: Path,
     tracer_provider: Any = None,
+    registry: Registry | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> Monitors | None:
     """The monitors a spec asks for; None when it asks for none and no field is ``pii``
-    (with one, dead letters of model failures get their ``error`` scrubbed here)."""
+    (with one, dead letters of model failures get their ``error`` scrubbed here).
+
+    `registry` is needed by ``drift`` (the reference, the audit log, the release tag);
+    `metrics` gets its drift series registered beside it.
+    """
     schema = service.schema
     has_pii = any(f.pii for f in schema.fields)
-    if spec.tracing is None and spec.samples is None and spec.feedback is None and not has_pii:
+    drift = spec.drift if spec.drift is not None and spec.drift.enabled else None
+    if (
+        spec.tracing is None
+        and spec.samples is None
+        and spec.feedback is None
+        and drift is None
+        and not has_pii
+    ):
         return None
     monitors = Monitors(pipeline=spec.name)
+    if drift is not None:
+        monitors.drift = _drift_watch(spec, service, home, registry, metrics)
     if has_pii:
         monitors.scrubber = PiiMasker(schema, mode="redact")
     if spec.tracing is not None:

@@ -28,6 +28,7 @@ from headrace.errors import PipelineSpecError
 __all__ = [
     "BatchSpec",
     "DedupeSpec",
+    "DriftSpec",
     "EndpointSpec",
     "FeedbackSpec",
     "LimitsSpec",
@@ -131,6 +132,28 @@ class FeedbackSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class DriftSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Online drift of the release's inputs against its reference sample.
+
+    Every `stride` scored rows the last `window` are tested (KS, all columns at once);
+    the alarm threshold is calibrated so that, with nothing drifting, false alarms come
+    about every `target_run_length` rows. Calibrating simulates up to
+    `calibration_checks` windows (seconds), once per release and settings: the result is
+    cached under ``<home>/drift-calibration``. `columns` defaults to the release's
+    numeric inputs. An alarm goes to the audit log, the metrics, a WARNING log line, a
+    ``drift`` tag on the release and, when given, the `sink` (a JSON record).
+    """
+
+    enabled: bool = True
+    window: int = 1000
+    stride: int = 500
+    target_run_length: int = 100_000
+    columns: list[str] | None = None
+    calibration_checks: int = 20_000
+    seed: int = 0
+    sink: EndpointSpec | None = None
+
+
 class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """A stream worker: where events come from, which release scores them, where to.
 
@@ -147,8 +170,9 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
         broker timestamp is the event time.
     shutdown_timeout_s
         How long a stop may take to drain and commit before the worker gives up.
-    tracing, samples, feedback
-        Monitoring, each off unless given: traces, payload samples, live accuracy.
+    tracing, samples, feedback, drift
+        Monitoring, each off unless given: traces, payload samples, live accuracy,
+        online drift.
     """
 
     name: str
@@ -166,6 +190,7 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     tracing: TracingSpec | None = None
     samples: SamplesSpec | None = None
     feedback: FeedbackSpec | None = None
+    drift: DriftSpec | None = None
 
     @property
     def group(self) -> str:
@@ -260,6 +285,40 @@ def _monitoring_problems(spec: PipelineSpec) -> list[tuple[str, str]]:
         positive("$.feedback.max_pending", feedback.max_pending)
         positive("$.feedback.ttl_s", feedback.ttl_s)
         positive("$.feedback.window", feedback.window)
+    problems.extend(_drift_problems(spec.drift))
+    return problems
+
+
+def _drift_problems(drift: DriftSpec | None) -> list[tuple[str, str]]:
+    """What is wrong in the ``drift`` section."""
+    if drift is None:
+        return []
+    problems: list[tuple[str, str]] = []
+    if drift.window < 2:
+        problems.append(("$.drift.window", f"{drift.window} rows is too few (at least 2)"))
+    if not 1 <= drift.stride <= max(drift.window, 1):
+        problems.append(
+            ("$.drift.stride", f"{drift.stride} is not within 1..window ({drift.window})")
+        )
+    if drift.target_run_length <= drift.window:
+        problems.append(
+            (
+                "$.drift.target_run_length",
+                f"{drift.target_run_length} rows must exceed the window ({drift.window})",
+            )
+        )
+    if drift.calibration_checks < 100:
+        problems.append(("$.drift.calibration_checks", f"{drift.calibration_checks} is below 100"))
+    if drift.columns is not None and (not drift.columns or "" in drift.columns):
+        problems.append(("$.drift.columns", "name at least one column (or leave it out)"))
+    if drift.sink is not None and "://" not in drift.sink.url:
+        problems.append(
+            (
+                "$.drift.sink.url",
+                f"'{drift.sink.url}' is not a URL (kafka://, redis://, nats://, file://, "
+                "memory://)",
+            )
+        )
     return problems
 
 

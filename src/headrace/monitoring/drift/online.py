@@ -163,6 +163,9 @@ class OnlineDriftMonitor:
         self.rows = 0
         self.checks = 0
         self.alarms = 0
+        # The last check's KS distances and window counts per column (for p-value gauges).
+        self.last_statistics: FloatArray | None = None
+        self.last_counts: npt.NDArray[np.int64] | None = None
 
     @property
     def threshold(self) -> float:
@@ -248,6 +251,7 @@ class OnlineDriftMonitor:
         self._since_check = 0
         self.checks += 1
         z, stats, counts = scaled_ks(self._sorted, self._buffer)
+        self.last_statistics, self.last_counts = stats, counts
         peak = float(z.max())
         if peak <= self.threshold:
             return None
