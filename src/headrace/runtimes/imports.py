@@ -146,6 +146,7 @@ class _ZlibReader(io.RawIOBase):
         self._file = path.open("rb")
         self._inflate = zlib.decompressobj()
         self._pending = b""
+        self._position = 0
 
     def readable(self) -> bool:
         return True
@@ -159,7 +160,11 @@ class _ZlibReader(io.RawIOBase):
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
+        self._position += size
         return size
+
+    def tell(self) -> int:  # pickletools asks for positions
+        return self._position
 
     def close(self) -> None:
         self._file.close()

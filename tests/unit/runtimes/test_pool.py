@@ -305,3 +305,58 @@ def test_models_dropped_during_a_measured_load_are_freed_after_it() -> None:
     thread.join(10)
     assert alive_during_load == [True]
     assert watch() is None  # freed once the measurement ended
+
+
+def test_prepare_runs_once_before_the_measured_load_and_is_not_measured() -> None:
+    calls: list[str] = []
+
+    def measure(load: Callable[[], str]) -> tuple[str, int]:
+        calls.append("measure")
+        return load(), 10
+
+    def prepare() -> None:
+        calls.append("prepare")
+        # a one-time cost of the process, like importing the model's library
+        calls.append(f"held: {_measuring_held()}")
+
+    pool: ModelPool[str, str] = ModelPool(budget_bytes=100, measure=measure)
+    assert pool.get("m", lambda: "v", prepare=prepare) == "v"
+    assert pool.get("m", lambda: "other", prepare=prepare) == "v"  # resident: no prepare
+
+    async def later() -> str:
+        return await pool.aget("n", lambda: "w", prepare=prepare)
+
+    assert asyncio.run(later()) == "w"
+    # prepare runs under the measurement lock (nobody else's load measures its memory),
+    # then the measured load
+    assert calls == ["prepare", "held: True", "measure"] * 2
+
+
+def test_a_failing_prepare_fails_the_load_and_leaves_the_pool_usable() -> None:
+    pool: ModelPool[str, str] = ModelPool(measure=sized(1))
+
+    def prepare() -> None:
+        raise OSError("artifact store unreachable")
+
+    with pytest.raises(OSError, match="artifact store unreachable"):
+        pool.get("m", lambda: "v", prepare=prepare)
+    assert "m" not in pool and pool.loading() == []
+    assert pool.get("m", lambda: "v") == "v"
+
+
+def _measuring_held() -> bool:
+    """Whether this thread holds the footprint measurement lock (it is re-entrant)."""
+    from headrace.runtimes.footprint import _MEASURING
+
+    result: list[bool] = []
+
+    def probe() -> None:
+        free = _MEASURING.acquire(blocking=False)
+        if free:
+            _MEASURING.release()
+        result.append(free)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return not result[0]
