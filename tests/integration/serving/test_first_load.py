@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from pathlib import Path
 from headrace.registry import Registry
 from support.models import draft_from, synthetic, write_sklearn_release
 
@@ -81,7 +79,7 @@ def forests(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, i
 
 
 def _footprints(root: Path, order: list[str]) -> dict[str, Any]:
-    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+    done = subprocess.run(
         [
             sys.executable,
             "-c",

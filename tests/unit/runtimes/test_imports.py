@@ -71,7 +71,7 @@ def test_a_missing_file_names_nothing(tmp_path: Path) -> None:
 
 def _fresh(code: str) -> str:
     """Run `code` in a new interpreter (nothing imported yet); its stdout."""
-    done = subprocess.run(  # noqa: S603 - our own interpreter and code
+    done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
