@@ -12,6 +12,14 @@ are evicted first) and none waits longer than `ttl_s`. What left unjoined is cou
 that already left is counted as `JoinStats.late`, not silently dropped, so a report
 says how much of the traffic it speaks for.
 
+Keeping a batch's predictions costs per batch, not per event: they are copied into the
+ring in slices, and the event id -> slot index (a dict insert per event, which misses
+the CPU caches once hundreds of thousands wait) is brought up to date only when labels
+come, in one C-speed `dict.update` over everything kept since. A worker whose labels
+come rarely, or never, pays nothing for it. (One consequence: a prediction repeated
+before it was ever indexed, an event redelivered after a crash, counts twice if both
+copies leave unjoined.)
+
 The metrics are plain numpy, checked against scikit-learn in the tests: AUC is the
 rank-based (Mann-Whitney) statistic with average ranks for ties; calibration bins scores
 uniformly over [0, 1] the way ``sklearn.calibration.calibration_curve`` does.
@@ -20,10 +28,13 @@ uniformly over [0, 1] the way ``sklearn.calibration.calibration_curve`` does.
 from __future__ import annotations
 
 import math
+import operator
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -274,8 +285,13 @@ class AccuracyMonitor:
         self._times = np.zeros(max_pending, dtype=np.float64)
         self._tail = 0
         self._count = 0
+        # id -> slot of the kept predictions, except the newest `_unindexed` (see _catch_up)
         self._index: dict[str, int] = {}
-        self._gone: dict[str, None] = {}  # ids that left unjoined, oldest first (bounded)
+        self._unindexed = 0
+        # Ids that left unjoined, in two generations of at most `max_pending` each: a
+        # label for one of the last `max_pending` to leave is known to be late.
+        self._gone: dict[str, None] = {}
+        self._gone_before: dict[str, None] = {}
         self._releases: list[str] = []
         self._release_codes: dict[str, int] = {}
         self._windows: dict[int, _Window] = {}
@@ -336,21 +352,48 @@ class AccuracyMonitor:
                 self._scores[start:end] = score_array[lo:hi]
                 self._release[start:end] = code
                 self._times[start:end] = now
-                self._index.update(zip(ids[lo:hi], range(start, end), strict=True))
             self._count += k
+            self._unindexed += k
+
+    def _catch_up(self) -> None:
+        """Index the predictions kept since the last call (the newest `_unindexed`)."""
+        n = self._unindexed
+        if n == 0:
+            return
+        cap = self.max_pending
+        start = (self._tail + self._count - n) % cap
+        first = min(n, cap - start)
+        index = self._index
+        for lo, hi in ((start, start + first), (0, n - first)):
+            if lo < hi:
+                index.update(zip(self._ids[lo:hi].tolist(), range(lo, hi), strict=True))
+        self._unindexed = 0
 
     def _drop_oldest(self, n: int) -> int:
         """Remove the `n` oldest slots; return how many of them were still unjoined."""
         cap = self.max_pending
-        slots = (self._tail + np.arange(n)) % cap
+        indexed = self._count - self._unindexed
         dropped: list[str] = []
         index = self._index
-        for slot, event_id in zip(slots.tolist(), self._ids[slots].tolist(), strict=True):
-            if event_id is not None and index.get(event_id) == slot:
-                del index[event_id]
-                dropped.append(event_id)
-        self._ids[slots] = None
-        self._prediction[slots] = None
+        position = 0
+        for lo, hi in _ranges(self._tail, n, cap):
+            ids = self._ids[lo:hi].tolist()
+            # the first `indexed` slots are in the index: one is unjoined when the index
+            # still points at it (not joined, not superseded by a repeat of its event)
+            split = max(0, min(hi - lo, indexed - position))
+            if split:
+                head = ids[:split]
+                live = list(
+                    compress(head, map(operator.eq, map(index.get, head), range(lo, lo + split)))
+                )
+                deque(map(index.__delitem__, live), maxlen=0)
+                dropped.extend(live)
+            if split < len(ids):  # never indexed, so never joined
+                dropped.extend(ids[split:])
+            position += hi - lo
+            self._ids[lo:hi] = None
+            self._prediction[lo:hi] = None
+        self._unindexed -= max(0, n - indexed)
         self._tail = (self._tail + n) % cap
         self._count -= n
         self._remember_gone(dropped)
@@ -371,14 +414,13 @@ class AccuracyMonitor:
             self._expired += self._drop_oldest(stale)
 
     def _remember_gone(self, ids: list[str]) -> None:
-        gone = self._gone
-        for event_id in ids:
-            gone[event_id] = None
-        excess = len(gone) - self.max_pending
-        if excess > 0:
-            oldest = iter(gone)
-            for event_id in [next(oldest) for _ in range(excess)]:
-                del gone[event_id]
+        cap = self.max_pending
+        self._gone.update(dict.fromkeys(ids[-cap:]))
+        if len(self._gone) >= cap:  # a new generation; the one before is forgotten
+            self._gone_before, self._gone = self._gone, {}
+
+    def _was_gone(self, event_id: str) -> bool:
+        return event_id in self._gone or event_id in self._gone_before
 
     # -- labels --------------------------------------------------------------------
 
@@ -391,6 +433,7 @@ class AccuracyMonitor:
         table = self._labels
         with self._lock:
             self._expire(self._clock())
+            self._catch_up()
             slots: list[int] = []
             truths: list[Any] = []
             index = self._index
@@ -401,7 +444,7 @@ class AccuracyMonitor:
                     continue
                 slot = index.pop(event_id, None)
                 if slot is None:
-                    if event_id in self._gone:
+                    if self._was_gone(event_id):
                         self._late += 1
                     else:
                         self._unknown += 1
@@ -452,7 +495,7 @@ class AccuracyMonitor:
         with self._lock:
             self._expire(self._clock())
             return JoinStats(
-                pending=len(self._index),
+                pending=len(self._index) + self._unindexed,
                 joined=self._joined,
                 expired=self._expired,
                 evicted=self._evicted,
@@ -463,6 +506,14 @@ class AccuracyMonitor:
 
 
 _INVALID = object()
+
+
+def _ranges(start: int, n: int, cap: int) -> Iterator[tuple[int, int]]:
+    """The contiguous ``[lo, hi)`` slot ranges of `n` ring slots from `start`."""
+    first = min(n, cap - start)
+    yield start, start + first
+    if first < n:
+        yield 0, n - first
 
 
 def _label_table(positive: Any, classes: Sequence[Any] | None) -> dict[Any, Any] | None:

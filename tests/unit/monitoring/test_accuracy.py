@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn.calibration import calibration_curve
@@ -129,11 +131,13 @@ def test_bounded_memory_under_a_flood() -> None:
     stats = monitor.stats()
     assert stats.pending == 1000
     assert stats.evicted == total - 1000
-    assert len(monitor._index) == 1000
+    assert len(monitor._index) <= 1000  # indexed only when labels come
     assert len(monitor._gone) <= 1000  # remembered evictions are bounded too
+    assert len(monitor._gone_before) < 2000  # a generation: < max_pending + one drop
     assert monitor._ids.shape == (1000,)
     # a label for an evicted prediction is late, one for the newest joins
     assert monitor.add_labels([f"e{total - 1500}", f"e{total - 1}"], ["fraud", "legit"]) == 1
+    assert len(monitor._index) == 999  # the kept ones, indexed, less the one joined
     # one evicted so long ago it is no longer remembered: unknown, still counted
     monitor.add_labels(["e0"], ["legit"])
     stats = monitor.stats()
@@ -206,3 +210,53 @@ def test_malformed_arguments_say_what_to_fix() -> None:
         monitor.add_predictions(["a", "b"], [1], None, release="r")
     with pytest.raises(ValueError, match="2 event ids but 1 labels"):
         monitor.add_labels(["a", "b"], [1])
+
+
+def test_the_lazy_index_counts_like_a_plain_ring(rng: np.random.Generator) -> None:
+    """Batches and labels interleaved at random over a small wrapping ring: every count
+    equals that of a plain list of slots (the index is built only when labels come, so
+    evictions and expiries hit indexed and unindexed slots alike)."""
+    clock = Clock()
+    cap, ttl = 300, 50.0
+    monitor = AccuracyMonitor(1, classes=[0, 1], max_pending=cap, ttl_s=ttl, clock=clock)
+    slots: list[list[Any]] = []  # [id, time kept, unjoined], oldest first
+    gone: list[str] = []
+    want = {"joined": 0, "expired": 0, "evicted": 0, "late": 0, "unknown": 0}
+
+    def drop(n: int, counter: str) -> None:
+        for event_id, _at, unjoined in slots[:n]:
+            if unjoined:
+                gone.append(str(event_id))
+                want[counter] += 1
+        del slots[:n]
+
+    next_id = 0
+    for _ in range(400):
+        clock.now += float(rng.integers(0, 8))
+        drop(sum(1 for slot in slots if slot[1] < clock.now - ttl), "expired")
+        if rng.random() < 0.6:
+            k = int(rng.integers(1, 120))
+            ids = [f"e{i}" for i in range(next_id, next_id + k)]
+            next_id += k
+            monitor.add_predictions(ids, [1] * k, [0.7] * k, release="r:1")
+            drop(max(0, len(slots) + k - cap), "evicted")
+            slots.extend([event_id, clock.now, True] for event_id in ids)
+        else:
+            # labels for kept, recently gone and never seen events
+            live = [str(slot[0]) for slot in slots if slot[2]]
+            asked = list(rng.choice(live, size=min(len(live), 20), replace=False)) if live else []
+            asked += gone[-5:] + [f"x{next_id}"]
+            for event_id in asked:
+                slot = next((slot for slot in slots if slot[0] == event_id and slot[2]), None)
+                if slot is not None:
+                    slot[2] = False
+                    want["joined"] += 1
+                elif event_id in gone:
+                    want["late"] += 1
+                else:
+                    want["unknown"] += 1
+            monitor.add_labels(asked, [1] * len(asked))
+            stats = monitor.stats()
+            assert {name: getattr(stats, name) for name in want} == want
+            assert stats.pending == sum(1 for slot in slots if slot[2])
+    assert want["joined"] and want["expired"] and want["evicted"] and want["late"]
