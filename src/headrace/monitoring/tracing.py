@@ -24,7 +24,6 @@ The OpenTelemetry SDK is optional: ``pip install 'headrace[otel]'``.
 from __future__ import annotations
 
 import math
-import operator
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,7 +54,6 @@ TRACEPARENT = "traceparent"
 _TRACESTATE = "tracestate"
 _TRACE_HEADERS = frozenset({TRACEPARENT, _TRACESTATE})
 _SCOPE = "headrace"
-_HEADERS = operator.attrgetter("headers")
 
 
 def _otel(feature: str) -> Any:
@@ -210,6 +208,14 @@ class EventTracer:
         # duck-typed: subclassing `Getter` would import OpenTelemetry with this module
         self._getter = cast("Getter[Sequence[tuple[str, bytes]]]", _ListGetter())
         self._rng = np.random.default_rng(seed)
+        # Events without a trace are drawn one by one with probability `sample_ratio`,
+        # as gaps between draws (geometric): no random number per batch or per event
+        # until the next chosen one comes, so a low ratio costs next to nothing.
+        self._next = self._gap() - 1
+
+    def _gap(self) -> int:
+        ratio = self.sample_ratio
+        return int(self._rng.geometric(ratio)) if 0.0 < ratio < 1.0 else 1
 
     def select(self, carriers: Sequence[HasHeaders], *, always: Iterable[int] = ()) -> list[int]:
         """Indices of the events to trace, sorted.
@@ -223,14 +229,17 @@ class EventTracer:
         ratio = self.sample_ratio
         if ratio >= 1.0:
             chosen.update(range(n))
-        elif ratio > 0.0 and n:
-            k = int(self._rng.binomial(n, ratio))
-            if k:
-                chosen.update(self._rng.choice(n, size=k, replace=False).tolist())
-        # Most events carry no headers at all: find those that do at C speed (compress
-        # over the headers lists' truthiness), then look only at them.
-        for i in compress(range(n), map(_HEADERS, carriers)):
-            headers = carriers[i].headers
+        elif ratio > 0.0:
+            at = self._next
+            while at < n:
+                chosen.add(at)
+                at += self._gap()
+            self._next = at - n
+        # Most events carry no headers at all: find those that do (one attribute read
+        # each, the truth test at C speed), then look only at them.
+        everyone = [carrier.headers for carrier in carriers]
+        for i in compress(range(n), everyone):
+            headers = everyone[i]
             if headers:
                 value = _header(headers, TRACEPARENT)
                 if value is not None:

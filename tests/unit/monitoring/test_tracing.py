@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -72,6 +73,27 @@ def test_the_ratio_is_the_share_of_events_without_a_trace() -> None:
     n = 512 * 200
     sigma = (n * 0.01 * 0.99) ** 0.5
     assert abs(chosen - n * 0.01) < 5 * sigma
+
+
+def test_the_draw_does_not_depend_on_how_the_stream_is_cut_into_batches(
+    rng: np.random.Generator,
+) -> None:
+    """The ratio is drawn per event (gaps carried from batch to batch): the same seed
+    chooses the same events of a stream in one batch or in many, empty ones included."""
+    provider, _ = memory_provider()
+    n = 20_000
+    whole = EventTracer(pipeline="p", sample_ratio=0.02, provider=provider, seed=5)
+    expected = whole.select([Event() for _ in range(n)])
+    cut = EventTracer(pipeline="p", sample_ratio=0.02, provider=provider, seed=5)
+    got: list[int] = []
+    start = 0
+    while start < n:
+        size = min(n - start, int(rng.integers(0, 40)))
+        got += [start + i for i in cut.select([Event() for _ in range(size)])]
+        start += size
+    assert got == expected
+    sigma = (n * 0.02 * 0.98) ** 0.5
+    assert abs(len(got) - n * 0.02) < 5 * sigma
 
 
 def test_an_event_span_continues_the_producer_trace() -> None:
