@@ -29,7 +29,7 @@ def serve(
     SIGTERM/SIGINT stop accepting, let requests in flight finish, then exit 0.
     """
     from headrace.serving.config import load_serve_config, serve_config_from_dict
-    from headrace.serving.server import bind, build_app, uvicorn_server
+    from headrace.serving.server import StopSignals, bind, build_app, uvicorn_server
 
     overrides = {
         key: value
@@ -41,9 +41,10 @@ def serve(
     else:
         settings = serve_config_from_dict({}, where="headrace serve", overrides=overrides)
     sock = bind(settings)
-    with sock, open_registry(ctx) as registry:
+    # A SIGTERM while the registry opens and the app builds still exits 0 (see StopSignals).
+    with StopSignals() as early, sock, open_registry(ctx) as registry:
         app = build_app(registry, settings)
-        server = uvicorn_server(app, settings)
+        server = uvicorn_server(app, settings, early=early)
         port = sock.getsockname()[1]
         scheme = "https" if settings.tls is not None else "http"
         served = ", ".join(settings.models) if settings.models else "every model in the registry"

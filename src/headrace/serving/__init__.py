@@ -75,6 +75,7 @@ from headrace.serving.rest import (
     parse_infer_request,
 )
 from headrace.serving.server import (
+    StopSignals,
     bind,
     build_app,
     uvicorn_server,
@@ -111,6 +112,7 @@ __all__ = [
     "ProtocolError",
     "ServeConfig",
     "ServerMetrics",
+    "StopSignals",
     "TLSConfig",
     "TensorMetadata",
     "UnauthorizedError",

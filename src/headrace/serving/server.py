@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
     from headrace.registry.store import Registry
 
-__all__ = ["bind", "build_app", "uvicorn_server"]
+__all__ = ["StopSignals", "bind", "build_app", "uvicorn_server"]
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
 
 _log = logging.getLogger(__name__)
 
@@ -104,8 +106,40 @@ def bind(config: ServeConfig) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: InferenceApp, config: ServeConfig) -> uvicorn.Server:
+class StopSignals:
+    """SIGTERM/SIGINT caught while ``headrace serve`` starts up, before its server runs.
+
+    Without it a stop requested during start-up (opening the registry, importing the
+    server) killed the process with the signal (status -15); with it the server, once it
+    runs, sees the request and stops at once with exit status 0. Use it as a context
+    manager from the main thread (elsewhere it does nothing); `received` lists what came.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def _record(self, sig: int, frame: object) -> None:
+        self.received.append(sig)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._record) for sig in _STOPS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def uvicorn_server(
+    app: InferenceApp, config: ServeConfig, *, early: StopSignals | None = None
+) -> uvicorn.Server:
     """A uvicorn server for `app` on the config's host, port and TLS (``.run()`` it).
+
+    `early`: the stop signals caught before it runs; one there stops it as soon as it
+    started.
 
     Raises
     ------
@@ -140,6 +174,7 @@ def uvicorn_server(app: InferenceApp, config: ServeConfig) -> uvicorn.Server:
         **tls,
     )
     server: uvicorn.Server = _server_class(uvicorn)(settings)
+    server.early_stops = early  # type: ignore[attr-defined]
     return server
 
 
@@ -151,13 +186,16 @@ def _server_class(uvicorn: Any) -> Any:
     """
 
     class Server(uvicorn.Server):  # type: ignore[misc]
+        early_stops: StopSignals | None = None
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
-            stops = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOPS}
+            if self.early_stops is not None and self.early_stops.received:
+                self.should_exit = True  # asked to stop while starting up
             try:
                 yield
             finally:
