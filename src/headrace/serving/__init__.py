@@ -38,6 +38,7 @@ from headrace.serving.config import (
     LimitsConfig,
     ServeConfig,
     TLSConfig,
+    TracingConfig,
     load_serve_config,
     serve_config_from_dict,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "StopSignals",
     "TLSConfig",
     "TensorMetadata",
+    "TracingConfig",
     "UnauthorizedError",
     "array_from_bytes",
     "array_from_values",

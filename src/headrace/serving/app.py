@@ -14,6 +14,10 @@ than the model call for small batches). Routes:
 ``GET  /metrics``, ``/v2/docs/openapi.json``                 open
 ==========================================================  =========================
 
+With ``tracing`` in the config, each request gets an OpenTelemetry ``SERVER`` span that
+continues the caller's W3C ``traceparent`` (route template as its name, the status code,
+and the error of a failed request); without it no span code runs at all.
+
 Every error is ``{"error": "..."}`` with the status `status_of` gives (503 carries
 ``Retry-After``); a request that fails never stops the server. Secrets never reach a log
 line: headers are not logged, and a token is only ever compared.
@@ -26,7 +30,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -55,6 +59,9 @@ from headrace.serving.openapi import openapi_document
 from headrace.serving.repository import ModelRepository
 from headrace.serving.rest import encode_infer_response, parse_infer_request
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
 __all__ = ["InferenceApp"]
 
 _log = logging.getLogger(__name__)
@@ -71,6 +78,17 @@ _EXTENSIONS: Final = ["model_repository", "binary_tensor_data"]
 # for health and model readiness (Triton answers 400; Kubernetes probes read >= 400 as
 # not ready).
 _NOT_READY: Final = 400
+_FIXED_ROUTES: Final = frozenset(
+    {
+        "v2",
+        "v2/health/live",
+        "v2/health/ready",
+        "v2/docs/openapi.json",
+        "v2/repository/index",
+        "metrics",
+    }
+)
+_UNMATCHED: Final = "unmatched route"
 
 
 class _ClientGoneError(Exception):
@@ -114,6 +132,9 @@ class InferenceApp:
         Batching, limits and tokens.
     metrics
         Where request and batch metrics go (share its registry with the repository).
+    tracer
+        Traces each HTTP request when given (`build_app` makes one from the config's
+        ``tracing`` section); None traces nothing.
 
     The ASGI lifespan starts the repository (alias watching, preloading) and, on
     shutdown, stops the batchers and the repository; ``on_startup``/``on_shutdown`` hooks
@@ -121,11 +142,17 @@ class InferenceApp:
     """
 
     def __init__(
-        self, repository: ModelRepository, *, config: ServeConfig, metrics: ServerMetrics
+        self,
+        repository: ModelRepository,
+        *,
+        config: ServeConfig,
+        metrics: ServerMetrics,
+        tracer: Tracer | None = None,
     ) -> None:
         self.repository = repository
         self.config = config
         self.metrics = metrics
+        self.tracer = tracer
         self.batchers: dict[str, AdaptiveBatcher] = {}
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
@@ -180,6 +207,17 @@ class InferenceApp:
         await self.repository.stop()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.tracer is None:
+            await self._respond(scope, receive, send, None)
+            return
+        from headrace.monitoring.tracing import http_server_span
+
+        method = scope["method"]
+        route = _route_template(scope["path"].strip("/").split("/"))
+        with http_server_span(self.tracer, scope["headers"], method=method, route=route) as span:
+            await self._respond(scope, receive, send, span)
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send, span: Span | None) -> None:
         started = time.perf_counter()
         model, endpoint = "", "other"
         try:
@@ -189,11 +227,19 @@ class InferenceApp:
                 model, endpoint = _route_labels(parts)
             status, body, headers = await self._dispatch(request, receive)
         except _ClientGoneError:
+            if span is not None:
+                span.set_attribute("error.type", "client_disconnected")
             return
         except Exception as exc:
             status, body, headers = self._error(exc)
+            if span is not None:
+                _span_error(span, exc, status)
         if model not in self._served:
             model = ""  # a name no model answered to is the client's: keep it out of labels
+        if span is not None:
+            span.set_attribute("http.response.status_code", status)
+            if model:
+                span.set_attribute("headrace.model", model)
         await send(
             {
                 "type": "http.response.start",
@@ -488,6 +534,42 @@ def _json(status: int, document: Any) -> tuple[int, bytes, list[tuple[bytes, byt
 
 def _tensor(meta: Any) -> dict[str, Any]:
     return {"name": meta.name, "datatype": meta.datatype, "shape": list(meta.shape)}
+
+
+def _route_template(parts: list[str]) -> str:
+    """A span name's route: model names and versions as placeholders, and one name for
+    every path that is no route (span names must not carry what a client chose)."""
+    if len(parts) >= 3 and parts[0] == "v2" and parts[1] == "models":
+        template, rest = "/v2/models/{name}", parts[3:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            template, rest = template + "/versions/{version}", rest[2:]
+        if not rest:
+            return template
+        return f"{template}/{rest[0]}" if rest in (["ready"], ["infer"]) else _UNMATCHED
+    if len(parts) == 5 and parts[:3] == ["v2", "repository", "models"]:
+        return (
+            f"/v2/repository/models/{{name}}/{parts[4]}"
+            if parts[4]
+            in (
+                "load",
+                "unload",
+            )
+            else _UNMATCHED
+        )
+    joined = "/".join(parts)
+    return f"/{joined}" if joined in _FIXED_ROUTES else _UNMATCHED
+
+
+def _span_error(span: Span, exc: Exception, status: int) -> None:
+    """Put a failed request's error on its span: an exception event and its type; the
+    span's status is ERROR for a server error (5xx) only, as OpenTelemetry's HTTP
+    conventions say (a 4xx is the client's error, not the server's)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    span.record_exception(exc)
+    span.set_attribute("error.type", type(exc).__name__)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
 
 
 def _route_labels(parts: list[str]) -> tuple[str, str]:

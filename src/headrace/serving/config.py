@@ -15,6 +15,7 @@ auth:                          # bearer tokens; omit a token to leave its routes
   inference_token: ${HEADRACE_INFERENCE_TOKEN}
   management_token: ${HEADRACE_MANAGEMENT_TOKEN}
 tls: {certfile: server.pem, keyfile: server.key}
+tracing: {sample_ratio: 0.01}  # OpenTelemetry spans per request (omit: no tracing)
 ```
 
 ``${VAR}`` and ``${VAR:-default}`` are replaced from the environment (tokens belong
@@ -39,6 +40,7 @@ __all__ = [
     "LimitsConfig",
     "ServeConfig",
     "TLSConfig",
+    "TracingConfig",
     "load_serve_config",
     "serve_config_from_dict",
 ]
@@ -93,6 +95,18 @@ class TLSConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
         )
 
 
+class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """OpenTelemetry spans for HTTP requests (``pip install 'headrace[otel]'``).
+
+    A request carrying a W3C ``traceparent`` follows its caller's sampling decision; a
+    `sample_ratio` share of the others starts a trace. Spans go over OTLP when
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Without this section nothing is traced and
+    OpenTelemetry is never imported.
+    """
+
+    sample_ratio: float = 1.0
+
+
 class ServeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Everything ``headrace serve`` needs besides the registry (see the module docstring).
 
@@ -126,6 +140,7 @@ class ServeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     tls: TLSConfig | None = None
+    tracing: TracingConfig | None = None
 
     @property
     def memory_budget_bytes(self) -> int | None:
@@ -165,6 +180,12 @@ def _problems(config: ServeConfig) -> list[tuple[str, str]]:
         token = getattr(config.auth, key)
         if token is not None and len(token) < 16:
             problems.append((f"$.auth.{key}", "is shorter than 16 characters: use a random one"))
+    if config.tracing is not None:
+        ratio = config.tracing.sample_ratio
+        if not 0.0 <= ratio <= 1.0:  # also refuses NaN
+            problems.append(
+                ("$.tracing.sample_ratio", f"{ratio} is not within [0, 1]: give a share like 0.01")
+            )
     if config.tls is not None:
         for key in ("certfile", "keyfile"):
             path = Path(getattr(config.tls, key))

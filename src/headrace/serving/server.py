@@ -40,6 +40,7 @@ def build_app(
     config: ServeConfig,
     *,
     metrics_registry: prometheus_client.CollectorRegistry | None = None,
+    tracer_provider: Any = None,
 ) -> InferenceApp:
     """The ASGI app over a registry: one repository and one metrics registry shared by both.
 
@@ -51,6 +52,10 @@ def build_app(
         The server config.
     metrics_registry
         Where every metric goes; a fresh one when omitted.
+    tracer_provider
+        The OpenTelemetry tracer provider for the config's ``tracing`` section; None
+        builds one (`headrace.monitoring.tracing.tracer_provider`: OTLP when configured). Unused
+        without that section.
     """
     metrics_registry = metrics_registry if metrics_registry is not None else new_registry()
     repository = ModelRepository(
@@ -68,7 +73,16 @@ def build_app(
         return dict(app.batchers)
 
     metrics = ServerMetrics(metrics_registry, batchers=batchers)
-    app = InferenceApp(repository, config=config, metrics=metrics)
+    tracer = None
+    if config.tracing is not None:
+        if tracer_provider is None:
+            from headrace.monitoring.tracing import tracer_provider as new_provider
+
+            tracer_provider = new_provider(
+                "headrace-serve", sample_ratio=config.tracing.sample_ratio
+            )
+        tracer = tracer_provider.get_tracer("headrace.serving")
+    app = InferenceApp(repository, config=config, metrics=metrics, tracer=tracer)
     # headrace_rollbacks_total of the models this server answered for, from the registry.
     metrics_registry.register(RollbackCollector(registry, models=lambda: sorted(app._served)))
     if config.grpc_port is not None:
