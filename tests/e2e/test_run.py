@@ -147,7 +147,31 @@ def test_demo_runs_the_whole_story(tmp_path: Path) -> None:
     sent = sum(summary["malformed_sent"].values())
     assert sent > 0 and summary["dead_letters"] == sent
     assert summary["outputs"] == 3000 - sent
-    assert summary["audit_records"] == 2
+    # the stream drifted at 60%: the drift alarm came after that point, never before
+    drift = summary["drift"]
+    assert drift["drift_at"] == 1800 and drift["drift_event"] == "tx-00001800"
+    alarms = drift["alarms"]
+    assert alarms, "no drift alarm after the drift point"
+    assert all(int(a["event_id"].removeprefix("tx-")) > drift["drift_at"] for a in alarms)
+    assert all("amount" in a["columns"] and a["statistic"] > a["threshold"] for a in alarms)
+    assert drift["columns"] == ["amount", "distance_km", "card_present", "tx_last_24h"]
+    assert drift["release_tags"]["drift"].endswith(f"(event {alarms[-1]['event_id']})")
+    # registration, alias, and per alarm its audit record and the release tag
+    assert summary["audit_records"] == 2 + 2 * len(alarms)
+    assert drift["calibration_checks"] >= 2000 and drift["calibration_s"] < 10
+    # the true labels came back late and were joined to the predictions
+    accuracy = summary["accuracy"]
+    assert accuracy["labels_sent"] > 2950 and accuracy["joined"] > 2500
+    assert 0.5 < accuracy["accuracy"] <= 1.0 and accuracy["window"] == accuracy["joined"]
+    # the drift report compares the reference with the drifted traffic, a plot per column
+    report = Path(drift["report_file"])
+    page = report.read_text()
+    assert report.parent == tmp_path / "demo" and "amount" in drift["report_drifted_columns"]
+    assert page.count("<svg") >= 5 and "after the drift" in page
+    alarms_file = tmp_path / "demo" / "outputs" / "drift-alarms.jsonl"
+    assert [json.loads(line)["row"] for line in alarms_file.read_text().splitlines()] == [
+        a["row"] for a in alarms
+    ]
     assert Path(summary["outputs_file"]).exists()
     # the HTTP server beside the stream answered every OIP request, alone and batched alike
     serving = summary["serving"]

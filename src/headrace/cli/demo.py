@@ -11,6 +11,7 @@ from headrace.cli.output import print_json
 
 if TYPE_CHECKING:
     from headrace.demo.serving import ServingReport
+    from headrace.demo.story import DemoResult
 
 __all__ = ["demo"]
 
@@ -71,6 +72,19 @@ def demo(
                 "audit_records": result.audit_records,
                 **stats,
                 "serving": _serving_json(result.serving),
+                "drift": {
+                    "drift_at": result.drift_at,
+                    "drift_event": result.drift_event,
+                    "columns": result.drift_columns,
+                    "threshold": result.drift_threshold,
+                    "calibration_s": result.calibration_s,
+                    "calibration_checks": result.calibration_checks,
+                    "alarms": result.alarms,
+                    "release_tags": result.release_tags,
+                    "report_file": str(result.report_path) if result.report_path else None,
+                    "report_drifted_columns": result.report_drifted,
+                },
+                "accuracy": {"labels_sent": result.labels_sent, **(result.accuracy or {})},
             }
         )
         return
@@ -95,8 +109,49 @@ def demo(
         f"  audit chain   {result.audit_records} records, verified",
         f"  registry      {result.home / 'registry.db'}",
         *_serving_lines(result.serving),
+        *_drift_lines(result),
     ]
     typer.echo("\n".join(lines))
+
+
+def _metric(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _drift_lines(result: DemoResult) -> list[str]:
+    """The drift alarm, the live accuracy from the late labels, and the report's path."""
+    lines = [
+        f"  drift         the stream drifts at event {result.drift_at:,} ({result.drift_event});"
+        f" watched: {', '.join(result.drift_columns)}"
+    ]
+    if not result.alarms:
+        lines.append("                no drift alarm")
+    for alarm in result.alarms[:3]:
+        lines.append(
+            f"                alarm at event {alarm['event_id']}: {', '.join(alarm['columns'])}"
+            f" (statistic {alarm['statistic']:.2f} > {alarm['threshold']:.2f})"
+        )
+    if len(result.alarms) > 3:
+        lines.append(
+            f"                ... {len(result.alarms) - 3} more: one per fresh window of "
+            "drifted events"
+        )
+    if "drift" in result.release_tags:
+        lines.append(
+            f"                {result.release} tagged drift={result.release_tags['drift']}"
+        )
+    accuracy = result.accuracy
+    if accuracy is not None:
+        lines.append(
+            f"  live accuracy {accuracy['joined']:,} of {result.labels_sent:,} late labels "
+            f"joined; last {accuracy['window']:,}: accuracy {_metric(accuracy['accuracy'])}, "
+            f"precision {_metric(accuracy['precision'])}, recall {_metric(accuracy['recall'])}, "
+            f"AUC {_metric(accuracy['auc'])}"
+        )
+    if result.report_path is not None:
+        moved = ", ".join(result.report_drifted) or "no column"
+        lines.append(f"  drift report  {result.report_path} (moved: {moved})")
+    return lines
 
 
 def _serving_json(report: ServingReport | None) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ asks it a few Open Inference Protocol questions (`ask_server`).
 from __future__ import annotations
 
 from headrace.demo.data import (
+    DRIFTED_MIX,
     FEATURES,
     MALFORMED_KINDS,
     MERCHANTS,
@@ -15,6 +16,7 @@ from headrace.demo.data import (
     Transactions,
     event_stream,
     generate,
+    generate_drifting,
     training_matrix,
 )
 from headrace.demo.serving import (
@@ -28,6 +30,7 @@ from headrace.demo.serving import (
 from headrace.demo.story import DemoResult, run_demo
 
 __all__ = [
+    "DRIFTED_MIX",
     "FEATURES",
     "MALFORMED_KINDS",
     "MERCHANTS",
@@ -41,6 +44,7 @@ __all__ = [
     "ask_server",
     "event_stream",
     "generate",
+    "generate_drifting",
     "run_demo",
     "serve_beside_stream",
     "training_matrix",

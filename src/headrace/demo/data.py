@@ -18,15 +18,21 @@ import orjson
 __all__ = [
     "FEATURES",
     "MALFORMED_KINDS",
+    "DRIFTED_MIX",
     "MERCHANTS",
     "SCHEMA_YAML",
     "Transactions",
     "event_stream",
     "generate",
+    "generate_drifting",
     "training_matrix",
 ]
 
 MERCHANTS = ["grocery", "fuel", "restaurant", "travel", "electronics", "gaming", "jewelry"]
+NORMAL_MIX = [0.3, 0.18, 0.2, 0.08, 0.12, 0.08, 0.04]
+DRIFTED_MIX = [0.12, 0.08, 0.1, 0.25, 0.2, 0.1, 0.15]
+"""The merchant mix after the demo's drift point: travel, electronics and jewelry grow."""
+DRIFTED_AMOUNT_SCALE = 1.5
 FEATURES = ["amount", "hour", "merchant", "distance_km", "card_present", "tx_last_24h"]
 """The model's inputs, in order (the schema also carries ids and times it does not see)."""
 
@@ -81,12 +87,18 @@ def generate(
     users: int = 5_000,
     merchant_mix: list[float] | None = None,
     amount_scale: float = 1.0,
+    population_seed: int | None = None,
 ) -> Transactions:
-    """Generate `rows` transactions (`merchant_mix` and `amount_scale` shift them: drift)."""
+    """Generate `rows` transactions (`merchant_mix` and `amount_scale` shift them: drift).
+
+    `population_seed` draws the users' spending levels (default ``seed + 1``): give the
+    training data's to stream from the same customers it was trained on.
+    """
     rng = np.random.default_rng(seed)
-    mix = np.asarray(merchant_mix or [0.3, 0.18, 0.2, 0.08, 0.12, 0.08, 0.04])
+    mix = np.asarray(merchant_mix or NORMAL_MIX)
     user = rng.integers(0, users, rows)
-    user_level = np.random.default_rng(seed + 1).lognormal(0.0, 0.5, users)[user]
+    levels_seed = seed + 1 if population_seed is None else population_seed
+    user_level = np.random.default_rng(levels_seed).lognormal(0.0, 0.5, users)[user]
     merchant = rng.choice(len(MERCHANTS), rows, p=mix / mix.sum())
     base = np.array([35.0, 55.0, 40.0, 400.0, 250.0, 30.0, 600.0])[merchant]
     amount = np.round(base * user_level * rng.lognormal(0.0, 0.6, rows) * amount_scale, 2)
@@ -117,6 +129,35 @@ def generate(
         user=user,
         ts=ts,
         is_fraud=is_fraud,
+    )
+
+
+def generate_drifting(
+    rows: int,
+    *,
+    drift_at: int,
+    seed: int = 42,
+    start_ts: float = 1_790_000_000.0,
+    population_seed: int | None = None,
+) -> Transactions:
+    """`rows` transactions whose first `drift_at` are like the training data and the rest
+    drifted: a new merchant mix (`DRIFTED_MIX`) and amounts scaled by 1.5."""
+    if not 0 <= drift_at <= rows:
+        raise ValueError(f"drift_at must be within 0..{rows}, got {drift_at}")
+    before = generate(drift_at, seed=seed, start_ts=start_ts, population_seed=population_seed)
+    after = generate(
+        rows - drift_at,
+        seed=seed + 1000,
+        start_ts=float(before.ts[-1]) if drift_at else start_ts,
+        merchant_mix=DRIFTED_MIX,
+        amount_scale=DRIFTED_AMOUNT_SCALE,
+        population_seed=seed + 1 if population_seed is None else population_seed,
+    )
+    return Transactions(
+        **{
+            name: np.concatenate([getattr(before, name), getattr(after, name)])
+            for name in Transactions.__dataclass_fields__
+        }
     )
 
 

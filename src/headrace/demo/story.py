@@ -3,8 +3,11 @@
 Generate card transactions, train and register a fraud model, stream the events (with a
 sprinkle of malformed ones) through the in-process broker into a real pipeline worker,
 and summarise: throughput, latency percentiles, dead letters and their reasons, where the
-outputs are, and an audit chain that verifies. Later issues extend the same story
-(serving, drift, rollouts).
+outputs are, and an audit chain that verifies. Partway through, the stream drifts (a new
+merchant mix, larger amounts): the worker's drift monitor raises an alarm, the true
+fraud labels come back late on a feedback topic for live accuracy, and an HTML drift
+report compares the reference with the drifted traffic. The HTTP server answers beside
+the stream (demo/serving.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +27,12 @@ import orjson
 from headrace.demo.data import (
     FEATURES,
     FEATURES_YAML,
+    MERCHANTS,
     SCHEMA_YAML,
+    Transactions,
     event_stream,
     generate,
+    generate_drifting,
     training_matrix,
 )
 
@@ -57,6 +63,18 @@ class DemoResult:
     audit_records: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
     serving: ServingReport | None = None
+    drift_at: int = 0
+    drift_event: str = ""
+    drift_columns: list[str] = field(default_factory=list)
+    drift_threshold: float = 0.0
+    calibration_s: float = 0.0
+    calibration_checks: int = 0
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    release_tags: dict[str, str] = field(default_factory=dict)
+    labels_sent: int = 0
+    accuracy: dict[str, Any] | None = None
+    report_path: Path | None = None
+    report_drifted: list[str] = field(default_factory=list)
 
 
 def _train(home: Path, *, rows: int, seed: int) -> tuple[Path, float]:
@@ -107,20 +125,38 @@ def _produce(
     *,
     rate: float,
     stop: threading.Event,
+    labels: list[bytes | None] | None = None,
+    label_topic: str = "",
+    label_delay_s: float = 0.0,
 ) -> None:
-    """Append events at about `rate` per second, as a live source would deliver them."""
+    """Append events at about `rate` per second, as a live source would deliver them, and
+    each event's label (if any) `label_delay_s` seconds later on `label_topic`."""
     from headrace.streams.base import OutRecord
 
     chunk = max(1, int(rate / 100))
     started = time.monotonic()
+    due: deque[tuple[float, list[OutRecord]]] = deque()
+
+    def release(now: float) -> None:
+        while due and due[0][0] <= now:
+            broker.append(label_topic, due.popleft()[1])
+
     for begin in range(0, len(payloads), chunk):
         if stop.is_set():
             return
         part = payloads[begin : begin + chunk]
         broker.append(topic, [OutRecord(value=value, key=key) for key, value in part])
+        if labels is not None:
+            late = [OutRecord(value=v) for v in labels[begin : begin + len(part)] if v is not None]
+            if late:
+                due.append((time.monotonic() + label_delay_s, late))
+            release(time.monotonic())
         ahead = (begin + len(part)) / rate - (time.monotonic() - started)
         if ahead > 0:
             time.sleep(ahead)
+    while due and not stop.is_set():  # the last labels, as they come due
+        stop.wait(max(0.0, due[0][0] - time.monotonic()))
+        release(time.monotonic())
 
 
 def _serve_beside(registry: Registry, *, seed: int, say: Say) -> ServingBeside:
@@ -135,12 +171,58 @@ def _serve_beside(registry: Registry, *, seed: int, say: Say) -> ServingBeside:
     return serving
 
 
+def _drift_report(
+    registry: Registry, release: Any, stream: Transactions, *, drift_at: int, path: Path
+) -> list[str]:
+    """The HTML drift report of the release's reference against the drifted traffic (the
+    last rows after the drift point, at most 5,000); returns the columns that moved."""
+    import numpy as np
+
+    from headrace.monitoring.drift import DriftReference, check_drift, render_html
+
+    # At least 500 rows (before the drift point too, if it comes that late).
+    after = slice(min(max(drift_at, len(stream) - 5000), max(len(stream) - 500, 0)), len(stream))
+    current = {
+        "amount": stream.amount[after],
+        "merchant": np.array([MERCHANTS[i] for i in stream.merchant[after]], dtype=object),
+        "distance_km": stream.distance_km[after],
+        "card_present": stream.card_present[after].astype(np.int8),
+        "tx_last_24h": stream.tx_last_24h[after],
+    }
+    reference = DriftReference.from_release(registry, release)
+    report = check_drift(reference, current)
+    path.write_text(
+        render_html(
+            report,
+            reference,
+            current,
+            title=f"headrace demo: {release.ref} after the drift at event {drift_at:,}",
+            current_name=f"events {after.start:,}-{after.stop - 1:,} (after the drift)",
+        ),
+        encoding="utf-8",
+    )
+    return list(report.drifted_columns)
+
+
+def _labels(stream: Transactions, payloads: list[tuple[bytes, bytes, str | None]]) -> list[Any]:
+    """The true label of each event that carries an id, as its feedback message."""
+    return [
+        None
+        if kind == "missing_id"
+        else orjson.dumps(
+            {"event_id": f"tx-{i:08d}", "label": "fraud" if stream.is_fraud[i] else "legit"}
+        )
+        for i, (_, _, kind) in enumerate(payloads)
+    ]
+
+
 def run_demo(
     *,
     events: int = 50_000,
     home: Path | None = None,
     rate: float = 25_000.0,
     malformed_rate: float = 0.01,
+    drift_share: float = 0.6,
     seed: int = 42,
     say: Say = print,
     progress: Progress | None = None,
@@ -156,6 +238,8 @@ def run_demo(
         directory when None.
     rate
         Events per second the producer offers (a live stream, not a backlog).
+    drift_share
+        Where the stream drifts, as a share of `events`.
     say, progress
         Where narration goes, and a callback ``(done, total)`` while streaming.
     """
@@ -172,11 +256,11 @@ def run_demo(
     home.mkdir(parents=True)
     result = DemoResult(home=home)
 
-    say("1/5 training a fraud model on 20,000 generated card transactions")
+    say("1/6 training a fraud model on 20,000 generated card transactions")
     model_dir, result.auc = _train(home, rows=20_000, seed=seed)
     say(f"    gradient-boosted trees, held-out AUC {result.auc:.3f}")
 
-    say("2/5 registering it as release fraud:1 (champion)")
+    say("2/6 registering it as release fraud:1 (champion)")
     registry = Registry(
         f"sqlite:///{home / 'registry.db'}",
         artifacts=f"file://{home / 'artifacts'}",
@@ -200,20 +284,34 @@ def run_demo(
         result.release, result.digest = release.ref, release.digest
         say(f"    {release.ref} digest {release.digest[:16]}..., inputs {', '.join(FEATURES)}")
 
+        result.drift_at = drift_at = int(events * drift_share)
+        result.drift_event = f"tx-{drift_at:08d}"
         say(
-            f"3/5 streaming {events:,} transactions ({malformed_rate:.0%} malformed) through "
-            "the pipeline"
+            f"3/6 streaming {events:,} transactions ({malformed_rate:.0%} malformed) through "
+            f"the pipeline; from event {drift_at:,} on they drift (a new merchant mix, "
+            "amounts x1.5); true labels follow later on a feedback topic"
         )
-        stream = generate(events, seed=seed + 1, start_ts=1_790_700_000.0)
-        payloads: list[tuple[bytes, bytes]] = []
-        for key, value, kind in event_stream(stream, malformed_rate=malformed_rate, seed=seed + 2):
-            payloads.append((key, value))
-            if kind is not None:
-                result.malformed_sent[kind] += 1
+        # The same customers as the training data (its population seed), so only the
+        # drift point changes what the model sees.
+        stream = generate_drifting(
+            events,
+            drift_at=drift_at,
+            seed=seed + 1,
+            start_ts=1_790_700_000.0,
+            population_seed=seed + 1,
+        )
+        sent = list(event_stream(stream, malformed_rate=malformed_rate, seed=seed + 2))
+        payloads = [(key, value) for key, value, _ in sent]
+        result.malformed_sent.update(kind for _, _, kind in sent if kind is not None)
+        labels = _labels(stream, sent)
+        result.labels_sent = sum(label is not None for label in labels)
         result.events = len(payloads)
         broker_name = f"demo-{id(result):x}"
         broker = named_broker(broker_name)
-        broker.create_topic("transactions", partitions=4)
+        # One partition: the order events are produced in is the order they are scored
+        # in, so "the alarm came N events after the drift point" means what it says.
+        broker.create_topic("transactions", partitions=1)
+        broker.create_topic("labels", partitions=1)
         outputs = home / "outputs"
         spec = pipeline_spec_from_dict(
             {
@@ -226,28 +324,86 @@ def run_demo(
                 "batch": {"max_size": 512, "max_wait_ms": 5},
                 "limits": {"max_event_bytes": 65_536},
                 "stats_interval_s": 0.2,
+                "feedback": {"url": f"memory://{broker_name}/labels", "window": 5000},
+                # `hour` is left out: a live stream comes in time order, so a window of
+                # consecutive events spans an hour or two of the day, never all of it.
+                # 2,000 simulated windows calibrate in well under a second; a worker
+                # (20,000 by default) caches its calibration under HEADRACE_HOME.
+                "drift": {
+                    "window": 500,
+                    "stride": 250,
+                    "target_run_length": 1_000_000,
+                    "calibration_checks": 2000,
+                    "columns": ["amount", "distance_km", "card_present", "tx_last_24h"],
+                    "sink": {"url": f"file://{outputs / 'drift-alarms.jsonl'}"},
+                },
             },
             where="demo pipeline",
         )
         total = result.events
 
+        done = threading.Event()
+        streamed_at: list[float] = []
+
         def report(stats: Any) -> None:
             if progress is not None:
                 progress(stats.events, total)
+            if stats.events < total:
+                return
+            # Every event scored: keep the worker up until the feedback reader has read
+            # the labels sent so far (at most 10 s), so a short demo reports accuracy too.
+            streamed_at.append(time.monotonic())
+            labels_read = broker.lag(f"{spec.name}-feedback", "labels") == 0
+            if (labels_read and not producer.is_alive()) or time.monotonic() - streamed_at[
+                0
+            ] > 10.0:
+                done.set()
 
         worker = build_worker(spec, registry=registry, home=home, on_stats=report)
+        monitors = worker.monitors
+        watch = None if monitors is None else monitors.drift
+        if watch is not None:
+            result.drift_columns = list(watch.monitor.columns)
+            result.drift_threshold = watch.monitor.threshold
+            result.calibration_s = watch.calibration_s
+            result.calibration_checks = watch.monitor.calibration.checks
+            say(
+                f"    drift monitor on {', '.join(result.drift_columns)}: windows of "
+                f"{watch.monitor.window} rows every {watch.monitor.stride}, threshold "
+                f"{watch.monitor.threshold:.2f} for one false alarm per 1,000,000 rows "
+                f"(calibrated on {result.calibration_checks:,} simulated windows in "
+                f"{result.calibration_s:.1f}s)"
+            )
+
+            def alarmed(record: dict[str, Any]) -> None:
+                say(
+                    f"    DRIFT ALARM at event {record['event_id']} (row {record['row']:,}): "
+                    f"{', '.join(record['columns'])} moved (KS statistic "
+                    f"{record['statistic']:.2f} > {record['threshold']:.2f}); audited, "
+                    f"{release.ref} tagged drift"
+                )
+
+            watch.on_alarm = alarmed
         serving = _serve_beside(registry, seed=seed, say=say)
         stop = threading.Event()
         producer = threading.Thread(
             target=_produce,
             args=(broker, "transactions", payloads),
-            kwargs={"rate": rate, "stop": stop},
+            kwargs={
+                "rate": rate,
+                "stop": stop,
+                "labels": labels,
+                "label_topic": "labels",
+                # a second late: longer than the worker lags behind the producer, so a
+                # label finds its prediction waiting (a fraud label takes days in life)
+                "label_delay_s": 1.0,
+            },
             name="demo-producer",
             daemon=True,
         )
         producer.start()
         try:
-            stats = worker.run(max_events=total)
+            stats = worker.run(stop=done)
         finally:
             stop.set()
             producer.join(timeout=10)
@@ -257,8 +413,12 @@ def run_demo(
         result.outputs_path = outputs / "fraud-scores.jsonl"
         result.dead_letters_path = outputs / "dead-letters.jsonl"
         result.serving = serving.finish()
+        if watch is not None:
+            result.alarms = list(watch.alarms)
+        if monitors is not None and monitors.accuracy is not None:
+            result.accuracy = _accuracy(monitors.accuracy, release.ref)
 
-        say("4/5 checking the outputs")
+        say("4/6 checking the outputs")
         flagged = 0
         with result.outputs_path.open("rb") as handle:
             for line in handle:
@@ -269,6 +429,28 @@ def run_demo(
                         result.examples.append(record)
         result.flagged = flagged
 
-        say("5/5 verifying the audit chain")
+        say("5/6 writing the drift report: the reference against the traffic after the drift")
+        result.report_path = home / "drift-report.html"
+        result.report_drifted = _drift_report(
+            registry, release, stream, drift_at=drift_at, path=result.report_path
+        )
+        result.release_tags = registry.release_tags(release.ref)
+
+        say("6/6 verifying the audit chain")
         result.audit_records = registry.verify_audit()
     return result
+
+
+def _accuracy(monitor: Any, release: str) -> dict[str, Any]:
+    """The live accuracy of `release` over its joined labels, and the join's counts."""
+    joins = monitor.stats()
+    found = monitor.report().get(release)
+    out: dict[str, Any] = {
+        "joined": joins.joined,
+        "pending": joins.pending,
+        "unknown": joins.unknown,
+    }
+    for name in ("accuracy", "precision", "recall", "auc", "ece"):
+        out[name] = None if found is None else getattr(found, name)
+    out["window"] = 0 if found is None else found.joined
+    return out

@@ -19,7 +19,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +79,10 @@ class DriftWatch:
         Drift p-values and alarm counters, or None.
     flush_timeout_s
         How long an alarm record may wait for the sink's acknowledgement.
+    on_alarm
+        Called with each alarm's record (as sent to the sink) once it was acted on.
+    calibration_s
+        How long calibrating took at start-up (0 when read from the cache).
     """
 
     monitor: OnlineDriftMonitor
@@ -87,6 +91,8 @@ class DriftWatch:
     sink: Sink | None = None
     metrics: DriftMetrics | None = None
     flush_timeout_s: float = 10.0
+    on_alarm: Callable[[dict[str, Any]], None] | None = None
+    calibration_s: float = 0.0
     alarms: list[dict[str, Any]] = field(default_factory=list)
     failures: int = 0
     skipped_rows: int = 0
@@ -189,6 +195,8 @@ class DriftWatch:
             subject,
             ", ".join(alarm.columns),
         )
+        if self.on_alarm is not None:
+            self.on_alarm(record)
 
     def _send(self, record: Mapping[str, Any]) -> None:
         if self.sink is None:
@@ -368,5 +376,10 @@ def build_drift_watch(
         else open_sink(drift.sink.url, topic=drift.sink.topic, options=dict(drift.sink.options))
     )
     return DriftWatch(
-        monitor=monitor, pipeline=pipeline, registry=registry, sink=sink, metrics=metrics
+        monitor=monitor,
+        pipeline=pipeline,
+        registry=registry,
+        sink=sink,
+        metrics=metrics,
+        calibration_s=seconds if calibration is None else 0.0,
     )
