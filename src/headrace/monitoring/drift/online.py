@@ -126,6 +126,11 @@ class OnlineDriftMonitor:
         if window < 2 or stride < 1:
             raise DriftError(f"window must be >= 2 and stride >= 1, got {window} and {stride}.")
         self.reference = reference
+        # An alarm's p-values need scipy.special and, at times, scipy.stats, whose first
+        # import takes about a second: pay it here, not in the hot path at the first alarm.
+        import scipy.special
+        import scipy.stats  # noqa: F401
+
         self.columns = names
         self.window = window
         self.stride = stride
