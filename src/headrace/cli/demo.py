@@ -80,6 +80,7 @@ def demo(
                     "calibration_s": result.calibration_s,
                     "calibration_checks": result.calibration_checks,
                     "alarms": result.alarms,
+                    "repeated_detections": result.drift_repeats,
                     "release_tags": result.release_tags,
                     "report_file": str(result.report_path) if result.report_path else None,
                     "report_drifted_columns": result.report_drifted,
@@ -132,9 +133,11 @@ def _drift_lines(result: DemoResult) -> list[str]:
             f" (statistic {alarm['statistic']:.2f} > {alarm['threshold']:.2f})"
         )
     if len(result.alarms) > 3:
+        lines.append(f"                ... {len(result.alarms) - 3} more drift episodes")
+    if result.drift_repeats:
         lines.append(
-            f"                ... {len(result.alarms) - 3} more: one per fresh window of "
-            "drifted events"
+            f"                the drift lasted: detected again in {result.drift_repeats} "
+            "fresh windows (counted in the metrics, not re-alarmed)"
         )
     if "drift" in result.release_tags:
         lines.append(

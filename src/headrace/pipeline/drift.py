@@ -83,6 +83,12 @@ class DriftWatch:
         Called with each alarm's record (as sent to the sink) once it was acted on.
     calibration_s
         How long calibrating took at start-up (0 when read from the cache).
+    clear_after_checks
+        A drift *episode* opens with an alarm and closes after this many clean checks in
+        a row. Only the alarm that opens an episode is sent, audited and tagged: a drift
+        that lasts is detected again at every fresh window, and acting on each would fill
+        the audit log (at 50,000 events/s, 100 records a second); the metrics count
+        every detection (`repeats` here).
     """
 
     monitor: OnlineDriftMonitor
@@ -93,11 +99,16 @@ class DriftWatch:
     flush_timeout_s: float = 10.0
     on_alarm: Callable[[dict[str, Any]], None] | None = None
     calibration_s: float = 0.0
+    clear_after_checks: int = 3
     alarms: list[dict[str, Any]] = field(default_factory=list)
+    repeats: int = 0
+    cleared: int = 0
     failures: int = 0
     skipped_rows: int = 0
     _sizes: npt.NDArray[np.int64] = field(init=False, repr=False)
     _warned_release: str | None = field(default=None, init=False, repr=False)
+    _episode_open: bool = field(default=False, init=False, repr=False)
+    _clean_checks: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         reference = self.monitor.reference
@@ -144,8 +155,35 @@ class DriftWatch:
         if self.metrics is not None and monitor.checks != before_checks:
             self._observe_p_values()
         for alarm in alarms:
-            self._act(alarm, event_id=view.scored_ids[alarm.row - before_rows - 1])
+            event_id = view.scored_ids[alarm.row - before_rows - 1]
+            if self._episode_open:
+                self.repeats += 1
+                if self.metrics is not None:
+                    self.metrics.observe_alarm(self.release, alarm.columns)
+                log.debug("%s: still drifting at event %s", self.pipeline, event_id)
+            else:
+                self._episode_open = True
+                self._act(alarm, event_id=event_id)
+        self._count_clean(monitor.checks - before_checks, alarmed=bool(alarms))
         return alarms
+
+    def _count_clean(self, checks: int, *, alarmed: bool) -> None:
+        """Close the open episode after `clear_after_checks` clean checks in a row."""
+        if alarmed:
+            self._clean_checks = 0
+            return
+        self._clean_checks += checks
+        if self._episode_open and self._clean_checks >= self.clear_after_checks:
+            self._episode_open = False
+            self.cleared += 1
+            log.info(
+                "%s: drift on %s cleared: %d clean checks in a row (%d repeated detections "
+                "during the episode)",
+                self.pipeline,
+                self.release,
+                self._clean_checks,
+                self.repeats,
+            )
 
     def _observe_p_values(self) -> None:
         stats, counts = self.monitor.last_statistics, self.monitor.last_counts
@@ -382,4 +420,5 @@ def build_drift_watch(
         sink=sink,
         metrics=metrics,
         calibration_s=seconds if calibration is None else 0.0,
+        clear_after_checks=drift.clear_after_checks,
     )

@@ -141,7 +141,9 @@ class DriftSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     `calibration_checks` windows (seconds), once per release and settings: the result is
     cached under ``<home>/drift-calibration``. `columns` defaults to the release's
     numeric inputs. An alarm goes to the audit log, the metrics, a WARNING log line, a
-    ``drift`` tag on the release and, when given, the `sink` (a JSON record).
+    ``drift`` tag on the release and, when given, the `sink` (a JSON record). It opens a
+    drift episode: while the drift lasts, later detections only count in the metrics; the
+    episode closes after `clear_after_checks` clean checks in a row.
     """
 
     enabled: bool = True
@@ -151,6 +153,7 @@ class DriftSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     columns: list[str] | None = None
     calibration_checks: int = 20_000
     seed: int = 0
+    clear_after_checks: int = 3
     sink: EndpointSpec | None = None
 
 
@@ -309,6 +312,8 @@ def _drift_problems(drift: DriftSpec | None) -> list[tuple[str, str]]:
         )
     if drift.calibration_checks < 100:
         problems.append(("$.drift.calibration_checks", f"{drift.calibration_checks} is below 100"))
+    if drift.clear_after_checks < 1:
+        problems.append(("$.drift.clear_after_checks", f"{drift.clear_after_checks} is below 1"))
     if drift.columns is not None and (not drift.columns or "" in drift.columns):
         problems.append(("$.drift.columns", "name at least one column (or leave it out)"))
     if drift.sink is not None and "://" not in drift.sink.url:

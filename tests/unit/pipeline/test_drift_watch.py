@@ -1,6 +1,7 @@
 """Drift in a running worker on the in-process broker: a drifted stream raises exactly the
-alarms expected (sink record, audit, metrics, release tag), a stream without drift none,
-and the calibration is simulated once per release and settings, then read from disk."""
+alarms expected (one per drift episode: sink record, audit, release tag; every detection
+in the metrics), a stream without drift none, and the calibration is simulated once per
+release and settings, then read from disk."""
 
 from __future__ import annotations
 
@@ -99,40 +100,65 @@ def test_a_drifted_stream_raises_exactly_the_expected_alarms(
     worker, name = run(registry, tmp_path / "home", values, metrics=metrics)
     watch = worker.monitors.drift
     assert watch.monitor.rows == CLEAN + DRIFTED and watch.failures == 0
-    rows = [a["row"] for a in watch.alarms]
     # None before the drift; the first once drifted rows fill enough of a window (a
-    # check every STRIDE rows), then one per fresh window: the window restarts after
-    # each alarm and every later window is all drifted.
-    assert rows, "no alarm on a stream drifted by one standard deviation"
-    first = rows[0]
+    # check every STRIDE rows), then a detection per fresh window: the window restarts
+    # after each alarm and every later window is all drifted. Only the first, which opens
+    # the drift episode, is acted on; the others count as repeats.
+    assert len(watch.alarms) == 1, "no alarm on a stream drifted by one standard deviation"
+    (alarm,) = watch.alarms
+    first = alarm["row"]
     assert CLEAN < first <= CLEAN + WINDOW and (first - WINDOW) % STRIDE == 0
-    assert rows == list(range(first, CLEAN + DRIFTED + 1, WINDOW))
-    for alarm in watch.alarms:
-        assert alarm["columns"] == ["f0"]  # only the column that moved
-        assert alarm["event_id"] == f"e{alarm['row'] - 1}"
-        assert alarm["release"] == "fraud:1" and alarm["pipeline"] == "scoring"
-        assert alarm["p_values"]["f0"] < 1e-6
-    # the sink got one acknowledged record per alarm, in order
+    detections = list(range(first, CLEAN + DRIFTED + 1, WINDOW))
+    assert watch.repeats == len(detections) - 1 > 0
+    assert alarm["columns"] == ["f0"]  # only the column that moved
+    assert alarm["event_id"] == f"e{first - 1}"
+    assert alarm["release"] == "fraud:1" and alarm["pipeline"] == "scoring"
+    assert alarm["p_values"]["f0"] < 1e-6
+    # the sink got one acknowledged record for the episode
     sent = [orjson.loads(m.value) for m in broker(name).messages("alarms")]
-    assert [r["row"] for r in sent] == rows
-    assert [r["event_id"] for r in sent] == [a["event_id"] for a in watch.alarms]
-    assert [m.key for m in broker(name).messages("alarms")] == [b"fraud:1"] * len(rows)
-    # the audit log has each alarm and each tag move, and still verifies
+    assert [(r["row"], r["event_id"]) for r in sent] == [(first, alarm["event_id"])]
+    assert [m.key for m in broker(name).messages("alarms")] == [b"fraud:1"]
+    # the audit log has the alarm and the tag, and still verifies
     audited = registry.audit_log(action=DRIFT_ALARM_ACTION)
-    assert [(r.subject, r.details["row"]) for r in audited] == [("fraud:1", r) for r in rows]
-    assert len(registry.audit_log(action="release.tag")) == len(rows)
-    assert registry.verify_audit() == 2 + 2 * len(rows)
+    assert [(r.subject, r.details["row"]) for r in audited] == [("fraud:1", first)]
+    assert len(registry.audit_log(action="release.tag")) == 1
+    assert registry.verify_audit() == 2 + 2
     tag = registry.release_tags("fraud:1")[DRIFT_TAG]
-    assert tag.startswith("alarm at ") and tag.endswith(f": f0 (event e{rows[-1] - 1})")
-    # metrics: alarms per column, and the last check's p-values per column
+    assert tag.startswith("alarm at ") and tag.endswith(f": f0 (event e{first - 1})")
+    # metrics: every detection per column, and the last check's p-values per column
     labels = {"pipeline": "scoring", "model": "fraud", "release": "fraud:1"}
     count = prometheus.get_sample_value("headrace_drift_alarms_total", {**labels, "column": "f0"})
-    assert count == len(rows)
+    assert count == len(detections)
     p_f0 = prometheus.get_sample_value("headrace_drift_p_value", {**labels, "column": "f0"})
     p_f1 = prometheus.get_sample_value("headrace_drift_p_value", {**labels, "column": "f1"})
     assert p_f0 is not None and p_f0 < 1e-6 and p_f1 is not None and p_f1 > 1e-3
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert sum("drift alarm on fraud:1" in r.getMessage() for r in warnings) == len(rows)
+    assert sum("drift alarm on fraud:1" in r.getMessage() for r in warnings) == 1
+
+
+def test_a_drift_that_ends_closes_its_episode_and_the_next_one_alarms_again(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    x, _ = synthetic(CLEAN + 3 * DRIFTED, seed=5)
+    drifted = np.zeros(len(x), dtype=bool)
+    drifted[CLEAN : CLEAN + DRIFTED] = True  # a first episode
+    drifted[CLEAN + 2 * DRIFTED :] = True  # back to normal for 1,000 rows, then again
+    x[drifted, 0] += 1.0
+    values = [
+        orjson.dumps({"event_id": f"e{i}", **{f"f{j}": float(x[i, j]) for j in range(N_FEATURES)}})
+        for i in range(len(x))
+    ]
+    worker, name = run(registry, tmp_path / "home", values)
+    watch = worker.monitors.drift
+    assert watch.cleared >= 1
+    rows = [a["row"] for a in watch.alarms]
+    assert len(rows) == 2, rows  # one per episode, however many windows each one lasted
+    assert CLEAN < rows[0] <= CLEAN + DRIFTED
+    assert CLEAN + 2 * DRIFTED < rows[1] <= CLEAN + 3 * DRIFTED
+    assert len(broker(name).messages("alarms")) == 2
+    assert len(registry.audit_log(action=DRIFT_ALARM_ACTION)) == 2
+    assert any("cleared" in r.getMessage() for r in caplog.records)
 
 
 def test_no_alarm_on_a_stream_without_drift(registry: Registry, tmp_path: Path) -> None:
@@ -194,6 +220,7 @@ def test_columns_must_be_numeric_fields_with_a_reference(
         ({"window": 100, "stride": 101}, "$.drift.stride"),
         ({"window": 100, "stride": 50, "target_run_length": 100}, "$.drift.target_run_length"),
         ({"calibration_checks": 10}, "$.drift.calibration_checks"),
+        ({"clear_after_checks": 0}, "$.drift.clear_after_checks"),
         ({"columns": []}, "$.drift.columns"),
         ({"sink": {"url": "alarms"}}, "$.drift.sink.url"),
         ({"windows": 10}, "unknown field `windows` - at `$.drift`"),
