@@ -14,7 +14,15 @@ exporter's, the samples writer's), so other work on a shared machine does not sk
   is idle: the join's cost per label is the feedback thread's, not the scorer's);
 - all: the three together.
 
-Run: ``.venv/bin/python benchmarks/monitoring_overhead.py [--events 200000] [--repeat 5]``
+Also, side by side (``--process``): `Worker.process` + `Worker.settle` over the same
+pre-built 512-event batches with no I/O at all (sinks and source that do nothing, the
+worst case for monitoring's share), monitoring off (no metrics, no monitors) against on
+(Prometheus `WorkerMetrics` and all three monitors at their defaults, span exporter
+dropping what it gets), a fresh worker per run, off and on alternating, median of
+``--repeat``; events per CPU second of the whole process.
+
+Run: ``.venv/bin/python benchmarks/monitoring_overhead.py [--events 200000] [--repeat 5]
+[--process]``
 """
 
 from __future__ import annotations
@@ -65,11 +73,35 @@ def _payloads(n: int) -> list[bytes]:
     ]
 
 
+def _dropping_provider() -> Any:
+    """An SDK tracer provider whose batch processor exports to a sink that drops spans:
+    what OTLP costs the process, without the network (an in-memory exporter would keep
+    every span and make each garbage collection slower than the last)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    return provider
+
+
+def _sections(kind: str, name: str, home: Path) -> dict[str, Any]:
+    sections: dict[str, Any] = {}
+    if kind in ("tracing", "all"):
+        sections["tracing"] = {}
+    if kind in ("samples", "all"):
+        sections["samples"] = {"url": f"file://{home / kind}"}
+    if kind in ("accuracy", "all"):
+        sections["feedback"] = {"url": f"memory://{name}/labels", "max_pending": 500_000}
+    return sections
+
+
 def _worker(kind: str, service: Any, payloads: list[bytes], home: Path) -> tuple[Any, Any, str]:
     """A worker over a fresh in-process topic of `payloads`, its tracer provider, its broker."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from headrace.pipeline.dedupe import MemoryDedupe
     from headrace.pipeline.observe import build_monitors
@@ -84,13 +116,7 @@ def _worker(kind: str, service: Any, payloads: list[bytes], home: Path) -> tuple
     memory.append(
         "events", [OutRecord(value=v, key=str(i % 64).encode()) for i, v in enumerate(payloads)]
     )
-    sections: dict[str, Any] = {}
-    if kind in ("tracing", "all"):
-        sections["tracing"] = {}
-    if kind in ("samples", "all"):
-        sections["samples"] = {"url": f"file://{home / kind}"}
-    if kind in ("accuracy", "all"):
-        sections["feedback"] = {"url": f"memory://{name}/labels", "max_pending": 500_000}
+    sections = _sections(kind, name, home)
     spec = pipeline_spec_from_dict(
         {
             "name": "bench",
@@ -103,8 +129,7 @@ def _worker(kind: str, service: Any, payloads: list[bytes], home: Path) -> tuple
             **sections,
         }
     )
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+    provider = _dropping_provider()
     worker = Worker(
         spec,
         service=service,
@@ -185,16 +210,131 @@ def _hook_cost(kind: str, service: Any, payloads: list[bytes], home: Path) -> fl
     return cpu * 1e6 / events
 
 
+class _Null:
+    """A source and sink that do nothing: the worker alone, without I/O."""
+
+    url = "null://"
+
+    def send(self, records: Any) -> None:
+        pass
+
+    def flush(self, *, timeout: float) -> None:
+        pass
+
+    def commit(self, messages: Any) -> None:
+        pass
+
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
+
+def _process_rate(on: bool, service: Any, batches: list[list[Any]], home: Path) -> float:
+    """Events per CPU second of `Worker.process` + `settle` over `batches`, no I/O; `on`:
+    metrics and every monitor at its defaults (their threads' CPU included)."""
+    from headrace.monitoring.metrics import WorkerMetrics, new_registry
+    from headrace.pipeline.dedupe import MemoryDedupe
+    from headrace.pipeline.observe import build_monitors
+    from headrace.pipeline.spec import pipeline_spec_from_dict
+    from headrace.pipeline.worker import Worker
+    from headrace.streams import memory as memory_module
+    from headrace.streams.memory import broker
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    if on:
+        broker(name).create_topic("labels", partitions=1)
+    spec = pipeline_spec_from_dict(
+        {
+            "name": "bench",
+            "model": "bench:1",
+            "source": {"url": "memory://x", "topic": "in"},
+            "outputs": [{"url": "memory://x", "topic": "out"}],
+            "id_field": "id",
+            **(_sections("all", name, home) if on else {}),
+        }
+    )
+    provider = _dropping_provider() if on else None
+    null = _Null()
+    worker = Worker(
+        spec,
+        service=service,
+        source=null,  # type: ignore[arg-type]
+        outputs=[null],  # type: ignore[list-item]
+        dead_letter=null,  # type: ignore[arg-type]
+        dedupe=MemoryDedupe(ttl_s=3600, max_keys=1_000_000),
+        metrics=WorkerMetrics(new_registry(), pipeline="bench") if on else None,
+        monitors=build_monitors(spec, service=service, home=home, tracer_provider=provider)
+        if on
+        else None,
+    )
+    monitors = worker.monitors
+    if monitors is not None:
+        monitors.open()
+    gc.collect()
+    gc.freeze()
+    started = time.process_time()
+    for batch in batches:
+        worker.process(batch)
+        worker.settle()
+    if monitors is not None:
+        monitors.close()  # the samples written, the feedback reader stopped
+    if provider is not None:
+        provider.shutdown()  # the spans exported
+    cpu = time.process_time() - started
+    gc.unfreeze()
+    memory_module._BROKERS.pop(name, None)
+    return sum(len(b) for b in batches) / cpu
+
+
+def process_side_by_side(service: Any, payloads: list[bytes], repeat: int) -> None:
+    """Monitoring off vs on around `Worker.process`, no I/O, alternating, medians."""
+    from headrace.streams.base import Message
+
+    messages = [
+        Message(value=v, topic="in", partition=i % 4, offset=i, key=str(i % 64).encode())
+        for i, v in enumerate(payloads)
+    ]
+    batches = [messages[i : i + 512] for i in range(0, len(messages), 512)]
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        _process_rate(True, service, batches[:10], Path(tmp))  # warm-up
+        _process_rate(False, service, batches[:10], Path(tmp))
+        for r in range(repeat):
+            for on in (False, True) if r % 2 == 0 else (True, False):
+                rates["on" if on else "off"].append(_process_rate(on, service, batches, Path(tmp)))
+    print(f"Worker.process + settle, no I/O, {len(payloads):,} events, median of {repeat}")
+    print("| monitoring | events per CPU s, median (min-max) | CPU us per event |")
+    print("|---|---:|---:|")
+    for kind, values in rates.items():
+        median = statistics.median(values)
+        print(
+            f"| {kind} | **{median:,.0f}** ({min(values):,.0f}-{max(values):,.0f}) "
+            f"| {1e6 / median:.2f} |"
+        )
+    ratio = statistics.median(rates["on"]) / statistics.median(rates["off"])
+    print(f"on / off: **{ratio:.1%}** (target >= 90%)")
+    pairs = [on / off for on, off in zip(rates["on"], rates["off"], strict=True)]
+    print("on / off per repeat: " + ", ".join(f"{p:.1%}" for p in pairs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--process", action="store_true", help="only Worker.process, monitoring off vs on"
+    )
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)  # as `headrace run` does
     service = _service()
     payloads = _payloads(args.events)
+    if args.process:
+        process_side_by_side(service, payloads, args.repeat)
+        return
     kinds = ["off", "tracing", "samples", "accuracy", "all"]
     rates: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:

@@ -85,7 +85,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command")
     child = sub.add_parser("contend", help="(internal) run one contender until SIGTERM")
-    child.add_argument("kind", choices=["bare", "headrace-lr", "headrace-gbm"])
+    headrace_kinds = ["headrace-lr", "headrace-gbm"]
+    child.add_argument(
+        "kind", choices=["bare", *headrace_kinds, *(f"{k}-mon" for k in headrace_kinds)]
+    )
     for name in ("--bootstrap", "--input", "--output", "--group", "--dead-letters", "--root"):
         child.add_argument(name, required=True)
     child.add_argument("--max-events", type=int, default=0)
@@ -99,6 +102,12 @@ def main() -> None:
     parser.add_argument("--quix-gbm-events", type=int, default=20_000)
     parser.add_argument("--profile", type=Path, help="py-spy a headrace run; files go here")
     parser.add_argument("--only", help="comma-separated contenders, e.g. bare,headrace-lr")
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run each headrace contender with monitoring on (NAME-mon: metrics, "
+        "tracing, samples, feedback at their defaults), interleaved with it",
+    )
     parser.add_argument(
         "--omp-threads",
         type=int,
@@ -116,6 +125,8 @@ def main() -> None:
         kinds += ["quix-lr", "quix-gbm"]
     if args.only:
         kinds = [k for k in kinds if k in args.only.split(",")]
+    if args.monitoring:
+        kinds = [m for k in kinds for m in ([k, f"{k}-mon"] if k.startswith("headrace-") else [k])]
     counts = {k: args.events for k in kinds}
     if "quix-lr" in counts:
         counts["quix-lr"] = min(args.events, args.quix_lr_events)
@@ -153,7 +164,8 @@ def main() -> None:
 
             print("throughput (events/s):", flush=True)
             for repeat in range(args.repeat):
-                for kind in kinds:
+                # every other repeat in reverse, so no contender always runs first
+                for kind in kinds if repeat % 2 == 0 else reversed(kinds):
                     rate = throughput_run(env, kind, source, counts[kind])
                     results.rates[kind].append(rate)
                     print(
@@ -189,7 +201,7 @@ def main() -> None:
                         profiles[kind] = (rate, profile_breakdown(out))
 
         print_report(args, kinds, counts, results, size)
-        for kind in [k for k in kinds if k.startswith("headrace-")]:
+        for kind in [k for k in kinds if k.startswith("headrace-") and not k.endswith("-mon")]:
             costs = stage_costs(root, kind.removeprefix("headrace-"), payloads)
             print(f"\n{kind}: CPU per event by stage, 512-event batches, no Kafka (us/event)")
             for name, us in costs.items():
@@ -230,6 +242,10 @@ def print_report(
     print()
     if "bare" in med and "headrace-lr" in med:
         print(f"headrace-lr / bare: {med['headrace-lr'] / med['bare']:.0%} (target >= 60%)")
+    for model in ("lr", "gbm"):
+        if f"headrace-{model}" in med and f"headrace-{model}-mon" in med:
+            ratio = med[f"headrace-{model}-mon"] / med[f"headrace-{model}"]
+            print(f"headrace-{model}-mon / headrace-{model}: {ratio:.1%} (target >= 90%)")
     for model, target in (("lr", 5), ("gbm", 30)):
         if f"headrace-{model}" in med and f"quix-{model}" in med:
             ratio = med[f"headrace-{model}"] / med[f"quix-{model}"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -19,7 +21,7 @@ from streambench.data import BATCH, FAST_GROUP, HERE, WAIT_MS, registry_for
 class Job:
     """One contender run: where it reads and writes, and after how many events it stops."""
 
-    kind: str  # bare, headrace-lr, headrace-gbm, quix-lr, quix-gbm
+    kind: str  # bare, headrace-lr, headrace-gbm (-mon: monitoring on), quix-lr, quix-gbm
     input: str
     output: str
     group: str
@@ -130,14 +132,40 @@ def _fetch_wait(args: argparse.Namespace) -> dict[str, int]:
 
 
 def headrace_worker(args: argparse.Namespace, stop: threading.Event) -> None:
-    """A pipeline worker built from a spec, as ``headrace run`` builds it."""
+    """A pipeline worker built from a spec, as ``headrace run`` builds it.
+
+    A ``...-mon`` kind has its monitoring on, as ``headrace run`` would with these spec
+    sections: Prometheus metrics, ``tracing: {}`` (its default ratio) into an SDK provider
+    whose batch processor exports to a sink that drops the spans (OTLP's cost to the
+    process without the network), ``samples: {}`` (default ratio, Parquet files) and
+    ``feedback`` from an idle Kafka topic (every prediction kept for its label).
+    ``HEADRACE_BENCH_MONITORING`` (comma-separated: metrics, tracing, samples, feedback;
+    all by default) switches on only some of them, to find where a cost comes from.
+    """
     from headrace.pipeline import build_worker, pipeline_spec_from_dict, tune_worker_process
 
     kafka = f"kafka://{args.bootstrap}"
+    monitored = args.kind.endswith("-mon")
+    root = Path(args.root)
+    sections: dict[str, object] = {}
+    parts = os.environ.get("HEADRACE_BENCH_MONITORING", "metrics,tracing,samples,feedback")
+    wanted = set(parts.split(",")) if monitored else set()
+    if "tracing" in wanted:
+        sections["tracing"] = {}
+    if "samples" in wanted:
+        sections["samples"] = {"url": f"file://{root / 'samples' / args.group}"}
+    if "feedback" in wanted:
+        from streambench.broker import create_topic
+
+        sections["feedback"] = {
+            "url": kafka,
+            "topic": create_topic(args.bootstrap, 1, "labels"),
+            "options": dict(FAST_GROUP),
+        }
     spec = pipeline_spec_from_dict(
         {
             "name": args.group,
-            "model": f"bench-{args.kind.removeprefix('headrace-')}@champion",
+            "model": f"bench-{args.kind.removeprefix('headrace-').removesuffix('-mon')}@champion",
             "source": {
                 "url": kafka,
                 "topic": args.input,
@@ -148,11 +176,38 @@ def headrace_worker(args: argparse.Namespace, stop: threading.Event) -> None:
             "dead_letter": {"url": kafka, "topic": args.dead_letters},
             "id_field": "id",
             "batch": {"max_size": BATCH, "max_wait_ms": WAIT_MS},
+            **sections,
         }
     )
-    root = Path(args.root)
+    metrics, provider = _monitoring(args.group) if monitored else (None, None)
+    if "metrics" not in wanted:
+        metrics = None
     with registry_for(root) as registry:
-        worker = build_worker(spec, registry=registry, home=root / "home")
+        worker = build_worker(
+            spec,
+            registry=registry,
+            home=root / "home",
+            metrics=metrics,
+            tracer_provider=provider,
+        )
     tune_worker_process()  # as `headrace run` does
     stats = worker.run(stop=stop, max_events=args.max_events or None)
+    if provider is not None:
+        provider.shutdown()
     print(orjson.dumps(stats.summary()).decode(), flush=True)
+
+
+def _monitoring(pipeline: str) -> tuple[Any, Any]:
+    """Worker metrics and a tracer provider whose exported spans are dropped."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from headrace.monitoring.metrics import WorkerMetrics, new_registry
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    return WorkerMetrics(new_registry(), pipeline=pipeline), provider
