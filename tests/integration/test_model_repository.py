@@ -21,6 +21,8 @@ from headrace.serving import OUTPUT_PREDICTION, OUTPUT_SCORE, ModelRepository, T
 from support.models import ModelFiles, draft_from, write_sklearn_release
 
 MB = 1_000_000
+# How long an alias move may take to be served: "on its own", not a speed target.
+NOTICED_S = 10.0
 
 GATED_MODEL = """
 import os
@@ -489,7 +491,9 @@ def test_alias_moves_swap_without_failed_requests(registry: Registry, tmp_path: 
         return promoted, rolled_back, seen
 
     promoted, rolled_back, seen = asyncio.run(main())
-    assert promoted < 2.0 and rolled_back < 2.0, (promoted, rolled_back)
+    # Picked up on its own (poll 0.5 s; 0.2-0.6 s measured on a quiet machine): the bound
+    # only says "by itself", it is no speed target (a loaded CI machine took 2.4 s).
+    assert promoted < NOTICED_S and rolled_back < NOTICED_S, (promoted, rolled_back)
     # one switch each way: no request went back to the old release once the new one served
     changes = [b for a, b in zip(seen, seen[1:], strict=False) if a != b]
     assert changes == ["fraud:2", "fraud:1"], changes
@@ -593,4 +597,4 @@ def test_a_lost_notification_session_reconnects(
             await repo.stop()
             return took
 
-        assert asyncio.run(main()) < 2.0
+        assert asyncio.run(main()) < NOTICED_S
