@@ -54,7 +54,6 @@ from headrace.serving.errors import (
     status_of,
 )
 from headrace.serving.metrics import (
-    LATENCY_BUCKETS,
     ServerMetrics,
     new_registry,
 )
@@ -85,7 +84,6 @@ from headrace.serving.server import (
 __all__ = [
     "DATATYPES",
     "FIELD_DATATYPES",
-    "LATENCY_BUCKETS",
     "OUTPUT_NAMES",
     "OUTPUT_PREDICTION",
     "OUTPUT_SCORE",

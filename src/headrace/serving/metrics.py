@@ -12,32 +12,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from headrace.errors import DependencyMissingError
+
+# Workers and servers share buckets, so one dashboard reads both.
+from headrace.monitoring.metrics import BATCH_BUCKETS as _BATCH_BUCKETS
+from headrace.monitoring.metrics import LATENCY_BUCKETS
 from headrace.serving.batching import AdaptiveBatcher, BatchReport
 
 if TYPE_CHECKING:
     import prometheus_client
 
-__all__ = ["LATENCY_BUCKETS", "ServerMetrics", "new_registry"]
-
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-"""Request latency buckets in seconds: a model server answers in milliseconds."""
-
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+__all__ = ["ServerMetrics", "new_registry"]
 
 
 def _prometheus() -> Any:
