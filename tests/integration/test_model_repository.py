@@ -18,7 +18,7 @@ from headrace.inference import InferenceService
 from headrace.registry import Registry, Release, blob_key
 from headrace.release.bundle import build_draft
 from headrace.serving import OUTPUT_PREDICTION, OUTPUT_SCORE, ModelRepository, TensorMetadata
-from support.models import ModelFiles, draft_from, write_sklearn_release
+from support.models import ModelFiles, draft_from, local_registry, write_sklearn_release
 
 MB = 1_000_000
 # How long an alias move may take to be served: "on its own", not a speed target.
@@ -70,23 +70,13 @@ def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def registry(registry_url: str, tmp_path: Path) -> Iterator[Registry]:
-    with Registry(
-        registry_url,
-        artifacts=f"file://{tmp_path / 'artifacts'}",
-        actor="tester@ci",
-        cache_dir=tmp_path / "cache",
-    ) as opened:
+    with local_registry(tmp_path, url=registry_url) as opened:
         yield opened
 
 
 @pytest.fixture
 def sqlite_registry(tmp_path: Path) -> Iterator[Registry]:
-    with Registry(
-        f"sqlite:///{tmp_path / 'registry.db'}",
-        artifacts=f"file://{tmp_path / 'artifacts'}",
-        actor="tester@ci",
-        cache_dir=tmp_path / "cache",
-    ) as opened:
+    with local_registry(tmp_path) as opened:
         yield opened
 
 

@@ -26,12 +26,12 @@ from headrace.monitoring.metrics import DriftMetrics, WorkerMetrics, new_registr
 from headrace.pipeline.dedupe import MemoryDedupe
 from headrace.pipeline.spec import pipeline_spec_from_dict
 from headrace.pipeline.worker import Worker
-from headrace.registry import Registry
 from headrace.release.config import ReleaseConfig
 from headrace.release.schema import Field, Schema
 from headrace.runtimes.testing import ConstantModel, FailingModel
 from headrace.streams.base import OutRecord
 from headrace.streams.memory import MemorySink, MemorySource, broker
+from support.models import local_registry
 from support.serving import free_port, register_models, running_server
 
 pytestmark = pytest.mark.prometheus
@@ -203,12 +203,7 @@ def test_a_worker_exposition_that_saw_bad_events_passes_promtool(promtool: str) 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    with Registry(
-        f"sqlite:///{tmp_path / 'registry.db'}",
-        artifacts=f"file://{tmp_path / 'artifacts'}",
-        actor="tester@ci",
-        cache_dir=tmp_path / "cache",
-    ) as registry:
+    with local_registry(tmp_path) as registry:
         register_models(registry, tmp_path / "models")
         with running_server(registry, port=free_port()) as server:
             yield server.url

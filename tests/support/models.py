@@ -102,3 +102,16 @@ def register_in_subprocess(url: str, root: str, model_dir: str, out: Any) -> Non
     ) as registry:
         versions = [registry.register(draft_from(files, Path(model_dir))).version for _ in range(3)]
     out.put(versions)
+
+
+def local_registry(root: Path, *, url: str | None = None, actor: str = "tester@ci") -> Any:
+    """A `Registry` under `root` (SQLite unless `url` names another store), local
+    artifacts and cache: open it with ``with local_registry(root) as registry:``."""
+    from headrace.registry import Registry
+
+    return Registry(
+        url or f"sqlite:///{root / 'registry.db'}",
+        artifacts=f"file://{root / 'artifacts'}",
+        actor=actor,
+        cache_dir=root / "cache",
+    )

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from headrace.registry import Registry
+from support.models import local_registry
 from support.serving import (
     RunningServer,
     ServedModels,
@@ -40,12 +41,7 @@ from support.serving import (
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     root = tmp_path_factory.mktemp("conformance")
-    with Registry(
-        f"sqlite:///{root / 'registry.db'}",
-        artifacts=f"file://{root / 'artifacts'}",
-        actor="tester@ci",
-        cache_dir=root / "cache",
-    ) as opened:
+    with local_registry(root) as opened:
         yield opened
 
 

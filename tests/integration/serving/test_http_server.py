@@ -20,6 +20,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from headrace.registry import Registry
+from support.models import local_registry
 from support.serving import (
     RunningServer,
     ServedModels,
@@ -37,12 +38,7 @@ ADMIN = {"Authorization": f"Bearer {MANAGEMENT_TOKEN}"}
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     root = tmp_path_factory.mktemp("serving")
-    with Registry(
-        f"sqlite:///{root / 'registry.db'}",
-        artifacts=f"file://{root / 'artifacts'}",
-        actor="tester@ci",
-        cache_dir=root / "cache",
-    ) as opened:
+    with local_registry(root) as opened:
         yield opened
 
 

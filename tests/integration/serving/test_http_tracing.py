@@ -16,6 +16,7 @@ from headrace.errors import ConfigError
 from headrace.registry import Registry
 from headrace.serving import build_app, serve_config_from_dict
 from headrace.serving.server import uvicorn_server
+from support.models import local_registry
 from support.serving import free_port, register_models
 
 pytest.importorskip("opentelemetry.sdk.trace")
@@ -33,12 +34,7 @@ PARENT_ID = "00f067aa0ba902b7"
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     root = tmp_path_factory.mktemp("tracing")
-    with Registry(
-        f"sqlite:///{root / 'registry.db'}",
-        artifacts=f"file://{root / 'artifacts'}",
-        actor="tester@ci",
-        cache_dir=root / "cache",
-    ) as opened:
+    with local_registry(root) as opened:
         register_models(opened, root / "models")
         yield opened
 

@@ -25,7 +25,7 @@ from headrace.pipeline.spec import pipeline_spec_from_dict
 from headrace.registry import Registry
 from headrace.streams.base import OutRecord
 from headrace.streams.memory import broker
-from support.models import N_FEATURES, draft_from, synthetic, write_sklearn_release
+from support.models import N_FEATURES, draft_from, local_registry, synthetic, write_sklearn_release
 
 WINDOW, STRIDE = 200, 100
 CLEAN, DRIFTED = 4000, 1000
@@ -41,12 +41,7 @@ DRIFT = {
 @pytest.fixture
 def registry(tmp_path: Path) -> Any:
     files = write_sklearn_release(tmp_path / "model")
-    with Registry(
-        f"sqlite:///{tmp_path / 'registry.db'}",
-        artifacts=f"file://{tmp_path / 'artifacts'}",
-        actor="tester",
-        cache_dir=tmp_path / "cache",
-    ) as opened:
+    with local_registry(tmp_path, actor="tester") as opened:
         opened.register(draft_from(files, tmp_path), alias="champion")
         yield opened
 
