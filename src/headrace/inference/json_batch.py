@@ -10,6 +10,9 @@ The fast path is all-or-nothing per batch: any event that msgspec refuses (bad J
 wrong type, a missing required field, NaN tokens) makes `TypedBatchDecoder.decode` return
 None, and the caller takes its per-event path, which finds and explains each bad event.
 So the fast path never changes what is accepted or rejected, only how fast good batches go.
+
+With ``text=True`` every field decodes as text: for CSV rows (JSON objects of strings),
+whose values `validate` parses per field type with ``coerce_strings``.
 """
 
 from __future__ import annotations
@@ -74,10 +77,17 @@ class TypedBatchDecoder:
         The event id key (``str`` or ``int`` in the event), or None.
     time_field
         The event time key (epoch seconds or ISO text), or None.
+    text
+        Decode every schema field as text (CSV rows), to be parsed by validation.
     """
 
     def __init__(
-        self, schema: Schema, *, id_field: str | None = None, time_field: str | None = None
+        self,
+        schema: Schema,
+        *,
+        id_field: str | None = None,
+        time_field: str | None = None,
+        text: bool = False,
     ) -> None:
         fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
         rename: dict[str, str] = {}
@@ -86,15 +96,15 @@ class TypedBatchDecoder:
         for i, field in enumerate(schema.fields):
             attr = f"f{i}"
             rename[attr] = field.name
-            kind = _TYPES[field.type]
-            if field.nullable:
+            kind = str if text else _TYPES[field.type]
+            if field.nullable and not text:
                 kind = kind | None
             if field.required:
                 fields.append((attr, kind))
             else:  # absent stays absent: validate applies the default, as per event
                 fields.append((attr, kind | msgspec.UnsetType, msgspec.UNSET))
             self._names.append(field.name)
-            self._kinds.append(field.type)
+            self._kinds.append("string" if text else field.type)
         self._id = id_field is not None
         self._time = time_field is not None
         names = set(schema.names)
@@ -115,7 +125,7 @@ class TypedBatchDecoder:
         # one tuple and convert the batch to a matrix in one numpy call.
         self._row = operator.attrgetter(*self._attrs) if len(self._attrs) > 1 else None
         # (numpy turns None into NaN without a word, so nullable fields stay out of it)
-        self._nullable = [field.nullable for field in schema.fields]
+        self._nullable = [field.nullable and not text for field in schema.fields]
         self._all_float = not any(self._nullable) and all(k == "float" for k in self._kinds)
         self._decoder = msgspec.json.Decoder(list[event])  # type: ignore[valid-type]
 

@@ -119,8 +119,13 @@ def dead_letter_record(
         "release": release,
         "at_ms": at_ms,
     }
+    try:
+        value = orjson.dumps(payload)
+    except orjson.JSONEncodeError:  # a reason quoting a lone surrogate: escape it
+        payload["error"] = error.encode("utf-8", "backslashreplace").decode("utf-8")
+        value = orjson.dumps(payload)
     return OutRecord(
-        value=orjson.dumps(payload),
+        value=value,
         key=message.key,
         headers=[*message.headers, (STAGE_HEADER, stage.encode())],
     )

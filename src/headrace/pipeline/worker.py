@@ -23,42 +23,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any
 
 import numpy as np
-import orjson
 
 from headrace.errors import CommitRefusedError, ConfigError
-from headrace.inference.json_batch import DecodedBatch, TypedBatchDecoder
-from headrace.inference.service import InferenceService
+from headrace.inference.service import InferenceResult, InferenceService
+from headrace.inference.validate import records_to_columns
 from headrace.monitoring.metrics import WorkerMetrics, source_lag
+from headrace.pipeline.decode import DecodedEvents, EventDecoder, Failure, event_kind
 from headrace.pipeline.dedupe import DedupeStore
 from headrace.pipeline.observe import BatchView, Monitors
 from headrace.pipeline.records import dead_letter_record, output_records
 from headrace.pipeline.spec import PipelineSpec
 from headrace.pipeline.stats import WorkerStats
+from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord, Partition, Sink, Source
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("headrace.pipeline")
-
-_ID_TYPES = (str, int)
-
-
-def _event_time_ms(value: Any) -> int | None:
-    """Epoch milliseconds from epoch seconds or an ISO-8601 string; None if neither."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return int(value * 1000)
-    if isinstance(value, str):
-        try:
-            return int(datetime.fromisoformat(value).timestamp() * 1000)
-        except ValueError:
-            return None
-    return None
 
 
 class Worker:
@@ -103,10 +86,14 @@ class Worker:
         self.dedupe = dedupe
         self.on_stats = on_stats
         self.stats = WorkerStats()
-        self._loads = orjson.loads
         self._flush_timeout = max(spec.shutdown_timeout_s, 1.0)
         self._in_flight = _InFlight()
-        self._fast = _fast_decoder(spec, service)
+        self._decoder = EventDecoder(
+            service.schema,
+            id_field=spec.id_field,
+            time_field=spec.event_time_field,
+            max_event_bytes=spec.limits.max_event_bytes,
+        )
         self.metrics = metrics
         self.monitors = monitors
         if metrics is not None:
@@ -120,46 +107,26 @@ class Worker:
         At the bound of `BatchSpec.max_in_flight` unsettled events, pauses the source and
         settles before returning, so at most that many events are ever in flight.
         """
+        kinds = [event_kind(m) for m in messages]
+        cut = next((j for j in range(1, len(kinds)) if kinds[j] != kinds[0]), None)
+        if cut is not None:  # CSV rows among JSON events: each run decoded as its kind
+            self.process(messages[:cut])
+            self.process(messages[cut:])
+            return
         started = time.perf_counter()
         started_ns = time.time_ns()
         spec = self.spec
-        time_field = spec.event_time_field
 
-        decoded = self._decode_fast(messages)
-        if decoded is None:
-            candidates, event_ids, records, failures = self._decode(messages)
-            raw_times = (
-                None
-                if time_field is None
-                else [r.get(time_field) if isinstance(r, dict) else None for r in records]
-            )
-        else:
-            candidates = list(range(len(messages)))
-            event_ids = decoded.ids if decoded.ids is not None else [m.position for m in messages]
-            records = []
-            failures = []
-            raw_times = decoded.times
+        decoded = self._decoder.decode(messages, csv=bool(kinds) and kinds[0] == "csv")
         decoded_at = time.perf_counter()
 
-        keep = self._fresh(event_ids)
-        duplicates = len(event_ids) - len(keep) if keep is not None else 0
-        if keep is not None:
-            candidates = [candidates[j] for j in keep]
-            event_ids = [event_ids[j] for j in keep]
-            if raw_times is not None:
-                raw_times = [raw_times[j] for j in keep]
-            if decoded is None:
-                records = [records[j] for j in keep]
+        decoded = self._drop_repeats(decoded)
+        duplicates = len(messages) - len(decoded.failures) - len(decoded.candidates)
         fresh_at = time.perf_counter()
 
-        if decoded is None:
-            result = self.service.infer_records(records)
-        else:
-            columns = decoded.columns
-            if keep is not None:
-                index = np.asarray(keep, dtype=np.intp)
-                columns = {name: column[index] for name, column in columns.items()}
-            result = self.service.infer(columns, n_rows=len(candidates))
+        result, decoded = self._score(decoded)
+        candidates, event_ids = decoded.candidates, decoded.ids
+        records, failures = decoded.records, decoded.failures
         scored_at = time.perf_counter()
         for rejection in result.rejections:
             failures.append(
@@ -168,23 +135,13 @@ class Worker:
         scored = result.rows.tolist()
         scored_messages = [messages[candidates[r]] for r in scored]
         scored_ids = [event_ids[r] for r in scored]
-        if raw_times is None:
-            times = [m.timestamp_ms for m in scored_messages]
-        else:
-            times = [
-                _event_time_ms(raw_times[r]) or scored_messages[j].timestamp_ms
-                for j, r in enumerate(scored)
-            ]
+        times = [
+            t if t is not None else scored_messages[j].timestamp_ms
+            for j, t in enumerate(decoded.times_ms[r] for r in scored)
+        ]
         now_ms = int(time.time() * 1000)
-        outputs = output_records(
-            scored_messages,
-            event_ids=scored_ids,
-            predictions=result.predictions.tolist(),
-            scores=None if result.scores is None else result.scores.tolist(),
-            event_times_ms=times,
-            release=result.release,
-            release_digest=result.release_digest,
-            processed_at_ms=now_ms,
+        outputs = self._outputs(
+            result, scored, scored_messages, scored_ids, times, failures, candidates, now_ms
         )
         dead: list[OutRecord] = [
             dead_letter_record(
@@ -202,9 +159,8 @@ class Worker:
         if self.monitors is not None:
             ns = [started_ns + int((t - started) * 1e9) for t in (decoded_at, fresh_at)]
             view = BatchView(
-                messages, candidates, event_ids, records,
-                None if decoded is None else decoded.columns, result, scored, scored_ids,
-                failures, outputs, dead, (started_ns, ns[0], ns[1]), now_ms,
+                messages, candidates, event_ids, records, decoded.columns, result, scored,
+                scored_ids, failures, outputs, dead, (started_ns, ns[0], ns[1]), now_ms,
             )  # fmt: skip
             self.monitors.on_batch(view)  # may set trace headers on the records
         self._send(outputs, dead)
@@ -245,69 +201,87 @@ class Worker:
             finally:
                 self.source.resume()
 
-    def _decode_fast(self, messages: Sequence[Message]) -> DecodedBatch | None:
-        """The whole batch through the typed decoder, or None for the per-event path."""
-        fast = self._fast
-        if fast is None:
-            return None
-        max_bytes = self.spec.limits.max_event_bytes
-        values = [m.value for m in messages]
-        if max(map(len, values)) > max_bytes:
-            return None
-        return fast.decode(values)
+    def _outputs(
+        self,
+        result: InferenceResult,
+        scored: list[int],
+        messages: list[Message],
+        ids: list[str],
+        times: list[int | None],
+        failures: list[Failure],
+        candidates: list[int],
+        now_ms: int,
+    ) -> list[OutRecord]:
+        """The output records; a prediction that cannot be encoded is a dead letter
+        (stage ``output``) instead of an exception out of the worker (monitors still see
+        it among the scored rows: the model did score it)."""
+        predictions = result.predictions.tolist()
+        scores = None if result.scores is None else result.scores.tolist()
 
-    def _decode(
-        self, messages: Sequence[Message]
-    ) -> tuple[list[int], list[str], list[Any], list[_Failure]]:
-        """Per event: size check, JSON decode, id; returns what decoded and what failed."""
-        spec = self.spec
-        max_bytes = spec.limits.max_event_bytes
-        id_field = spec.id_field
-        loads = self._loads
-        failures: list[_Failure] = []
-        candidates: list[int] = []
-        records: list[Any] = []
-        event_ids: list[str] = []
-        for i, message in enumerate(messages):
-            size = len(message.value)
-            if size > max_bytes:
-                failures.append(
-                    (
-                        i,
-                        "decode",
-                        f"Event of {size} bytes exceeds the limit of {max_bytes} "
-                        "bytes (limits.max_event_bytes)",
-                        None,
-                    )
-                )
-                continue
+        def build(rows: list[int]) -> list[OutRecord]:
+            return output_records(
+                [messages[j] for j in rows],
+                event_ids=[ids[j] for j in rows],
+                predictions=[predictions[j] for j in rows],
+                scores=None if scores is None else [scores[j] for j in rows],
+                event_times_ms=[times[j] for j in rows],
+                release=result.release,
+                release_digest=result.release_digest,
+                processed_at_ms=now_ms,
+            )
+
+        try:
+            return build(list(range(len(scored))))
+        except Exception:
+            outputs: list[OutRecord] = []
+            for j in range(len(scored)):  # find the rows at fault, one by one
+                try:
+                    outputs.extend(build([j]))
+                except Exception as exc:
+                    reason = f"Cannot encode the output of this event ({type(exc).__name__})"
+                    failures.append((candidates[scored[j]], "output", reason, None))
+            return outputs
+
+    def _drop_repeats(self, decoded: DecodedEvents) -> DecodedEvents:
+        """`decoded` without the events emitted before (or earlier in the batch)."""
+        keep = self._fresh(decoded.ids)
+        return decoded if keep is None else _subset(decoded, keep)
+
+    def _infer(self, decoded: DecodedEvents) -> InferenceResult:
+        n = len(decoded.candidates)
+        if decoded.columns is not None:
+            return self.service.infer(
+                decoded.columns, n_rows=n, coerce_strings=decoded.coerce_strings
+            )
+        if decoded.coerce_strings:
+            columns = records_to_columns(decoded.records, names=self.service.schema.names)
+            return self.service.infer(columns, n_rows=n, coerce_strings=True)
+        return self.service.infer_records(decoded.records)
+
+    def _score(self, decoded: DecodedEvents) -> tuple[InferenceResult, DecodedEvents]:
+        """Validate and predict; an event whose validation raises becomes a dead letter.
+
+        The inference core rejects bad rows with reasons and isolates a model failure to
+        its rows; anything else one event makes it raise is found here by scoring the
+        batch's events one by one, and the batch is scored again without them.
+        """
+        try:
+            return self._infer(decoded), decoded
+        except Exception:
+            if not decoded.candidates:
+                raise  # no event to blame: the core itself is broken
+        keep: list[int] = []
+        failures = decoded.failures
+        for j in range(len(decoded.candidates)):
             try:
-                record = loads(message.value)
-            except orjson.JSONDecodeError as exc:
-                record = _lenient_loads(message.value)
-                if record is _UNDECODABLE:
-                    failures.append((i, "decode", f"Invalid JSON: {exc}", None))
-                    continue
-            if id_field is None:
-                event_id = message.position
+                self._infer(_subset(decoded, [j]))
+            except Exception as exc:
+                failures.append((decoded.candidates[j], "validate", _unexpected(exc), None))
             else:
-                raw = record.get(id_field) if isinstance(record, dict) else None
-                if not isinstance(raw, _ID_TYPES) or isinstance(raw, bool):
-                    problem = "Missing" if raw is None else "Expected `str` or `int` for"
-                    failures.append(
-                        (
-                            i,
-                            "validate",
-                            f"{problem} id field `{id_field}` - at `$.{id_field}`",
-                            id_field,
-                        )
-                    )
-                    continue
-                event_id = str(raw)
-            candidates.append(i)
-            records.append(record)
-            event_ids.append(event_id)
-        return candidates, event_ids, records, failures
+                keep.append(j)
+        rest = _subset(decoded, keep)
+        rest.failures = failures
+        return self._infer(rest), rest
 
     def _fresh(self, event_ids: list[str]) -> list[int] | None:
         """Indices of the ids not emitted before (nor earlier in the batch); None = all."""
@@ -386,7 +360,8 @@ class Worker:
         if until_exhausted and not hasattr(self.source, "exhausted"):
             raise ConfigError(
                 f"{spec.name}: --until-end needs a source with an end (file://); "
-                f"'{self.source.url}' streams forever. Stop the worker with SIGTERM instead."
+                f"'{redact_url(self.source.url)}' streams forever. Stop the worker with "
+                "SIGTERM instead."
             )
         wait_s = spec.batch.max_wait_ms / 1000.0
         idle_wait = max(wait_s, 0.1)
@@ -444,12 +419,6 @@ class Worker:
             log.warning("%s: error while closing: %s", self.spec.name, errors[0])
 
 
-_UNDECODABLE = object()
-
-_Failure = tuple[int, str, str, str | None]
-"""(index in the batch, stage, error, field) of an event that becomes a dead letter."""
-
-
 class _InFlight:
     """What was sent but not yet settled: the messages to commit, the ids to record,
     the sinks to wait for, and since when."""
@@ -477,25 +446,27 @@ class _InFlight:
         self.sinks = {}
 
 
-def _fast_decoder(spec: PipelineSpec, service: InferenceService) -> TypedBatchDecoder | None:
-    """The typed batch decoder for this schema, or None where it cannot apply."""
-    if spec.id_field is not None and spec.id_field in service.schema.names:
-        return None  # the id doubles as a feature: the per-event path handles that
-    return TypedBatchDecoder(
-        service.schema, id_field=spec.id_field, time_field=spec.event_time_field
+def _subset(decoded: DecodedEvents, keep: list[int]) -> DecodedEvents:
+    """The events at `keep` (indices into the candidates) of `decoded`, failures shared."""
+    columns = decoded.columns
+    if columns is not None:
+        index = np.asarray(keep, dtype=np.intp)
+        columns = {name: column[index] for name, column in columns.items()}
+    return DecodedEvents(
+        candidates=[decoded.candidates[j] for j in keep],
+        ids=[decoded.ids[j] for j in keep],
+        times_ms=[decoded.times_ms[j] for j in keep],
+        columns=columns,
+        records=[decoded.records[j] for j in keep] if decoded.records else [],
+        coerce_strings=decoded.coerce_strings,
+        failures=decoded.failures,
     )
 
 
-def _lenient_loads(raw: bytes) -> Any:
-    """The slow path for what orjson refuses: NaN/Infinity tokens (Python's json takes
-    them, so the schema can reject the value with a precise reason) or nothing.
-    """
-    import json
-
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return _UNDECODABLE
+def _unexpected(exc: BaseException) -> str:
+    """A reason for an exception the inference core should not have raised for an event:
+    its type only, since its message may quote the event's values."""
+    return f"Unexpected {type(exc).__name__} while validating this event"
 
 
 def _reason_class(error: str) -> str:
