@@ -1,34 +1,131 @@
-"""Keeping secrets out of messages and logs.
+"""Keeping secrets out of messages and logs: one redaction, used wherever a URL is shown.
 
-Every error message and log line that names a service URL goes through `redact_url`.
+A URL is shown through `redact_url`; free text that may quote URLs or config values (an
+error message from a client library, a log line, a doctor report) through `redact_text`.
+Both also remember the secrets they meet, so a password a library echoes later *without*
+its URL around it (``Invalid bucket name "AKIA:s3cr3t@bucket"``) is masked too.
+
+Parsing is deliberately not `urllib`: a password holding ``/``, ``?``, ``#`` or ``@``
+(``postgresql://u:S3cr3t/Pw@db/x``) splits wrongly there and comes out whole. Here the
+user part runs from ``://`` to the *last* ``@``, so a stray ``@`` further on hides more
+than needed, never less.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from urllib.parse import urlsplit, urlunsplit
+import threading
 
-__all__ = ["redact_url"]
+__all__ = ["install_log_redaction", "note_secret", "redact_text", "redact_url"]
+
+MASK = "***"
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+# A URL inside free text: up to whitespace or a quote that delimits it in a message.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"`<>]+")
+# ``user:password@host`` without a scheme (a URL missing its ``kafka://``).
+_USERINFO_IN_TEXT = re.compile(r"(?<![\w@:])([\w.\-~%]*):([^\s'\"`<>/@]+)@(?=[\w\[])")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:[\w.\-]*(?:pass|pwd|secret|token|key|credential|auth|sig)[\w.\-]*)=)"
+    r"([^&;#\s'\"`]*)"
+)
+_NO_USERINFO = frozenset({"file", "memory"})  # paths, where an "@" is just a character
+
+_lock = threading.Lock()
+_known: set[str] = set()
+_MIN_SECRET = 4  # shorter "secrets" would mask ordinary words
 
 
-def redact_url(url: str) -> str:
-    """`url` with its password, or a bare token in the user part, replaced by ``***``.
+def note_secret(secret: str | None) -> None:
+    """Remember `secret` so that `redact_text` masks it wherever it appears later."""
+    if secret and len(secret) >= _MIN_SECRET:
+        with _lock:
+            _known.add(secret)
+
+
+def redact_url(url: str, *, _in_text: bool = False) -> str:
+    """`url` with its password (or bare token) and secret query values replaced by ``***``.
 
     >>> redact_url("postgresql://app:hunter2@db:5432/registry")
     'postgresql://app:***@db:5432/registry'
     >>> redact_url("nats://s3cr3t-token@127.0.0.1:4222")
     'nats://***@127.0.0.1:4222'
+    >>> redact_url("postgresql://u:S3cr3t/Pw@db/x")
+    'postgresql://u:***@db/x'
     """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:  # unparsable (a bad port): hide the whole user part to be safe
-        return re.sub(r"//[^/@]*@", "//***@", url, count=1)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    user = "***" if parts.password is None else f"{parts.username}:***"
-    netloc = f"{user}@{host}" + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    match = _SCHEME.match(url)
+    if match is None:
+        return _mask_bare_userinfo(url)
+    scheme, rest = match.group(1), url[match.end() :]
+    if scheme.lower() not in _NO_USERINFO and "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            note_secret(password)
+            shown_user = "" if _looks_secret(user) else user
+            rest = f"{shown_user}:{MASK}@{after}"
+        elif not (_in_text and userinfo.isalpha() and len(userinfo) <= 12):
+            # A bare token in the user part (nats://TOKEN@host). In free text a short
+            # word is a placeholder (``postgresql://user@host/db`` in a hint), kept.
+            note_secret(userinfo)
+            rest = f"{MASK}@{after}"
+    return f"{scheme}://{_mask_params(rest)}"
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL in it redacted and every remembered secret masked."""
+    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0), _in_text=True), text)
+    text = _mask_bare_userinfo(text)
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def install_log_redaction() -> None:
+    """Redact every log record of this process (message and arguments) as it is made.
+
+    A record factory, not a handler filter: it covers every logger and handler,
+    uvicorn's and the last-resort stderr handler included. Installed once by the CLI.
+    """
+    current = logging.getLogRecordFactory()
+    if getattr(current, "_headrace_redacting", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is logging's to report
+            return record
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return record
+
+    factory._headrace_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def _mask_bare_userinfo(text: str) -> str:
+    def mask(match: re.Match[str]) -> str:
+        note_secret(match.group(2))
+        return f"{match.group(1)}:{MASK}@"
+
+    return _USERINFO_IN_TEXT.sub(mask, text)
+
+
+def _mask_params(rest: str) -> str:
+    def mask(match: re.Match[str]) -> str:
+        note_secret(match.group(2))
+        return match.group(1) + MASK
+
+    return _SECRET_PARAM.sub(mask, rest)
+
+
+def _looks_secret(user: str) -> bool:
+    """An access key id or long random token in the user part is shown as ``***`` too."""
+    return len(user) >= 16 and not user.isalpha()

@@ -26,6 +26,7 @@ class CliState:
 
 def settings_from(ctx: typer.Context) -> Settings:
     """Settings: flags win over ``HEADRACE_*`` environment, which wins over defaults."""
+    from headrace.redaction import redact_url
     from headrace.settings import Settings
 
     state = ctx.find_root().obj
@@ -37,7 +38,12 @@ def settings_from(ctx: typer.Context) -> Settings:
             overrides["artifacts"] = state.artifacts
         if state.home:
             overrides["home"] = state.home
-    return Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    # Remember the credentials in these URLs, so that no message or log line shows them
+    # even where a library quotes them without their URL (see headrace.redaction).
+    redact_url(settings.registry_url())
+    redact_url(settings.artifacts_url())
+    return settings
 
 
 def open_registry(ctx: typer.Context) -> Registry:

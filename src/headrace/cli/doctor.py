@@ -46,8 +46,11 @@ class _Report:
         self.failures = 0
 
     def line(self, ok: bool, label: str, text: str) -> None:
-        # One line per check, whatever the message (YAML errors span several lines).
-        flat = " ".join(text.split())
+        # One line per check, whatever the message (YAML errors span several lines); any
+        # URL or secret a service's own error quotes is masked here, whoever raised it.
+        from headrace.redaction import redact_text
+
+        flat = redact_text(" ".join(text.split()))
         if not ok:
             self.failures += 1
         typer.echo(f"{'ok' if ok else 'FAIL':<6}{label:<9} {flat}", err=not ok)
@@ -99,9 +102,9 @@ def doctor(
     artifacts_url = settings.artifacts_url()
     try:
         open_artifact_store(artifacts_url).check()
-        report.line(True, "artifacts", artifacts_url)
+        report.line(True, "artifacts", redact_url(artifacts_url))
     except HeadraceError as exc:
-        report.line(False, "artifacts", f"{artifacts_url}: {exc}")
+        report.line(False, "artifacts", f"{redact_url(artifacts_url)}: {exc}")
     for message in unreadable:
         report.line(False, "pipeline", message)
     for path, spec in specs:

@@ -84,10 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     own errors get past it, and they are one line on stderr, never a traceback.
     """
     from headrace.errors import HeadraceError
+    from headrace.redaction import install_log_redaction, redact_text
 
+    install_log_redaction()
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="headrace")
     except HeadraceError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {redact_text(' '.join(str(exc).split()))}\n")
         sys.exit(1)

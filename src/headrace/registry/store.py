@@ -650,13 +650,14 @@ def _is_connect_error(exc: OperationalError) -> bool:
 
 def _create_engine(url: str) -> Engine:
     """An engine for the registry URL, configured for safe concurrent writers."""
+    given = url
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise ConfigError(
-            f"Invalid registry URL '{url}': use sqlite:///path.db or "
+            f"Invalid registry URL '{redact_url(given)}': use sqlite:///path.db or "
             "postgresql://user@host:port/db (HEADRACE_REGISTRY or --registry)."
         ) from exc
     backend = parsed.get_backend_name()
