@@ -20,6 +20,7 @@ from headrace.errors import (
     ReleaseNotFoundError,
 )
 from headrace.registry import Registry, blob_key
+from headrace.registry.store import _COPIES
 from headrace.release.bundle import ReleaseDraft
 from support.models import ModelFiles, draft_from, register_in_subprocess, write_sklearn_release
 
@@ -178,8 +179,9 @@ def test_tampered_cache_copy_is_refused(
     registry: Registry, files: ModelFiles, tmp_path: Path
 ) -> None:
     release = registry.register(draft_of(files, tmp_path))
-    root = registry.fetch(release)
-    (root / "model.pkl").write_bytes(b"not the model")
+    registry.fetch(release)
+    (tmp_path / "cache" / release.digest / "model.pkl").write_bytes(b"not the model")
+    _COPIES.forget(release.digest)  # another process has no verified copy of its own
     with pytest.raises(ArtifactIntegrityError, match="model.pkl"):
         registry.fetch(release)
 

@@ -36,6 +36,7 @@ from headrace.errors import (
 )
 from headrace.redaction import redact_url
 from headrace.registry.artifacts import ArtifactStore, open_artifact_store
+from headrace.registry.copies import PrivateCopies, copy_verified, make_private_parent
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
 from headrace.registry.tables import alias_events, aliases, migrate, release_tags, releases
 from headrace.release.bundle import ReleaseDraft, file_sha256, validate_name
@@ -53,6 +54,9 @@ ALIAS_CHANNEL = "headrace_alias"
 """PostgreSQL NOTIFY channel of alias moves; the payload is ``name@alias:version``."""
 
 _PG_LOCK_KEY = 0x68656164  # "head": one advisory lock serialises registry writes
+
+_COPIES = PrivateCopies()
+"""This process's verified copies, shared by every `Registry` (keyed by content digest)."""
 
 
 def _now() -> str:
@@ -551,26 +555,38 @@ class Registry:
     # -- files ------------------------------------------------------------------------
 
     def fetch(self, release: Release) -> Path:
-        """A local directory with the release's files, each checked against its sha256.
+        """A directory of the release's files, each checked against its sha256.
 
-        Files are fetched once into the cache and re-verified on every call, so nothing
-        altered on disk or in the store is ever loaded (or unpickled).
+        Files are fetched once into the shared cache; from there each is read once,
+        hashed while it is copied into a directory private to this process, and only
+        that copy is handed out (see `headrace.registry.copies`): a file swapped in the
+        cache after the check can never be loaded (or unpickled). The private copy is
+        reused for the life of the process.
         """
-        root = self.cache_dir / release.digest
-        for entry in release.manifest.all_files():
-            target = root / _safe_relative(entry.path)
-            if not target.is_file():
-                self._download(entry, target)  # hashes the bytes before they land
-                continue
-            actual = file_sha256(target)
-            if actual != entry.sha256:
-                raise ArtifactIntegrityError(
-                    path=entry.path,
-                    expected=entry.sha256,
-                    actual=actual,
-                    where=f"release {release.ref} (store '{self.artifacts.url}', copy {target})",
+        found = _COPIES.get(release.digest)
+        if found is not None:
+            return found
+        shared = self.cache_dir / release.digest
+        private = _COPIES.new_dir(release.digest)
+        try:
+            for entry in release.manifest.all_files():
+                relative = _safe_relative(entry.path)
+                cached = shared / relative
+                if not cached.is_file():
+                    self._download(entry, cached)  # hashes the bytes before they land
+                copy = private / relative
+                make_private_parent(copy, private)
+                copy_verified(
+                    cached,
+                    copy,
+                    sha256=entry.sha256,
+                    label=entry.path,
+                    where=f"release {release.ref} (store '{self.artifacts.url}', copy {cached})",
                 )
-        return root
+        except BaseException:
+            shutil.rmtree(private, ignore_errors=True)
+            raise
+        return _COPIES.keep(release.digest, private)
 
     def _download(self, entry: FileEntry, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -592,7 +608,8 @@ class Registry:
                 os.unlink(tmp)
 
     def clear_cache(self, release: Release) -> None:
-        """Forget the cached copy of a release's files."""
+        """Forget the cached and the private copies of a release's files."""
+        _COPIES.forget(release.digest)
         shutil.rmtree(self.cache_dir / release.digest, ignore_errors=True)
 
     # -- audit ------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""Private, verified copies of release files: what was hashed is what gets loaded.
+
+Hashing a cached file and then handing its path to a loader leaves a gap: whoever can
+write to the cache can swap the file after the check and have a pickle of their own
+unpickled. So every file is read once, through one open descriptor, hashed as it is
+copied into a directory only this process can reach (``mkdtemp``: mode 0700, under the
+system temporary directory whose sticky bit stops other users renaming it), and the
+copy is refused unless its bytes hash to the manifest's sha256. Loaders only ever see
+that directory; the shared cache is never reopened after a check.
+
+The copies live for the process (a model may import or map its files lazily) and are
+removed at exit, or when the registry is asked to forget a release.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from headrace.errors import ArtifactIntegrityError
+
+__all__ = ["PrivateCopies", "copy_verified", "make_private_parent"]
+
+_CHUNK = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def copy_verified(source: Path, dest: Path, *, sha256: str, label: str, where: str) -> None:
+    """Copy `source` to a new file `dest`, hashing the bytes copied; refuse a mismatch.
+
+    `dest` is created exclusively (``O_EXCL``, no symlink followed) and left read-only.
+    The bytes checked are the bytes written: `source` is opened once and never reread.
+
+    Raises
+    ------
+    ArtifactIntegrityError
+        The copied bytes do not hash to `sha256` (`dest` is removed).
+    """
+    digest = hashlib.sha256()
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    try:
+        with source.open("rb") as reader, os.fdopen(out, "wb", closefd=False) as writer:
+            for block in iter(lambda: reader.read(_CHUNK), b""):
+                digest.update(block)
+                writer.write(block)
+            writer.flush()
+        os.fchmod(out, 0o400)
+    finally:
+        os.close(out)
+    actual = digest.hexdigest()
+    if actual != sha256:
+        dest.unlink(missing_ok=True)
+        raise ArtifactIntegrityError(path=label, expected=sha256, actual=actual, where=where)
+
+
+class PrivateCopies:
+    """Per-process directories of verified release files, one per release digest."""
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        atexit.register(self.clear)
+
+    def get(self, digest: str) -> Path | None:
+        """The verified directory of release `digest`, if this process made one."""
+        with self._lock:
+            found = self._dirs.get(digest)
+        return found if found is not None and found.is_dir() else None
+
+    def new_dir(self, digest: str) -> Path:
+        """A fresh, empty directory only this process can reach (mode 0700)."""
+        return Path(tempfile.mkdtemp(prefix=f"headrace-release-{digest[:12]}-"))
+
+    def keep(self, digest: str, directory: Path) -> Path:
+        """Remember `directory` as the copy of `digest` (first one wins under a race)."""
+        with self._lock:
+            current = self._dirs.get(digest)
+            if current is not None and current.is_dir():
+                shutil.rmtree(directory, ignore_errors=True)
+                return current
+            self._dirs[digest] = directory
+            return directory
+
+    def forget(self, digest: str) -> None:
+        """Remove the copy of `digest`."""
+        with self._lock:
+            directory = self._dirs.pop(digest, None)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def clear(self) -> None:
+        """Remove every copy (at exit)."""
+        with self._lock:
+            dirs = list(self._dirs.values())
+            self._dirs.clear()
+        for directory in dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def make_private_parent(path: Path, root: Path) -> None:
+    """Create the directories between `root` and `path` with mode 0700."""
+    parent = path.parent
+    if parent != root:
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
