@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -77,6 +77,32 @@ def root(
     ctx.obj = CliState(registry=registry, artifacts=artifacts, home=home)
 
 
+def _plain_help(command: Any) -> None:
+    """Make every help screen say what it means, for `command` and its subcommands.
+
+    - Defaults are written ``[like this]`` in help texts; rich would take
+      ``[config, 8080]`` for a style tag and print "HTTP port ." instead, so brackets are
+      escaped.
+    - Typer writes a required argument ``{ref}`` in the usage line, which reads as a
+      template to fill in; usage shows ``REF`` (``[CONFIG]`` when optional) as every
+      other CLI does.
+    """
+    from rich.markup import escape
+
+    for param in command.params:
+        help_text = getattr(param, "help", None)
+        if help_text:
+            param.help = escape(help_text)
+        # typer vendors its own click: recognise arguments by their kind, not their class
+        if param.param_type_name == "argument" and hasattr(param, "_usage_display_name"):
+            name = (param.metavar or param.name or "arg").upper()
+            shown = name if param.required else f"[{name}]"
+            shown += "..." if param.nargs != 1 else ""
+            setattr(param, "_usage_display_name", lambda shown=shown: shown)  # noqa: B010
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: domain errors become ``error: …`` and exit 1; usage errors exit 2.
 
@@ -88,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
 
     install_log_redaction()
     command = typer.main.get_command(app)
+    _plain_help(command)
     try:
         command.main(args=argv, prog_name="headrace")
     except HeadraceError as exc:

@@ -4,7 +4,12 @@ The input is read a chunk at a time (`iter_input_chunks`); each chunk goes throu
 `InferenceService.infer`, its predictions to the output and its rejected rows, whether
 they failed to decode, validate or predict, to the rejects (`OutputWriter`). Row numbers
 are the input's 0-based data rows, and every row read ends up either in the output or in
-the rejects (``predicted + rejected == rows``).
+the rejects (``predicted + rejected == rows``). The rejects file exists only when a row
+was rejected: an empty one would read as "look here" for nothing.
+
+``keep`` columns (an id, pass-through values) are read beside the schema's fields and
+written, as read, into the output next to ``row``; a classifier's per-class
+probabilities become ``proba_<class>`` columns.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import numpy as np
 from headrace.errors import ConfigError, InputFileError
 from headrace.inference.chunk import InputChunk
 from headrace.inference.readers import _check_input_file, _input_format, iter_input_chunks
-from headrace.inference.service import InferenceService
-from headrace.inference.validate import Rejection
+from headrace.inference.service import InferenceResult, InferenceService
+from headrace.inference.validate import MISSING, Rejection
 from headrace.inference.writers import OutputWriter, _output_format
 from headrace.release.schema import Schema
 
@@ -96,9 +101,64 @@ def _require_columns(schema: Schema, chunk: InputChunk, path: Path) -> None:
         )
 
 
-def _prediction_columns(*, scores: bool) -> list[str]:
-    """The output's columns; ``score`` only for a model that gives scores."""
-    return ["row", "prediction", *(["score"] if scores else []), "release", "release_digest"]
+_OWN_COLUMNS: Final = ("row", "prediction", "score", "release", "release_digest")
+
+
+def _prediction_columns(
+    *, keep: Sequence[str] = (), scores: bool, classes: Sequence[str] | None = None
+) -> list[str]:
+    """The output's columns: ``row``, the kept input columns, ``prediction``, ``score``
+    and ``proba_<class>`` only for a model that gives them, the release."""
+    probas = [f"proba_{c}" for c in classes or ()]
+    return [
+        "row",
+        *keep,
+        "prediction",
+        *(["score"] if scores else []),
+        *probas,
+        "release",
+        "release_digest",
+    ]
+
+
+def _check_keep(keep: Sequence[str]) -> None:
+    clash = [k for k in keep if k in _OWN_COLUMNS or k.startswith("proba_")]
+    if clash:
+        raise ConfigError(
+            f"--keep column {clash[0]!r} has the name of an output column: rename it in the "
+            f"input (the output has {', '.join(_OWN_COLUMNS)} and proba_<class>)"
+        )
+    repeated = sorted({k for k in keep if keep.count(k) > 1})
+    if repeated:
+        raise ConfigError(f"--keep names {repeated[0]!r} twice: name each column once")
+
+
+def _require_kept(keep: Sequence[str], chunk: InputChunk, path: Path) -> None:
+    """Kept columns must be in the file (JSON lines: in at least one row of the chunk)."""
+    absent = [
+        k
+        for k in keep
+        if k not in chunk.columns or all(v is MISSING for v in chunk.columns[k][:10_000])
+    ]
+    if absent:
+        raise InputFileError(
+            f"Input file '{path}' has no column {', '.join(repr(a) for a in absent)} to keep: "
+            "check the names given to --keep (they are case-sensitive)"
+        )
+
+
+def _kept_values(column: Any, rows: Any) -> Any:
+    """A kept column's values at `rows`, nulls (masked, absent keys) as None."""
+    if isinstance(column, np.ma.MaskedArray):
+        values = np.asarray(column.data, dtype=object)
+        values[np.ma.getmaskarray(column)] = None
+        return values[rows]
+    picked = np.asarray(column)[rows]
+    if picked.dtype.kind == "O":
+        picked = np.asarray([None if v is MISSING else v for v in picked], dtype=object)
+    elif picked.dtype.kind == "M":
+        picked = np.asarray([None if np.isnat(v) else str(v) for v in picked], dtype=object)
+    return picked
 
 
 def _reject_rows(rejections: Sequence[Rejection]) -> dict[str, Any]:
@@ -111,6 +171,30 @@ def _reject_rows(rejections: Sequence[Rejection]) -> dict[str, Any]:
     }
 
 
+def _output_rows(
+    result: InferenceResult, chunk: InputChunk, keep: Sequence[str], columns: Sequence[str]
+) -> dict[str, Any]:
+    """One chunk's output columns (`columns`, fixed by the first scored chunk)."""
+    n = result.n_predicted
+    out: dict[str, Any] = {
+        "row": chunk.file_rows(result.rows),
+        "prediction": result.predictions,
+        "release": np.full(n, result.release, dtype=object),
+        "release_digest": np.full(n, result.release_digest, dtype=object),
+    }
+    for name in keep:
+        out[name] = _kept_values(chunk.columns[name], result.rows)
+    if "score" in columns:
+        out["score"] = result.scores if result.scores is not None else np.full(n, np.nan)
+    if result.probabilities is not None and result.classes is not None:
+        for j, name in enumerate(result.classes):
+            out[f"proba_{name}"] = result.probabilities[:, j]
+    for name in columns:
+        if name not in out:  # every chunk fills every column the first one fixed
+            out[name] = np.full(n, np.nan)
+    return out
+
+
 def score_file(
     service: InferenceService,
     *,
@@ -119,13 +203,17 @@ def score_file(
     rejects_path: Path | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     chunk_rows: int = 65536,
+    keep: Sequence[str] = (),
 ) -> BatchSummary:
     """Score a batch file through `service`, writing predictions and rejects.
 
-    Output rows are ``row`` (the input's 0-based data row), ``prediction``, ``score``
-    (only when the model gives scores), ``release`` and ``release_digest``. Reject rows are
-    ``row``, ``stage``, ``field`` and ``reason``. Both files appear only once the whole
-    input was scored.
+    Output rows are ``row`` (the input's 0-based data row), the `keep` columns,
+    ``prediction``, ``score`` (only when the model gives scores: P(positive class) for a
+    binary classifier), ``proba_<class>`` per class (when the model gives probabilities),
+    ``release`` and ``release_digest``. Reject rows are ``row``, ``stage``, ``field`` and
+    ``reason``. Both files appear only once the whole input was scored, the rejects file
+    only when a row was rejected (a file left there by an earlier run is removed, as the
+    output would be replaced).
 
     Parameters
     ----------
@@ -142,6 +230,8 @@ def score_file(
         Parquet, estimated for text files), and once at the end with both equal.
     chunk_rows
         The most rows scored per model call.
+    keep
+        Input columns copied into the output as they were read (ids, pass-through).
 
     Returns
     -------
@@ -151,7 +241,8 @@ def score_file(
     Raises
     ------
     InputFileError
-        When the input cannot be read, or lacks a column the schema requires.
+        When the input cannot be read, or lacks a column the schema requires or `keep`
+        names.
     ConfigError
         When an output path has an unknown extension, is not writable, or is the input.
     ModelError
@@ -172,44 +263,33 @@ def score_file(
     size = _check_input_file(input_path)
     total = _estimate_rows(input_path, fmt, size)
 
+    _check_keep(keep)
     schema = service.schema
-    rejects = (
-        OutputWriter(rejects_path, columns=REJECT_COLUMNS, what="rejects")
-        if rejects_path is not None
-        else None
-    )
+    wanted = [*schema.names, *(k for k in keep if k not in schema.names)]
+    rejects: OutputWriter | None = None
     predictions: OutputWriter | None = None
     read = predicted = rejected = 0
     by_stage: dict[str, int] = {}
     first_rejections: list[Rejection] = []
     checked = False
     try:
-        for chunk in iter_input_chunks(input_path, chunk_rows=chunk_rows, columns=schema.names):
+        for chunk in iter_input_chunks(input_path, chunk_rows=chunk_rows, columns=wanted):
             if not checked and chunk.n_rows:
                 _require_columns(schema, chunk, input_path)
+                _require_kept(keep, chunk, input_path)
                 checked = True
-            result = service.infer(
-                chunk.columns, n_rows=chunk.n_rows, coerce_strings=chunk.coerce_strings
-            )
+            inputs = {k: v for k, v in chunk.columns.items() if k in schema.names}
+            result = service.infer(inputs, n_rows=chunk.n_rows, coerce_strings=chunk.coerce_strings)
             if result.n_predicted:
                 if predictions is None:
                     predictions = OutputWriter(
                         output_path,
-                        columns=_prediction_columns(scores=result.scores is not None),
+                        columns=_prediction_columns(
+                            keep=keep, scores=result.scores is not None, classes=result.classes
+                        ),
                         what="predictions",
                     )
-                n = result.n_predicted
-                out: dict[str, Any] = {
-                    "row": chunk.file_rows(result.rows),
-                    "prediction": result.predictions,
-                    "release": np.full(n, result.release, dtype=object),
-                    "release_digest": np.full(n, result.release_digest, dtype=object),
-                }
-                if "score" in predictions.columns:
-                    out["score"] = (
-                        result.scores if result.scores is not None else np.full(n, np.nan)
-                    )
-                predictions.write(out)
+                predictions.write(_output_rows(result, chunk, keep, predictions.columns))
             chunk_rejections = list(chunk.rejections)
             if result.rejections:
                 mapped = chunk.file_rows([r.row for r in result.rejections]).tolist()
@@ -222,7 +302,9 @@ def score_file(
                 for r in chunk_rejections:
                     by_stage[r.stage] = by_stage.get(r.stage, 0) + 1
                 first_rejections.extend(chunk_rejections[: 10 - len(first_rejections)])
-                if rejects is not None:
+                if rejects_path is not None:
+                    if rejects is None:
+                        rejects = OutputWriter(rejects_path, columns=REJECT_COLUMNS, what="rejects")
                     rejects.write(_reject_rows(chunk_rejections))
             read += chunk.n_read
             predicted += result.n_predicted
@@ -231,11 +313,15 @@ def score_file(
                 progress(read, None if total is None else max(total, read))
         if predictions is None:
             predictions = OutputWriter(
-                output_path, columns=_prediction_columns(scores=False), what="predictions"
+                output_path,
+                columns=_prediction_columns(keep=keep, scores=False),
+                what="predictions",
             )
         predictions.close()
         if rejects is not None:
             rejects.close()
+        elif rejects_path is not None:
+            rejects_path.unlink(missing_ok=True)
     except BaseException:
         for writer in (predictions, rejects):
             if writer is not None:
@@ -249,7 +335,7 @@ def score_file(
         rejected=rejected,
         seconds=time.perf_counter() - started,
         output_path=str(output_path),
-        rejects_path=None if rejects_path is None else str(rejects_path),
+        rejects_path=None if rejects is None else str(rejects_path),
         rejected_by_stage=by_stage,
         first_rejections=first_rejections,
     )

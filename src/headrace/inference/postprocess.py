@@ -1,15 +1,19 @@
 """Post-processing: a model's raw output becomes one prediction and one score per row.
 
-- binary classifier with probabilities: the score is the positive class's probability;
-  the prediction is the positive class when the score is >= the config's `threshold`,
-  else the negative one (without a threshold, the model's own prediction);
+- binary classifier with probabilities: the score is P(positive class), the positive
+  class's probability (the config's `positive_class`, else the last class); the
+  prediction is the positive class when the score is >= the config's `threshold`, else
+  the negative one (without a threshold, the model's own prediction);
 - multiclass classifier with probabilities: the score is the probability of the
   predicted class (the maximum for a model that predicts the most probable class);
 - classifier without probabilities: the model's prediction, no score;
 - regression: the model's value, no score.
 
 Class predictions are renamed through the config's `labels` (by position in the model's
-class order) when they are given. Everything is vectorised over the batch.
+class order) when they are given. A classifier with probabilities also hands on every
+class's probability (`Outputs.probabilities`, columns in `Outputs.classes` order), for the
+``proba_<class>`` columns of batch output, the ``probabilities`` OIP output and the opt-in
+stream field. Everything is vectorised over the batch.
 """
 
 from __future__ import annotations
@@ -37,17 +41,31 @@ class Outputs:
     predictions
         One prediction per row: a class (or its label) or a value.
     scores
-        float64, one per row, for a classifier with probabilities; else None.
+        float64, one per row, for a classifier with probabilities; else None. For a binary
+        classifier it is P(positive class), whatever the prediction.
+    probabilities
+        float64 ``(rows, classes)``, every class's probability, for a classifier with
+        probabilities; else None.
+    classes
+        The class names of the `probabilities` columns (the config's labels when given),
+        as text; None without probabilities.
     """
 
     predictions: Array
     scores: npt.NDArray[np.float64] | None
+    probabilities: npt.NDArray[np.float64] | None = None
+    classes: tuple[str, ...] | None = None
 
 
 def _show_classes(classes: Array) -> str:
     shown = classes[:10].tolist()
     more = f" (and {len(classes) - 10} more)" if len(classes) > 10 else ""
     return f"{shown!r}{more}"
+
+
+def _class_names(names: Array) -> tuple[str, ...]:
+    """Class names as text (``proba_<name>`` columns, OIP output parameters)."""
+    return tuple(str(n.item() if isinstance(n, np.generic) else n) for n in names.tolist())
 
 
 def _positions(predictions: Array, classes: Array) -> npt.NDArray[np.intp]:
@@ -186,22 +204,28 @@ def postprocess(output: ModelOutput, *, config: ReleaseConfig) -> Outputs:
         return Outputs(predictions=labels[idx], scores=None)
 
     names = labels if labels is not None else classes
+    final: Array
     if len(classes) == 2:
         positive = _positive_index(config, classes)
         scores = probabilities[:, positive].copy()
         if config.threshold is not None:
-            idx = np.where(scores >= config.threshold, positive, 1 - positive)
-            return Outputs(predictions=names[idx], scores=scores)
-        if labels is None:
-            return Outputs(predictions=predictions, scores=scores)
-        return Outputs(predictions=labels[_positions(predictions, classes)], scores=scores)
-
-    if config.threshold is not None:
-        raise SchemaError(
-            f"the release config sets a threshold but the model has {len(classes)} classes "
-            f"{_show_classes(classes)}: a threshold applies to binary classifiers; remove it"
-        )
-    idx = _positions(predictions, classes)
-    scores = probabilities[np.arange(len(idx)), idx]
-    final = predictions if labels is None else labels[idx]
-    return Outputs(predictions=final, scores=scores)
+            final = names[np.where(scores >= config.threshold, positive, 1 - positive)]
+        elif labels is None:
+            final = predictions
+        else:
+            final = labels[_positions(predictions, classes)]
+    else:
+        if config.threshold is not None:
+            raise SchemaError(
+                f"the release config sets a threshold but the model has {len(classes)} classes "
+                f"{_show_classes(classes)}: a threshold applies to binary classifiers; remove it"
+            )
+        idx = _positions(predictions, classes)
+        scores = probabilities[np.arange(len(idx)), idx]
+        final = predictions if labels is None else labels[idx]
+    return Outputs(
+        predictions=final,
+        scores=scores,
+        probabilities=probabilities,
+        classes=_class_names(names),
+    )

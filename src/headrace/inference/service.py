@@ -21,10 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from headrace.errors import ModelError, SchemaError
-from headrace.inference.matrix import model_matrix
+from headrace.inference.matrix import model_frame, model_matrix
 from headrace.inference.postprocess import postprocess
 from headrace.inference.validate import Rejection, _json_type, records_to_columns, validate
 from headrace.release.config import ReleaseConfig
+from headrace.release.manifest import Signature
 from headrace.release.schema import Schema
 from headrace.runtimes.base import LoadedModel, ModelOutput
 from headrace.types import Array, Columns, Matrix
@@ -57,6 +58,11 @@ class InferenceResult:
     stages_ns
         When validation started, and validation, prediction and post-processing ended
         (`time.time_ns`), for trace spans; shorter when the batch stopped early.
+    probabilities
+        float64 ``(len(rows), classes)``: every class's probability, or None when the
+        model gives none.
+    classes
+        The class names of the `probabilities` columns, or None.
     """
 
     rows: npt.NDArray[np.int64]
@@ -67,6 +73,8 @@ class InferenceResult:
     release_digest: str
     n_rows: int
     stages_ns: tuple[int, ...] = ()
+    probabilities: npt.NDArray[np.float64] | None = None
+    classes: tuple[str, ...] | None = None
 
     @property
     def n_predicted(self) -> int:
@@ -109,6 +117,10 @@ class InferenceService:
         The release reference, like ``fraud:3``, stamped on every result.
     release_digest
         The release's content digest, stamped on every result.
+    signature
+        The model's own signature from the manifest: when given, its input order wins
+        over `inputs` (columns are laid out by name in the model's order), and a model
+        fitted on a DataFrame with non-numeric columns is handed a DataFrame.
 
     Raises
     ------
@@ -125,7 +137,10 @@ class InferenceService:
         config: ReleaseConfig,
         release: str,
         release_digest: str,
+        signature: Signature | None = None,
     ) -> None:
+        if signature is not None:
+            inputs = signature.names
         known = set(schema.names)
         unknown = [name for name in inputs if name not in known]
         if unknown or not inputs:
@@ -139,6 +154,8 @@ class InferenceService:
         self.config = config
         self.release = release
         self.release_digest = release_digest
+        self.signature = signature
+        self._frame = signature is not None and signature.frame
 
     def infer(
         self, columns: Columns, *, n_rows: int, coerce_strings: bool = False
@@ -180,8 +197,7 @@ class InferenceService:
                 n_rows=n_rows,
                 stages_ns=(started, validated),
             )
-        matrix = model_matrix(self.schema, batch.columns, inputs=self.inputs)
-        predicted = self._predict(matrix)
+        predicted = self._predict(self.model_input(batch.columns))
         stages_ns = (started, validated, time.time_ns())
         rejections = batch.rejections
         if predicted.failures:
@@ -212,6 +228,8 @@ class InferenceService:
             rejections=rejections,
             n_rows=n_rows,
             stages_ns=(*stages_ns, time.time_ns()),
+            probabilities=outputs.probabilities,
+            classes=outputs.classes,
         )
 
     def infer_records(self, records: Sequence[Any]) -> InferenceResult:
@@ -258,7 +276,17 @@ class InferenceService:
             rejections=rejections,
             n_rows=len(records),
             stages_ns=result.stages_ns,
+            probabilities=result.probabilities,
+            classes=result.classes,
         )
+
+    def model_input(self, columns: Columns) -> Matrix:
+        """Validated columns as the model takes them: a matrix in the model's input order,
+        or a DataFrame under its fitted names when the signature says so."""
+        if self._frame:
+            frame: Matrix = model_frame(columns, inputs=self.inputs)
+            return frame
+        return model_matrix(self.schema, columns, inputs=self.inputs)
 
     # -- the model call, retried and bisected -------------------------------------
 
@@ -335,6 +363,8 @@ class InferenceService:
         rejections: list[Rejection],
         n_rows: int,
         stages_ns: tuple[int, ...] = (),
+        probabilities: npt.NDArray[np.float64] | None = None,
+        classes: tuple[str, ...] | None = None,
     ) -> InferenceResult:
         return InferenceResult(
             rows=np.asarray(rows, dtype=np.int64),
@@ -345,6 +375,8 @@ class InferenceService:
             release_digest=self.release_digest,
             n_rows=n_rows,
             stages_ns=stages_ns,
+            probabilities=probabilities,
+            classes=classes,
         )
 
 

@@ -103,7 +103,15 @@ def test_csv_round_trip(tmp_path: Path, service: InferenceService, out_ext: str)
     assert summary.rejected_by_stage == {"decode": 2, "validate": 3, "predict": 1}
     predictions = read_rows(out)
     assert [p["row"] for p in predictions] == [i for i in range(40) if i not in {3, 4, 5, 6, 7, 8}]
-    assert list(predictions[0]) == ["row", "prediction", "score", "release", "release_digest"]
+    assert list(predictions[0]) == [
+        "row",
+        "prediction",
+        "score",
+        "proba_small",
+        "proba_large",
+        "release",
+        "release_digest",
+    ]
     assert {p["prediction"] for p in predictions} <= {"small", "large"}
     assert all(0 <= p["score"] <= 1 for p in predictions)
     assert {(p["release"], p["release_digest"]) for p in predictions} == {
@@ -232,9 +240,84 @@ def test_header_only_and_all_rejected(tmp_path: Path, service: InferenceService)
     )
     assert summary.rows == 0
     assert pq.read_table(out).column_names == ["row", "prediction", "release", "release_digest"]
-    assert (tmp_path / "r.csv").read_text().strip() == '"row","stage","field","reason"'
+    assert not (tmp_path / "r.csv").exists()  # nothing rejected: no rejects file
+    assert summary.rejects_path is None
     bad = tmp_path / "bad.csv"
     bad.write_text("amount,age,merchant\nx,1,travel\n")
     summary = score_file(service, input_path=bad, output_path=tmp_path / "o.jsonl")
     assert (summary.predicted, summary.rejected) == (0, 1)
     assert (tmp_path / "o.jsonl").read_text() == ""
+
+
+# -- kept columns, per-class probabilities, no empty rejects ------------------------------
+
+
+def _write_input(path: Path, rows: list[dict[str, Any]]) -> None:
+    if path.suffix == ".csv":
+        names = list(rows[0])
+        lines = [",".join(names)] + [",".join(str(r[n]) for n in names) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+    elif path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("in_ext", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("out_ext", [".jsonl", ".csv", ".parquet"])
+def test_kept_columns_and_class_probabilities(
+    tmp_path: Path, service: InferenceService, in_ext: str, out_ext: str
+) -> None:
+    rows = [{"id": f"e{i}", "region": "north", **r} for i, r in enumerate(good_rows(30))]
+    rows[4]["amount"] = -1.0  # below min: rejected, its id not in the output
+    source = tmp_path / f"in{in_ext}"
+    _write_input(source, rows)
+    out, rejects = tmp_path / f"out{out_ext}", tmp_path / "rejects.jsonl"
+    summary = score_file(
+        service,
+        input_path=source,
+        output_path=out,
+        rejects_path=rejects,
+        keep=["id", "region", "amount"],
+        chunk_rows=8,
+    )
+    assert (summary.predicted, summary.rejected) == (29, 1)
+    predictions = read_rows(out)
+    assert list(predictions[0]) == [
+        "row", "id", "region", "amount", "prediction", "score",
+        "proba_small", "proba_large", "release", "release_digest",
+    ]  # fmt: skip
+    assert [p["id"] for p in predictions] == [f"e{i}" for i in range(30) if i != 4]
+    assert all(str(p["id"]) == f"e{p['row']}" and p["region"] == "north" for p in predictions)
+    for p in predictions:
+        assert p["proba_small"] + p["proba_large"] == pytest.approx(1.0)
+        assert p["score"] == pytest.approx(p["proba_large"])  # binary: P(positive class)
+    assert rejects.exists()
+
+
+def test_no_rejects_file_when_nothing_was_rejected(
+    tmp_path: Path, service: InferenceService
+) -> None:
+    source = tmp_path / "in.jsonl"
+    _write_input(source, good_rows(5))
+    rejects = tmp_path / "rejects.jsonl"
+    rejects.write_text('{"row": 1, "reason": "from an earlier run"}\n')
+    summary = score_file(
+        service, input_path=source, output_path=tmp_path / "o.csv", rejects_path=rejects
+    )
+    assert summary.rejected == 0 and summary.rejects_path is None
+    assert not rejects.exists()  # a stale file would read as this run's rejects
+
+
+def test_kept_columns_must_exist_and_not_clash(tmp_path: Path, service: InferenceService) -> None:
+    rows = [{"id": i, **r} for i, r in enumerate(good_rows(3))]
+    for ext in (".csv", ".jsonl", ".parquet"):
+        source = tmp_path / f"in{ext}"
+        _write_input(source, rows)
+        with pytest.raises(InputFileError, match=r"has no column 'ID' to keep"):
+            score_file(service, input_path=source, output_path=tmp_path / "o.csv", keep=["ID"])
+    for bad in ("score", "proba_x", "row"):
+        with pytest.raises(ConfigError, match=f"--keep column '{bad}' has the name"):
+            score_file(service, input_path=source, output_path=tmp_path / "o.csv", keep=[bad])
+    with pytest.raises(ConfigError, match="twice"):
+        score_file(service, input_path=source, output_path=tmp_path / "o.csv", keep=["id", "id"])

@@ -126,3 +126,21 @@ def test_inconsistent_model_output() -> None:
     )
     with pytest.raises(ModelError, match="not one of its classes"):
         postprocess(mixed, config=ReleaseConfig())
+
+
+def test_every_class_probability_is_handed_on_with_its_name() -> None:
+    labelled = postprocess(binary(), config=ReleaseConfig(labels=["legit", "fraud"]))
+    assert labelled.classes == ("legit", "fraud")
+    np.testing.assert_array_equal(labelled.probabilities, PROBA)
+    # the score stays P(positive class), whatever the threshold predicts
+    high = postprocess(binary(), config=ReleaseConfig(threshold=0.99))
+    assert high.predictions.tolist() == [0, 0, 0] and high.classes == ("0", "1")
+    np.testing.assert_array_equal(high.scores, PROBA[:, 1])
+    proba = np.array([[0.2, 0.5, 0.3], [0.7, 0.2, 0.1]])
+    multi = postprocess(
+        ModelOutput(np.array([5, 3]), proba, np.array([3, 5, 9])), config=ReleaseConfig()
+    )
+    assert multi.classes == ("3", "5", "9")
+    np.testing.assert_array_equal(multi.probabilities, proba)
+    plain = postprocess(ModelOutput(np.array([1.5, 2.0])), config=ReleaseConfig())
+    assert plain.probabilities is None and plain.classes is None
