@@ -136,6 +136,7 @@ def load_release(
         config=manifest.config,
         release=manifest.ref,
         release_digest=release.digest,
+        signature=manifest.input_signature,
     )
     table = prepared.warmup
     if table is None:

@@ -26,7 +26,6 @@ line: headers are not logged, and a token is only ever compared.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -36,6 +35,7 @@ import orjson
 
 from headrace import __version__
 from headrace.errors import HeadraceError
+from headrace.serving.auth import token_matches
 from headrace.serving.batching import AdaptiveBatcher, BatchPart
 from headrace.serving.codec import (
     InputTensor,
@@ -51,9 +51,11 @@ from headrace.serving.errors import (
     NotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnauthorizedError,
     status_of,
 )
+from headrace.serving.logfilter import rate_limit
 from headrace.serving.metrics import ServerMetrics
 from headrace.serving.openapi import openapi_document
 from headrace.serving.repository import ModelRepository
@@ -65,6 +67,8 @@ if TYPE_CHECKING:
 __all__ = ["InferenceApp"]
 
 _log = logging.getLogger(__name__)
+_access_log = logging.getLogger("headrace.serving.access")
+rate_limit(_log)  # a client can make every request fail the same way: log a few of each
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -159,8 +163,8 @@ class InferenceApp:
         self.started = False
         self.stopping = False
         auth = config.auth
-        self._inference_token = _bearer(auth.inference_token)
-        self._management_token = _bearer(auth.management_token)
+        self._inference_token = _token(auth.inference_token)
+        self._management_token = _token(auth.management_token)
         self._openapi: bytes | None = None
         self._served: set[str] = set()  # names that resolved: safe as metric labels
 
@@ -248,7 +252,10 @@ class InferenceApp:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        self.metrics.observe(model, endpoint, status, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(model, endpoint, status, elapsed)
+        if self.config.access_log:
+            _log_access(scope, model=model, status=status, elapsed=elapsed, sent=len(body))
 
     def _error(self, exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         status = status_of(exc)
@@ -268,6 +275,8 @@ class InferenceApp:
             headers.append((b"www-authenticate", b'Bearer realm="headrace"'))
         elif isinstance(exc, _MethodNotAllowedError):
             headers.append((b"allow", exc.allowed.encode()))
+        if status in (408, 413):  # the body was not read to its end: end the connection
+            headers.append((b"connection", b"close"))
         return status, orjson.dumps({"error": message}), headers
 
     # -- routing ----------------------------------------------------------------------
@@ -391,7 +400,7 @@ class InferenceApp:
         if expected is None:
             return
         given = request.authorization
-        if given is None or not hmac.compare_digest(given, expected):
+        if not token_matches(given, expected):
             raise UnauthorizedError(
                 f"This route needs the {which} bearer token: send `Authorization: Bearer "
                 f"<token>` (the server's auth.{which}_token)"
@@ -410,27 +419,42 @@ class InferenceApp:
             )
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGoneError
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(
-                    f"Request body is larger than the server's limit of {limit} bytes "
-                    "(limits.max_body_bytes): send fewer rows per request"
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        deadline = self.config.connections.body_timeout_s
+        try:
+            # One deadline for the whole body: a client trickling bytes (or an endless
+            # chunked upload) holds a connection and a task no longer than this.
+            async with asyncio.timeout(deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _ClientGoneError
+                    chunk: bytes = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLargeError(
+                            f"Request body is larger than the server's limit of {limit} "
+                            "bytes (limits.max_body_bytes): send fewer rows per request"
+                        )
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"Request body did not arrive within {deadline:g} s "
+                f"(connections.body_timeout_s; {size} bytes came): send it faster, or "
+                "send fewer rows per request"
+            ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _infer(
         self, request: _Request, receive: Receive, name: str, version: str | None
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         body = await self._body(request, receive)
-        parsed = parse_infer_request(body, header_length=request.header_length)
+        parsed = parse_infer_request(
+            body,
+            header_length=request.header_length,
+            max_elements=self.config.limits.max_elements,
+        )
         part, outputs = await self.infer(name, version, parsed.inputs, requested=parsed.outputs)
         payload, header_length = encode_infer_response(
             model=name,
@@ -524,8 +548,8 @@ class _MethodNotAllowedError(NotFoundError):
         )
 
 
-def _bearer(token: str | None) -> bytes | None:
-    return None if token is None else b"Bearer " + token.encode()
+def _token(token: str | None) -> bytes | None:
+    return None if token is None else token.encode()
 
 
 def _json(status: int, document: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -558,6 +582,23 @@ def _route_template(parts: list[str]) -> str:
         )
     joined = "/".join(parts)
     return f"/{joined}" if joined in _FIXED_ROUTES else _UNMATCHED
+
+
+def _log_access(scope: Scope, *, model: str, status: int, elapsed: float, sent: int) -> None:
+    """One JSON line per request: the route's template, never the raw path, headers or
+    body (a client chose those; tokens travel in them)."""
+    client = scope.get("client")
+    line = {
+        "ts": round(time.time(), 3),
+        "method": scope["method"],
+        "route": _route_template(scope["path"].strip("/").split("/")),
+        "model": model or None,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 3),
+        "bytes_sent": sent,
+        "client": client[0] if client else None,
+    }
+    _access_log.info(orjson.dumps(line).decode())
 
 
 def _span_error(span: Span, exc: Exception, status: int) -> None:

@@ -35,13 +35,16 @@ from headrace.types import Array
 
 __all__ = [
     "DATATYPES",
+    "DEFAULT_MAX_ELEMENTS",
     "FIELD_DATATYPES",
+    "MAX_DIMS",
     "OUTPUT_NAMES",
     "InputTensor",
     "OutputTensor",
     "array_from_bytes",
     "array_from_values",
     "array_to_bytes",
+    "check_shape",
     "columns_from_inputs",
     "datatype_of",
     "outputs_from_part",
@@ -80,6 +83,14 @@ sent as FP64 epoch seconds, a ``float`` as any INT or FP datatype)."""
 OUTPUT_NAMES: Final = ("prediction", "score")
 """The outputs a model answers with (as `ModelRepository.metadata` lists them); ``score``
 only when the model has class probabilities."""
+
+DEFAULT_MAX_ELEMENTS: Final = 1 << 24
+"""The most values one tensor may declare (``limits.max_elements`` overrides it): a
+declared shape is checked against it, and against the data present, before anything is
+allocated, so a few bytes declaring ``[500000000]`` cost nothing."""
+
+MAX_DIMS: Final = 32
+"""The most dimensions a tensor may declare (numpy's own ceiling is 64)."""
 
 _SHOWN_REJECTIONS: Final = 3
 _LENGTH: Final = struct.Struct("<I")
@@ -153,14 +164,42 @@ def _check_datatype(datatype: str, *, name: str) -> None:
         )
 
 
-def _check_shape(shape: Sequence[int], *, name: str) -> tuple[int, ...]:
+def check_shape(
+    shape: Sequence[int], *, name: str, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> tuple[int, ...]:
+    """A declared shape, checked before any of its values is looked at or allocated.
+
+    Raises
+    ------
+    InvalidInputError
+        When it has more than `MAX_DIMS` dimensions, a dimension that is not a
+        non-negative integer, or declares more than `max_elements` values.
+    """
     dims = tuple(shape)
+    if len(dims) > MAX_DIMS:
+        raise InvalidInputError(
+            f"Input '{name}' declares {len(dims)} dimensions: a tensor has at most "
+            f"{MAX_DIMS}, like [rows, fields] or [rows]"
+        )
     if not dims or any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in dims):
         raise InvalidInputError(
-            f"Input '{name}' has shape {list(dims)}: a shape is a non-empty list of "
+            f"Input '{name}' has shape {_show_shape(dims)}: a shape is a non-empty list of "
             "non-negative integers, like [rows, fields] or [rows]"
         )
+    count = math.prod(dims)
+    if count > max_elements:
+        raise InvalidInputError(
+            f"Input '{name}' declares shape {_show_shape(dims)} ({count} values), more than "
+            f"the server's limit of {max_elements} values per tensor (limits.max_elements): "
+            "send fewer rows per request"
+        )
     return dims
+
+
+def _show_shape(dims: tuple[object, ...]) -> str:
+    """A declared shape for a message, cut short (a client chose its length)."""
+    shown = ", ".join(str(d)[:24] for d in dims[:6])
+    return f"[{shown}{', ...' if len(dims) > 6 else ''}]"
 
 
 def _shaped(values: Array, shape: tuple[int, ...], *, name: str) -> Array:
@@ -174,7 +213,12 @@ def _shaped(values: Array, shape: tuple[int, ...], *, name: str) -> Array:
 
 
 def array_from_values(
-    values: Sequence[Any] | Array, *, datatype: str, shape: Sequence[int], name: str
+    values: Sequence[Any] | Array,
+    *,
+    datatype: str,
+    shape: Sequence[int],
+    name: str,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> Array:
     """Check a tensor's values (flat or nested row-major, as JSON or gRPC carry them).
 
@@ -189,6 +233,8 @@ def array_from_values(
         The declared shape.
     name
         The input's name, for messages.
+    max_elements
+        The most values the shape may declare.
 
     Returns
     -------
@@ -204,7 +250,7 @@ def array_from_values(
         value count that does not match the shape.
     """
     _check_datatype(datatype, name=name)
-    dims = _check_shape(shape, name=name)
+    dims = check_shape(shape, name=name, max_elements=max_elements)
     if isinstance(values, np.ndarray):
         return _shaped(_typed_array(values, datatype, name=name), dims, name=name)
     flat = list(_flatten(values, name=name))
@@ -227,10 +273,15 @@ def _at(message: str, name: str) -> str:
     return message.replace("- at `$", f"at `{name}").replace("Expected", "expected", 1)
 
 
-def _flatten(values: Iterable[Any], *, name: str) -> Iterable[Any]:
+def _flatten(values: Iterable[Any], *, name: str, depth: int = 1) -> Iterable[Any]:
+    if depth > MAX_DIMS:  # deeper than any tensor: refuse before Python's recursion limit
+        raise InvalidInputError(
+            f"Input '{name}' nests its data more than {MAX_DIMS} lists deep: send the values "
+            "flat (row-major) or nested as the shape"
+        )
     for value in values:
         if isinstance(value, list | tuple):
-            yield from _flatten(value, name=name)
+            yield from _flatten(value, name=name, depth=depth + 1)
         else:
             yield value
 
@@ -286,7 +337,12 @@ def _typed_array(values: Array, datatype: str, *, name: str) -> Array:
 
 
 def array_from_bytes(
-    raw: bytes | memoryview, *, datatype: str, shape: Sequence[int], name: str
+    raw: bytes | memoryview,
+    *,
+    datatype: str,
+    shape: Sequence[int],
+    name: str,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> Array:
     """Decode a tensor's binary form (the binary-data extension, gRPC raw contents).
 
@@ -299,6 +355,8 @@ def array_from_bytes(
         The tensor's bytes, exactly.
     datatype, shape, name
         As the request declares them.
+    max_elements
+        The most values the shape may declare.
 
     Returns
     -------
@@ -312,7 +370,7 @@ def array_from_bytes(
         or 1, or a BYTES element runs past the end or is not UTF-8.
     """
     _check_datatype(datatype, name=name)
-    dims = _check_shape(shape, name=name)
+    dims = check_shape(shape, name=name, max_elements=max_elements)
     count = math.prod(dims)
     if datatype == "BYTES":
         return _shaped(_bytes_elements(raw, count, name=name), dims, name=name)
@@ -335,6 +393,13 @@ def array_from_bytes(
 
 def _bytes_elements(raw: bytes | memoryview, count: int, *, name: str) -> Array:
     view = memoryview(raw)
+    if count * _LENGTH.size > len(view):
+        # Every element carries at least its 4-byte length: refuse before allocating.
+        raise InvalidInputError(
+            f"Input '{name}' declares {count} BYTES elements but its {len(view)} bytes of "
+            f"binary data hold at most {len(view) // _LENGTH.size}: each element is a 4-byte "
+            "little-endian length, then its bytes; declare the shape of the data sent"
+        )
     out = np.empty(count, dtype=object)
     offset = 0
     for i in range(count):

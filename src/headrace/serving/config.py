@@ -10,7 +10,15 @@ memory_budget_mb: 2048         # loaded models' measured memory; omit for no lim
 overcommit: 1.0
 poll_interval_s: 1.0           # how soon an alias move is noticed
 batching: {max_batch_size: 64, max_batch_time_ms: 2, max_queue_rows: 16384, mode: auto}
-limits: {max_body_bytes: 16777216, timeout_s: 30}
+limits: {max_body_bytes: 16777216, timeout_s: 30, max_elements: 16777216}
+connections:                   # what one client connection may hold (slow clients)
+  header_timeout_s: 10         # a request's headers must arrive within this (408)
+  body_timeout_s: 30           # and its whole body within this (408)
+  keepalive_timeout_s: 5       # an idle connection is closed after this
+  max_header_bytes: 65536      # request line and headers (431 past it)
+  max_connections: 1024        # past it, requests get 503 until others finish
+  shutdown_timeout_s: 15       # SIGTERM: requests in flight get this long, then exit
+access_log: false              # one JSON line per request on stderr (no headers, no tokens)
 auth:                          # bearer tokens; omit a token to leave its routes open
   inference_token: ${HEADRACE_INFERENCE_TOKEN}
   management_token: ${HEADRACE_MANAGEMENT_TOKEN}
@@ -37,6 +45,7 @@ from headrace.errors import ConfigError
 __all__ = [
     "AuthConfig",
     "BatchingConfig",
+    "ConnectionsConfig",
     "LimitsConfig",
     "ServeConfig",
     "TLSConfig",
@@ -57,10 +66,45 @@ class BatchingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
 
 
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """Per-request limits: body size (413 past it) and time (504 past it)."""
+    """Per-request limits: body size (413 past it), time (504 past it), and the values one
+    tensor may declare (400 past it, checked before anything is allocated)."""
 
     max_body_bytes: int = 16 * 1024 * 1024
     timeout_s: float = 30.0
+    max_elements: int = 16 * 1024 * 1024
+
+
+class ConnectionsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """What one client connection may hold, so that slow or stalled clients cannot pile up.
+
+    Attributes
+    ----------
+    header_timeout_s
+        A request's line and headers must all arrive within this many seconds of the
+        connection opening (or of the previous response); else 408 and the connection
+        is closed.
+    body_timeout_s
+        A request's whole body must arrive within this many seconds of its headers
+        (an endless chunked upload included); else 408 and the connection is closed.
+    keepalive_timeout_s
+        An idle connection between requests is closed after this many seconds.
+    max_header_bytes
+        The request line and headers may take at most this many bytes (431 past it).
+    max_connections
+        Past this many open connections (or requests in flight) a request is answered
+        503 until others finish; sockets beyond it still cost the kernel a descriptor.
+    shutdown_timeout_s
+        On SIGTERM/SIGINT, requests in flight get this long in all (HTTP and gRPC), then
+        the rest are cancelled and the process exits: keep it under the orchestrator's
+        grace period (Kubernetes: 30 s).
+    """
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 5.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1024
+    shutdown_timeout_s: float = 15.0
 
 
 class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -126,6 +170,9 @@ class ServeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
         Multiplier on the budget.
     poll_interval_s
         How often the registry is polled for alias moves.
+    access_log
+        Log one JSON line per request (time, method, route, model, status, duration,
+        bytes) on stderr; never headers, bodies or tokens.
     """
 
     host: str = "127.0.0.1"
@@ -138,6 +185,8 @@ class ServeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     poll_interval_s: float = 1.0
     batching: BatchingConfig = msgspec.field(default_factory=BatchingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    connections: ConnectionsConfig = msgspec.field(default_factory=ConnectionsConfig)
+    access_log: bool = False
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     tls: TLSConfig | None = None
     tracing: TracingConfig | None = None
@@ -174,8 +223,11 @@ def _problems(config: ServeConfig) -> list[tuple[str, str]]:
         problems.append(("$.batching.max_queue_rows", "must be at least 1"))
     if config.limits.max_body_bytes < 1024:
         problems.append(("$.limits.max_body_bytes", "must be at least 1024"))
-    if not config.limits.timeout_s > 0:
-        problems.append(("$.limits.timeout_s", "must be positive"))
+    if not 0 < config.limits.timeout_s <= 3600:
+        problems.append(("$.limits.timeout_s", "must be within (0, 3600]"))
+    if not 1 <= config.limits.max_elements <= 1 << 31:
+        problems.append(("$.limits.max_elements", "must be within 1..2147483648"))
+    problems.extend(_connection_problems(config.connections))
     for key in ("inference_token", "management_token"):
         token = getattr(config.auth, key)
         if token is not None and len(token) < 16:
@@ -191,6 +243,25 @@ def _problems(config: ServeConfig) -> list[tuple[str, str]]:
             path = Path(getattr(config.tls, key))
             if not path.is_file():
                 problems.append((f"$.tls.{key}", f"'{path}' is not a readable file"))
+    return problems
+
+
+def _connection_problems(connections: ConnectionsConfig) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    seconds = {
+        "header_timeout_s": (0.1, 600.0),
+        "body_timeout_s": (0.1, 3600.0),
+        "keepalive_timeout_s": (0.1, 3600.0),
+        "shutdown_timeout_s": (0.1, 600.0),
+    }
+    for key, (low, high) in seconds.items():
+        value = getattr(connections, key)
+        if not low <= value <= high:  # also refuses NaN
+            problems.append((f"$.connections.{key}", f"{value} is not within [{low:g}, {high:g}]"))
+    if not 1024 <= connections.max_header_bytes <= 16 * 1024 * 1024:
+        problems.append(("$.connections.max_header_bytes", "must be within 1024..16777216"))
+    if not 1 <= connections.max_connections <= 1_000_000:
+        problems.append(("$.connections.max_connections", "must be within 1..1000000"))
     return problems
 
 

@@ -7,6 +7,7 @@
         ├── InvalidInputError            400: the request's body or tensors are malformed
         ├── UnauthorizedError            401: a bearer token is missing or wrong
         ├── NotFoundError                404: no such route, model or version
+        ├── RequestTimeoutError          408: the body did not arrive in time
         ├── PayloadTooLargeError         413: the body is past the configured limit
         ├── InferenceFailedError         500: the model raised on the request's rows
         ├── OverloadedError              503: the model's queue is full (retry_after)
@@ -42,6 +43,7 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "ProtocolError",
+    "RequestTimeoutError",
     "UnauthorizedError",
     "status_of",
 ]
@@ -69,6 +71,12 @@ class NotFoundError(ProtocolError, LookupError):
     """No route, model or version matches the request."""
 
     status = 404
+
+
+class RequestTimeoutError(ProtocolError):
+    """The request's body did not arrive within ``connections.body_timeout_s``."""
+
+    status = 408
 
 
 class PayloadTooLargeError(ProtocolError):

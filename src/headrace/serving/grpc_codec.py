@@ -18,13 +18,15 @@ import numpy as np
 from headrace.serving._proto import oip_v2_pb2 as pb
 from headrace.serving.codec import (
     DATATYPES,
+    DEFAULT_MAX_ELEMENTS,
     InputTensor,
     OutputTensor,
     array_from_bytes,
     array_from_values,
     array_to_bytes,
+    check_shape,
 )
-from headrace.serving.errors import InvalidInputError
+from headrace.serving.errors import InvalidInputError, ProtocolError
 from headrace.types import Array
 
 __all__ = ["CONTENTS_FIELDS", "inputs_from_request", "requested_outputs", "response_for"]
@@ -59,16 +61,34 @@ _WIRE_DTYPES: Final[dict[str, Any]] = {
 _ALL_FIELDS: Final = tuple(dict.fromkeys(CONTENTS_FIELDS.values()))
 
 
-def inputs_from_request(request: pb.ModelInferRequest) -> list[InputTensor]:
+def inputs_from_request(
+    request: pb.ModelInferRequest, *, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> list[InputTensor]:
     """Decode every input of a request, from its raw bytes or its typed contents.
+
+    `max_elements` bounds the values one tensor may declare; every declared shape is
+    checked against it, and against the data present, before anything is allocated.
 
     Raises
     ------
     InvalidInputError
         When the raw contents do not pair up with the inputs, an input carries its values
         in the field of another datatype, or the values do not fit the datatype and shape
-        (see `array_from_values` and `array_from_bytes`).
+        (see `array_from_values` and `array_from_bytes`). Nothing else: whatever the
+        client's message makes a decoder raise is INVALID_ARGUMENT, never INTERNAL.
     """
+    try:
+        return _inputs(request, max_elements=max_elements)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # any other decoder failure on the client's message
+        raise InvalidInputError(
+            f"Inference request could not be decoded ({type(exc).__name__}: "
+            f"{str(exc)[:200]}): send the Open Inference Protocol's ModelInferRequest"
+        ) from None
+
+
+def _inputs(request: pb.ModelInferRequest, *, max_elements: int) -> list[InputTensor]:
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInputError(
@@ -78,13 +98,16 @@ def inputs_from_request(request: pb.ModelInferRequest) -> list[InputTensor]:
     decoded: list[InputTensor] = []
     for index, tensor in enumerate(request.inputs):
         name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+        check_shape(shape, name=name, max_elements=max_elements)
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidInputError(
                     f"Input '{name}' has both contents and raw_input_contents: send its "
                     "values once, in one of them"
                 )
-            data = array_from_bytes(raw[index], datatype=datatype, shape=shape, name=name)
+            data = array_from_bytes(
+                raw[index], datatype=datatype, shape=shape, name=name, max_elements=max_elements
+            )
         else:
             data = _from_contents(tensor.contents, datatype=datatype, shape=shape, name=name)
         decoded.append(InputTensor(name=name, datatype=datatype, shape=tuple(shape), data=data))

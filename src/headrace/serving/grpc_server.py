@@ -18,7 +18,6 @@ Errors are the HTTP transport's, translated by one table from the protocol statu
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,9 +26,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from headrace import __version__
 from headrace.errors import ConfigError, DependencyMissingError, HeadraceError
+from headrace.serving.auth import token_matches
 from headrace.serving.config import TLSConfig
 from headrace.serving.errors import OverloadedError, UnauthorizedError, status_of
 from headrace.serving.grpc_codec import inputs_from_request, requested_outputs, response_for
+from headrace.serving.logfilter import rate_limit
 
 if TYPE_CHECKING:
     import grpc
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["SERVICE", "GrpcServer", "grpc_code"]
 
 _log = logging.getLogger(__name__)
+rate_limit(_log)  # a client can make every RPC fail the same way: log a few of each
 
 SERVICE: Final = "inference.GRPCInferenceService"
 """The service's full name: every RPC's path is ``/inference.GRPCInferenceService/<Rpc>``."""
@@ -98,23 +100,32 @@ class GrpcServer:
         Where to listen; port 0 picks a free port (`port` tells which after `start`).
     tls
         Serve over TLS with this certificate and key (the HTTP server's), else plaintext.
+    grace_s
+        On stop, RPCs in flight get this long to finish (see `grpc_grace_s`).
 
     Call `attach` to start and stop it with the application's lifespan, or `start` and
     `stop` from inside the event loop.
     """
 
     def __init__(
-        self, app: InferenceApp, *, host: str, port: int, tls: TLSConfig | None = None
+        self,
+        app: InferenceApp,
+        *,
+        host: str,
+        port: int,
+        tls: TLSConfig | None = None,
+        grace_s: float = 5.0,
     ) -> None:
         self.app = app
+        self.grace_s = grace_s
         self.host = host
         self.port = port
         self.tls = tls
         self._server: grpc.aio.Server | None = None
         inference = app.config.auth.inference_token
         management = app.config.auth.management_token
-        self._inference_token = None if inference is None else f"Bearer {inference}".encode()
-        self._management_token = None if management is None else f"Bearer {management}".encode()
+        self._inference_token = None if inference is None else inference.encode()
+        self._management_token = None if management is None else management.encode()
 
     def attach(self) -> None:
         """Start with the application's start-up, stop with its shutdown."""
@@ -162,11 +173,11 @@ class GrpcServer:
         self._server = server
         _log.info("gRPC server listening on %s:%d", self.host, bound)
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting RPCs; RPCs in flight get `grace` seconds to finish."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting RPCs; RPCs in flight get `grace` seconds (default `grace_s`)."""
         server, self._server = self._server, None
         if server is not None:
-            await server.stop(grace)
+            await server.stop(self.grace_s if grace is None else grace)
 
     # -- the service --------------------------------------------------------------------
 
@@ -247,12 +258,12 @@ class GrpcServer:
     def _authorize(self, context: Context, expected: bytes | None, which: str) -> None:
         if expected is None:
             return
-        given = None
+        given: str | bytes | None = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
-                given = value.encode() if isinstance(value, str) else bytes(value)
+                given = value
                 break
-        if given is None or not hmac.compare_digest(given, expected):
+        if not token_matches(given, expected):
             raise UnauthorizedError(
                 f"This RPC needs the {which} bearer token: send metadata `authorization: "
                 f"Bearer <token>` (the server's auth.{which}_token)"
@@ -309,7 +320,7 @@ class GrpcServer:
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         self._authorize(context, self._inference_token, "inference")
-        inputs = inputs_from_request(request)
+        inputs = inputs_from_request(request, max_elements=self.app.config.limits.max_elements)
         part, outputs = await self.app.infer(
             request.model_name,
             request.model_version or None,

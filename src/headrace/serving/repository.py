@@ -29,7 +29,6 @@ from headrace.errors import (
     ReleaseNotFoundError,
     UnknownModelError,
 )
-from headrace.redaction import redact_url
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef
 from headrace.registry.store import Registry, Release
 from headrace.runtimes.pool import ModelPool
@@ -57,6 +56,20 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[^\s'\"`,;()]*[^\s'\"`,;().]")
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"`]+")
+
+
+def _scrub_paths(text: str) -> str:
+    """`text` without the server's file paths and URLs (a client may read it; the log has
+    the original)."""
+    return _ABSOLUTE_PATH.sub("<path>", _URL.sub("<location>", text))
+
+
+def _shown(name: str) -> str:
+    """A client's model name, cut short for a message."""
+    return name if len(name) <= 64 else f"{name[:64]}..."
+
 
 OUTPUT_PREDICTION = "prediction"
 """Name of the output tensor holding one prediction per row."""
@@ -358,8 +371,11 @@ class ModelRepository:
 
     def _check_name(self, name: str) -> None:
         if self.names is not None and name not in self.names:
+            # Neither the served names nor the registry's: a client learns only about the
+            # name it asked for (the repository index lists models, behind its token).
             raise UnknownModelError(
-                f"Model '{name}' is not served here (serving: {', '.join(sorted(self.names))})."
+                f"Model '{_shown(name)}' is not served here: check the name, or list the "
+                "served models with POST /v2/repository/index."
             )
 
     def _key(self, name: str, version: str | None) -> _Key | None:
@@ -387,18 +403,16 @@ class ModelRepository:
         return self._targets[name]
 
     def _unknown(self, name: str) -> UnknownModelError:
-        where = redact_url(self.registry.url)
+        # Clients read these: no registry location (a file path, a database host and
+        # user) and no list of the registry's models.
         if self.registry.list_releases(name):
             return UnknownModelError(
-                f"Model '{name}' has no '{self.alias}' release in registry '{where}': set one "
-                f"with `headrace alias set {name} {self.alias} VERSION`, or ask for a version."
+                f"Model '{name}' has no '{self.alias}' release: set one with "
+                f"`headrace alias set {name} {self.alias} VERSION`, or ask for a version."
             )
-        known = sorted({r.name for r in self.registry.list_releases()})
-        if self.names is not None:
-            known = [n for n in known if n in self.names]
         return UnknownModelError(
-            f"Model '{name}' not found in registry '{where}' (known models: "
-            f"{', '.join(known) or 'none'}). Run `headrace releases list`."
+            f"Model '{_shown(name)}' not found: check the name (`headrace releases list` "
+            "lists the registry's models)."
         )
 
     def _release(self, key: _Key) -> Release:
@@ -407,8 +421,8 @@ class ModelRepository:
             return self.registry.get(ReleaseRef(name, version=version))
         except ReleaseNotFoundError as exc:
             raise UnknownModelError(
-                f"Version '{version}' of model '{name}' does not exist in registry "
-                f"'{redact_url(self.registry.url)}'. Run `headrace releases list {name}`."
+                f"Version '{version}' of model '{name}' does not exist. Run "
+                f"`headrace releases list {name}`."
             ) from exc
 
     # -- loading --------------------------------------------------------------------
@@ -423,7 +437,9 @@ class ModelRepository:
         except UnknownModelError:
             raise
         except Exception as exc:
-            reason = f"Model '{_label(key)}' could not be loaded: {exc}"
+            _log.warning("Model '%s' could not be loaded: %s", _label(key), exc)
+            # Clients read the reason (503, the repository index): no file paths in it.
+            reason = f"Model '{_label(key)}' could not be loaded: {_scrub_paths(str(exc))}"
             self._failures[key] = (reason, time.monotonic())
             raise ModelUnavailableError(reason) from exc
         self._failures.pop(key, None)

@@ -24,13 +24,15 @@ import numpy as np
 import orjson
 
 from headrace.serving.codec import (
+    DEFAULT_MAX_ELEMENTS,
     InputTensor,
     OutputTensor,
     array_from_bytes,
     array_from_values,
     array_to_bytes,
+    check_shape,
 )
-from headrace.serving.errors import InvalidInputError
+from headrace.serving.errors import InvalidInputError, ProtocolError
 from headrace.types import Array
 
 __all__ = ["InferRequest", "encode_infer_response", "parse_infer_request"]
@@ -95,7 +97,9 @@ class InferRequest:
     binary_outputs: frozenset[str] | None
 
 
-def parse_infer_request(body: bytes, *, header_length: int | None = None) -> InferRequest:
+def parse_infer_request(
+    body: bytes, *, header_length: int | None = None, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> InferRequest:
     """Decode a request body (JSON, or a JSON header followed by binary tensor data).
 
     Parameters
@@ -105,13 +109,33 @@ def parse_infer_request(body: bytes, *, header_length: int | None = None) -> Inf
     header_length
         The ``Inference-Header-Content-Length`` header: the JSON's length in bytes, the
         rest being binary tensor data; None when the body is JSON only.
+    max_elements
+        The most values one tensor may declare (checked before anything is allocated).
 
     Raises
     ------
     InvalidInputError
         When the body is not JSON, does not have the protocol's shape, or a tensor's data
-        does not match its datatype and shape.
+        does not match its datatype and shape. Nothing else: the body is the client's, so
+        whatever it makes a decoder raise is answered 400, never 500.
     """
+    try:
+        return _parse(body, header_length=header_length, max_elements=max_elements)
+    except ProtocolError:
+        raise
+    except RecursionError:
+        raise InvalidInputError(
+            "Inference request nests JSON too deeply to decode: send tensor data flat "
+            "(row-major) or nested as its shape, and parameters a few levels deep"
+        ) from None
+    except Exception as exc:  # any other decoder failure on the client's bytes
+        raise InvalidInputError(
+            f"Inference request could not be decoded ({type(exc).__name__}: "
+            f"{str(exc)[:200]}): send the Open Inference Protocol's JSON"
+        ) from None
+
+
+def _parse(body: bytes, *, header_length: int | None, max_elements: int) -> InferRequest:
     if header_length is None:
         header, binary = body, b""
     elif not 0 <= header_length <= len(body):
@@ -133,7 +157,7 @@ def parse_infer_request(body: bytes, *, header_length: int | None = None) -> Inf
             f"Request body is not valid JSON ({exc}): send one JSON object; NaN and "
             "Infinity are not JSON, send them with the binary tensor data extension"
         ) from None
-    inputs = _inputs(request.inputs, memoryview(binary))
+    inputs = _inputs(request.inputs, memoryview(binary), max_elements=max_elements)
     outputs = None if request.outputs is None else [o.name for o in request.outputs]
     return InferRequest(
         id=request.id,
@@ -143,10 +167,12 @@ def parse_infer_request(body: bytes, *, header_length: int | None = None) -> Inf
     )
 
 
-def _inputs(specs: Sequence[_Input], binary: memoryview) -> list[InputTensor]:
+def _inputs(specs: Sequence[_Input], binary: memoryview, *, max_elements: int) -> list[InputTensor]:
     tensors: list[InputTensor] = []
     offset = 0
     for spec in specs:
+        # Before any data: a few bytes may declare a shape of billions.
+        check_shape(spec.shape, name=spec.name, max_elements=max_elements)
         size = None if spec.parameters is None else spec.parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -165,6 +191,7 @@ def _inputs(specs: Sequence[_Input], binary: memoryview) -> list[InputTensor]:
                 datatype=spec.datatype,
                 shape=spec.shape,
                 name=spec.name,
+                max_elements=max_elements,
             )
             offset += size
         else:
@@ -192,11 +219,13 @@ def _json_data(spec: _Input) -> Array:
     try:
         values = (_NESTED if nested else _FLAT)[spec.datatype].decode(raw)
     except msgspec.ValidationError as exc:
-        if nested:  # deeper nesting than 2-D: the generic path checks it (and will refuse)
+        message = str(exc)
+        if nested and not message.startswith("Number out of range"):
+            # deeper nesting than 2-D: the generic path checks it (and may refuse)
             return array_from_values(
                 msgspec.json.decode(raw), datatype=spec.datatype, shape=spec.shape, name=spec.name
             )
-        message = str(exc).replace("- at `$", f"at `{spec.name}").replace("Expected", "expected", 1)
+        message = message.replace("- at `$", f"at `{spec.name}").replace("Expected", "expected", 1)
         raise InvalidInputError(
             f"Input '{spec.name}' declares datatype {spec.datatype} but {message}: send "
             f"{spec.datatype} values or declare the datatype of the data"

@@ -1,8 +1,11 @@
 """Putting the server together: repository, metrics and app, served by uvicorn.
 
-uvicorn with uvloop and httptools, no access log (a log line per request costs as much as
-a small model call; ``/metrics`` counts every request instead). TLS is uvicorn's, from
-the config's certificate and key.
+uvicorn with uvloop and httptools, without uvicorn's access log (a log line per request
+costs as much as a small model call; ``/metrics`` counts every request instead; the
+config's ``access_log`` turns on the app's own JSON lines). TLS is uvicorn's, from the
+config's certificate and key. The ``connections`` limits are uvicorn's where it has them
+(keep-alive, connection cap, graceful-shutdown bound) and `protocol`'s where it has not
+(header deadline and size); the body deadline is the app's.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from headrace.errors import ConfigError, DependencyMissingError
 from headrace.monitoring.rollbacks import RollbackCollector
 from headrace.serving.app import InferenceApp
 from headrace.serving.config import ServeConfig
+from headrace.serving.logfilter import rate_limit
 from headrace.serving.metrics import ServerMetrics, new_registry
+from headrace.serving.protocol import guarded_httptools_protocol
 from headrace.serving.repository import ModelRepository
 
 if TYPE_CHECKING:
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
 
     from headrace.registry.store import Registry
 
-__all__ = ["StopSignals", "bind", "build_app", "uvicorn_server"]
+__all__ = ["StopSignals", "bind", "build_app", "grpc_grace_s", "uvicorn_server"]
 
 _STOPS = (signal.SIGINT, signal.SIGTERM)
 
@@ -90,8 +95,23 @@ def build_app(
         # limits, tokens and metrics; it starts and stops with the app's lifespan.
         from headrace.serving.grpc_server import GrpcServer
 
-        GrpcServer(app, host=config.host, port=config.grpc_port, tls=config.tls).attach()
+        GrpcServer(
+            app,
+            host=config.host,
+            port=config.grpc_port,
+            tls=config.tls,
+            grace_s=grpc_grace_s(config),
+        ).attach()
     return app
+
+
+def grpc_grace_s(config: ServeConfig) -> float:
+    """The gRPC server's share of ``connections.shutdown_timeout_s``.
+
+    uvicorn drains HTTP first and runs the app's shutdown (which stops gRPC) after, so
+    the two shares add up to the bound: a third for gRPC (at most 5 s), the rest HTTP's.
+    """
+    return min(5.0, config.connections.shutdown_timeout_s / 3)
 
 
 def bind(config: ServeConfig) -> socket.socket:
@@ -173,20 +193,30 @@ def uvicorn_server(
             "ssl_keyfile": config.tls.keyfile,
             "ssl_keyfile_password": config.tls.keyfile_password,
         }
+    connections = config.connections
     settings = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_httptools_protocol(
+            header_timeout_s=connections.header_timeout_s,
+            max_header_bytes=connections.max_header_bytes,
+        ),
         lifespan="on",
         access_log=False,
         log_level="warning",
         server_header=False,
         backlog=4096,
-        timeout_graceful_shutdown=max(5, int(config.limits.timeout_s)),
+        timeout_keep_alive=connections.keepalive_timeout_s,  # type: ignore[arg-type]
+        limit_concurrency=connections.max_connections,
+        timeout_graceful_shutdown=connections.shutdown_timeout_s  # type: ignore[arg-type]
+        - grpc_grace_s(config),
         **tls,
     )
+    # uvicorn warns on every malformed request and every request past the cap: a
+    # client could fill the log with them.
+    rate_limit(logging.getLogger("uvicorn.error"))
     server: uvicorn.Server = _server_class(uvicorn)(settings)
     server.early_stops = early  # type: ignore[attr-defined]
     return server

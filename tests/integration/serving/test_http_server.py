@@ -259,7 +259,7 @@ def test_nan_where_the_schema_forbids_it(server: RunningServer, models: ServedMo
 @pytest.mark.parametrize(
     ("path", "status", "message"),
     [
-        ("/v2/models/nope/infer", 404, "Model 'nope' not found in registry"),
+        ("/v2/models/nope/infer", 404, "Model 'nope' not found: check the name"),
         ("/v2/models/fraud/versions/9/infer", 404, "Version '9' of model 'fraud' does not exist"),
         ("/v2/models/fraud/versions/latest/infer", 404, "versions are numbers"),
         ("/v2/models/fraud/explain", 404, "model routes are /v2/models/NAME"),

@@ -148,8 +148,8 @@ def test_binary_bytes_round_trip() -> None:
     [
         ("FP32", b"\x00" * 7, "(8 bytes) but its binary data is 7 bytes"),
         ("BOOL", b"\x00\x02", "a byte other than 0 or 1"),
-        ("BYTES", struct.pack("<I", 9) + b"abc", "claims 9 bytes but only 3 remain"),
-        ("BYTES", struct.pack("<I", 1) + b"a", "ends after 1 of 2 elements"),
+        ("BYTES", struct.pack("<I", 9) + b"abcd", "claims 9 bytes but only 4 remain"),
+        ("BYTES", struct.pack("<I", 4) + b"abcd", "ends after 1 of 2 elements"),
         ("BYTES", (struct.pack("<I", 1) + b"a") * 2 + b"zz", "2 bytes past its 2 elements"),
         ("BYTES", (struct.pack("<I", 1) + b"\xff") * 2, "is not UTF-8"),
     ],
