@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from headrace.release.data import (
     write_sample,
 )
 from headrace.release.features import FeatureSpec, load_features, model_inputs
+from headrace.release.gitinfo import read_code_version
 from headrace.release.manifest import (
     DataFingerprint,
     FileEntry,
@@ -70,28 +70,12 @@ def file_sha256(path: Path) -> str:
 
 
 def detect_code_version(start: Path | None = None) -> str | None:
-    """The git commit of the working tree at `start` (``-dirty`` when modified), if any."""
-    cwd = start if start is not None and start.is_dir() else Path.cwd()
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH, no shell
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit}-dirty" if dirty else commit
+    """The git commit of the working tree at `start` (``-dirty`` when modified), if any.
+
+    Read from the repository's files, never by running git there: a checkout's own
+    config (``core.fsmonitor``, filters) would run its programs (see `release.gitinfo`).
+    """
+    return read_code_version(start if start is not None and start.is_dir() else Path.cwd())
 
 
 def load_metrics(path: Path) -> dict[str, float]:
