@@ -56,6 +56,12 @@ def binary_body(datatype: str, shape: list[int], data: bytes) -> tuple[bytes, in
     return header + data, len(header)
 
 
+def raw_body(*, datatype: str, shape: str, data: str, parameters: str = "{}") -> bytes:
+    """A request body from JSON text pieces (data a JSON encoder would refuse to write)."""
+    tensor = '{"name":"x","shape":' + shape + ',"datatype":"' + datatype + '","data":' + data
+    return ('{"inputs":[' + tensor + '}],"parameters":' + parameters + "}").encode()
+
+
 @pytest.mark.parametrize("datatype", DATATYPES)
 @pytest.mark.parametrize("shape", [[HUGE], [1, HUGE], [2_000_000_000], [HUGE, HUGE]])
 def test_a_huge_declared_shape_without_data_allocates_nothing_over_http(
@@ -119,19 +125,14 @@ def test_too_many_dimensions_are_refused() -> None:
 def test_deep_nesting_in_data_is_a_client_error(depth: int) -> None:
     data = "[" * depth + "1.0" + "]" * depth
     for datatype in ("FP64", "INT64", "BYTES", "BOOL"):
-        body = (
-            '{"inputs":[{"name":"x","shape":[1,1],"datatype":"%s","data":%s}]}' % (datatype, data)
-        ).encode()
+        body = raw_body(datatype=datatype, shape="[1,1]", data=data)
         with pytest.raises(InvalidInputError):
             parse_infer_request(body)
 
 
 def test_deep_nesting_in_parameters_is_a_client_error() -> None:
     nested = '{"a":' * 2_000 + "1" + "}" * 2_000
-    body = (
-        '{"inputs":[{"name":"x","shape":[1],"datatype":"FP64","data":[1]}],"parameters":%s}'
-        % nested
-    ).encode()
+    body = raw_body(datatype="FP64", shape="[1]", data="[1]", parameters=nested)
     with pytest.raises(InvalidInputError, match=r"nests JSON too deeply"):
         parse_infer_request(body)
 
@@ -141,9 +142,7 @@ def test_deep_nesting_in_parameters_is_a_client_error() -> None:
     ["[[1e400, 1]]", "[[[1e400]], [[1]]]", "[1e400, 1]", "[[-1e999, 2]]", "[[1, 2e308]]"],
 )
 def test_numbers_out_of_range_are_a_client_error(data: str) -> None:
-    body = (
-        '{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP64","data":%s}]}' % data
-    ).encode()
+    body = raw_body(datatype="FP64", shape="[1,2]", data=data)
     with pytest.raises(InvalidInputError, match=r"Number out of range|could not be decoded"):
         parse_infer_request(body)
 
