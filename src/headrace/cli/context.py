@@ -46,11 +46,31 @@ def settings_from(ctx: typer.Context) -> Settings:
     return settings
 
 
-def open_registry(ctx: typer.Context) -> Registry:
-    """The registry the flags and environment point at."""
+def open_registry(ctx: typer.Context, *, must_exist: bool = False) -> Registry:
+    """The registry the flags and environment point at.
+
+    With `must_exist`, a SQLite registry whose file is missing is an error naming where
+    it was looked for, rather than a new empty registry: a command that only reads one
+    was almost surely pointed at the wrong place (another directory, a missing
+    ``HEADRACE_REGISTRY``). Registering creates it.
+    """
     from headrace.registry.store import Registry
 
     settings = settings_from(ctx)
+    url = settings.registry_url()
+    if must_exist and url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        from headrace.errors import RegistryError
+
+        where = (
+            "from --registry or HEADRACE_REGISTRY"
+            if settings.registry
+            else f"the default under HEADRACE_HOME '{settings.home}'"
+        )
+        raise RegistryError(
+            f"No registry at '{url}' ({where}): register a release "
+            "first (headrace register), or point HEADRACE_REGISTRY or --registry at an existing "
+            "registry (or HEADRACE_HOME at its directory)"
+        )
     return Registry(
         settings.registry_url(),
         artifacts=settings.artifacts_url(),

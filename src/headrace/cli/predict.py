@@ -128,7 +128,7 @@ def predict(
         raise InputFileError(f"Input file '{input_path}' does not exist. Check --input.")
     output = output or default_output(input_path)
     rejects = rejects or output.with_name(f"{output.stem}.rejects.jsonl")
-    with open_registry(ctx) as registry:
+    with open_registry(ctx, must_exist=True) as registry:
         service = load_service(registry, ref)
     progress = Progress(
         TextColumn("scoring {task.description}"),

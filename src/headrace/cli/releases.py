@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from headrace.cli.context import open_registry
-from headrace.cli.output import print_json, print_table
+from headrace.cli.output import human, print_aligned, print_json, print_table
 
 __all__ = ["app"]
 
@@ -23,7 +23,7 @@ def list_releases(
     as_json: JsonFlag = False,
 ) -> None:
     """List releases with their versions, digests and aliases."""
-    with open_registry(ctx) as registry:
+    with open_registry(ctx, must_exist=True) as registry:
         rows = registry.list_releases(name)
     if as_json:
         print_json(rows)
@@ -54,7 +54,7 @@ def show(
     """Show a release's manifest (model files, schema, data fingerprint, metrics, lineage)."""
     import msgspec
 
-    with open_registry(ctx) as registry:
+    with open_registry(ctx, must_exist=True) as registry:
         release = registry.get(ref)
         history = registry.alias_history(release.name)
         current = registry.aliases(release.name)
@@ -92,43 +92,42 @@ def show(
             f"sha256 {manifest.data.sha256}"
         )
     if manifest.metrics:
-        lines.append("metrics      " + ", ".join(f"{k}={v:g}" for k, v in manifest.metrics.items()))
+        lines.append(f"metrics      {human(manifest.metrics)}")
     config = {
         k: v for k, v in msgspec.to_builtins(manifest.config).items() if v not in (None, {}, [])
     }
     if config:
-        lines.append(f"config       {config}")
+        lines.append(f"config       {human(config)}")
     typer.echo("\n".join(lines))
 
 
 @app.command("diff")
 def diff(
     ctx: typer.Context,
-    a: Annotated[str, typer.Argument(help="First release (NAME:V or NAME@ALIAS).")],
-    b: Annotated[str, typer.Argument(help="Second release.")],
+    a: Annotated[
+        str, typer.Argument(metavar="REF_A", help="First release (NAME:V or NAME@ALIAS).")
+    ],
+    b: Annotated[str, typer.Argument(metavar="REF_B", help="Second release.")],
     as_json: JsonFlag = False,
 ) -> None:
     """What changed between two releases: model, schema, features, config, data, metrics."""
-    from headrace.release.diff import diff_manifests
+    from headrace.release.diff import diff_manifests, diff_rows
 
-    with open_registry(ctx) as registry:
+    with open_registry(ctx, must_exist=True) as registry:
         result = diff_manifests(registry.get(a).manifest, registry.get(b).manifest)
     if as_json:
         print_json(result)
         return
-    typer.echo(f"{result.a} -> {result.b}")
-    parts = {
-        "model": result.model,
-        "schema": result.schema,
-        "features": result.features,
-        "config": result.config,
-        "data": result.data,
-        "metrics": result.metrics,
-        "lineage": result.lineage,
-    }
-    for part, changes in parts.items():
-        if not changes:
-            typer.echo(f"  {part:<9}unchanged")
-            continue
-        for key, value in changes.items():
-            typer.echo(f"  {part:<9}{key}: {value}")
+    rows = [
+        (part, "unchanged", "", "") if not what else (part, what, left, _with_delta(right))
+        for part, what, left, right in diff_rows(result)
+    ]
+    print_aligned(["part", "what", result.a, result.b], rows)
+
+
+def _with_delta(value: Any) -> Any:
+    """A metric's ``(b, b - a)`` as ``0.93 (+0.02)``; anything else as it is."""
+    if isinstance(value, tuple):
+        right, delta = value
+        return f"{human(right)} ({delta:+g})"
+    return value

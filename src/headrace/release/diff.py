@@ -8,7 +8,10 @@ import msgspec
 
 from headrace.release.manifest import Manifest
 
-__all__ = ["ReleaseDiff", "diff_manifests", "model_digest"]
+__all__ = ["PARTS", "ReleaseDiff", "diff_manifests", "diff_rows", "model_digest"]
+
+PARTS = ("model", "schema", "features", "config", "data", "metrics", "lineage")
+"""The parts of a `ReleaseDiff`, in the order people read them."""
 
 
 def model_digest(manifest: Manifest) -> str:
@@ -118,3 +121,44 @@ def diff_manifests(a: Manifest, b: Manifest) -> ReleaseDiff:
         metrics=metrics,
         lineage=lineage,
     )
+
+
+def _pairs(prefix: str, changes: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``{key: [a, b]}`` (nested mappings of them too) as (dotted key, a, b)."""
+    rows: list[tuple[str, Any, Any]] = []
+    for key, value in changes.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(_pairs(f"{name}.", value))
+        else:
+            rows.append((name, value[0], value[1]))
+    return rows
+
+
+def diff_rows(diff: ReleaseDiff) -> list[tuple[str, str, Any, Any]]:
+    """The differences one per line: (part, what, value in `a`, value in `b`).
+
+    Schema fields read ``amount.min``; fields added or removed have None on the side that
+    lacks them; a metric's `b` value is ``(b, b - a)``; an unchanged part is one row
+    ``(part, "", None, None)``.
+    """
+    rows: list[tuple[str, str, Any, Any]] = []
+    for part in PARTS:
+        changes: dict[str, Any] = getattr(diff, part)
+        before = len(rows)
+        if part == "schema":
+            for name in changes.get("added", []):
+                rows.append((part, name, None, "added"))
+            for name in changes.get("removed", []):
+                rows.append((part, name, "removed", None))
+            rows.extend((part, *row) for row in _pairs("", changes.get("changed", {})))
+            if "order" in changes:
+                rows.append((part, "order", *changes["order"]))
+        elif part == "metrics":
+            for key, (left, right, delta) in changes.items():
+                rows.append((part, key, left, right if delta is None else (right, delta)))
+        else:
+            rows.extend((part, *row) for row in _pairs("", changes))
+        if len(rows) == before:
+            rows.append((part, "", None, None))
+    return rows
