@@ -107,7 +107,8 @@ def test_serve_a_config_file_and_stop_gracefully(tmp_path: Path) -> None:
         text = log.read_text()
         assert "Traceback" not in text
         assert TOKEN not in text
-        assert f"http://{LOCALHOST}:{port}/v2 serving fraud, lab" in text
+        assert f"HTTP http://{LOCALHOST}:{port}/v2" in text
+        assert "fraud  fraud:1  (@champion)" in text and "lab    lab:1  (@champion)" in text
     finally:
         stop_process(proc)
 

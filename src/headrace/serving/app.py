@@ -26,9 +26,10 @@ line: headers are not logged, and a token is only ever compared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -162,6 +163,9 @@ class InferenceApp:
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.started = False
         self.stopping = False
+        self.grpc_port: int | None = None  # the gRPC server's bound port, once started
+        self._deadlines: set[asyncio.Timeout] = set()  # of body reads and inferences
+        self._drain_at: float | None = None
         auth = config.auth
         self._inference_token = _token(auth.inference_token)
         self._management_token = _token(auth.management_token)
@@ -209,6 +213,38 @@ class InferenceApp:
         for batcher in list(self.batchers.values()):
             await batcher.close()
         await self.repository.stop()
+
+    def drain(self, *, within_s: float) -> None:
+        """Answer every request still waiting (for its body, or its batch) within `within_s`.
+
+        The server calls it when a stop begins, so that a stalled upload or a slow batch
+        is answered 503 before the shutdown bound, instead of being cancelled mid-way.
+        """
+        self._drain_at = asyncio.get_running_loop().time() + within_s
+        for timer in list(self._deadlines):
+            when = timer.when()
+            if when is None or when > self._drain_at:
+                timer.reschedule(self._drain_at)
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, seconds: float) -> AsyncIterator[None]:
+        """`asyncio.timeout(seconds)`, brought forward by `drain`."""
+        async with asyncio.timeout(seconds) as timer:
+            when = timer.when()
+            if self._drain_at is not None and (when is None or when > self._drain_at):
+                timer.reschedule(self._drain_at)
+            self._deadlines.add(timer)
+            try:
+                yield
+            finally:
+                self._deadlines.discard(timer)
+
+    def _raise_if_draining(self) -> None:
+        if self._drain_at is not None:
+            raise OverloadedError(
+                "The server is stopping and did not finish this request in time: send it "
+                "again (to another instance)"
+            )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.tracer is None:
@@ -423,7 +459,7 @@ class InferenceApp:
         try:
             # One deadline for the whole body: a client trickling bytes (or an endless
             # chunked upload) holds a connection and a task no longer than this.
-            async with asyncio.timeout(deadline):
+            async with self._deadline(deadline):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -439,6 +475,7 @@ class InferenceApp:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
+            self._raise_if_draining()
             raise RequestTimeoutError(
                 f"Request body did not arrive within {deadline:g} s "
                 f"(connections.body_timeout_s; {size} bytes came): send it faster, or "
@@ -504,13 +541,14 @@ class InferenceApp:
         """
         timeout = self.config.limits.timeout_s
         try:
-            async with asyncio.timeout(timeout):
+            async with self._deadline(timeout):
                 service = await self.repository.get(name, version)
                 self._served.add(name)
                 columns, n_rows = columns_from_inputs(service.schema, inputs, model=name)
                 batcher = self._batcher(name, version)
                 part = await batcher.infer(service, columns, n_rows=n_rows)
         except TimeoutError:
+            self._raise_if_draining()
             raise InferenceTimeoutError(
                 f"Inference for model '{name}' took longer than {timeout:g} s "
                 "(limits.timeout_s): retry, send fewer rows, or raise the timeout"

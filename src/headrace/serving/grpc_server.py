@@ -168,7 +168,7 @@ class GrpcServer:
                 "or the host is not an address of this machine. Pick another --grpc-port, or "
                 "0 for a free one"
             )
-        self.port = bound
+        self.port = self.app.grpc_port = bound
         await server.start()
         self._server = server
         _log.info("gRPC server listening on %s:%d", self.host, bound)

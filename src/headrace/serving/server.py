@@ -15,7 +15,8 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from headrace.errors import ConfigError, DependencyMissingError
@@ -219,6 +220,10 @@ def uvicorn_server(
     rate_limit(logging.getLogger("uvicorn.error"))
     server: uvicorn.Server = _server_class(uvicorn)(settings)
     server.early_stops = early  # type: ignore[attr-defined]
+    # Half the HTTP share of the bound for requests still waiting (a stalled upload, a
+    # slow batch) to be answered 503; the other half for those answers to go out.
+    drain_within_s = (connections.shutdown_timeout_s - grpc_grace_s(config)) / 2
+    server.on_stop = partial(app.drain, within_s=drain_within_s)  # type: ignore[attr-defined]
     return server
 
 
@@ -231,6 +236,12 @@ def _server_class(uvicorn: Any) -> Any:
 
     class Server(uvicorn.Server):  # type: ignore[misc]
         early_stops: StopSignals | None = None
+        on_stop: Callable[[], None] | None = None
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if self.on_stop is not None:
+                self.on_stop()
+            await super().shutdown(sockets)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
