@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,3 +160,101 @@ class IdTracker:
     def at_least(self, count: int) -> Callable[[], bool]:
         """A condition for `TopicReader.wait_for`: `count` distinct events have outputs."""
         return lambda: self.count() >= count
+
+
+# --- PostgreSQL of our own --------------------------------------------------------------
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of the test's own (initdb into a temp dir, trust auth) on a
+    free port, run as the ``postgres`` user; stopped and started again by its pid."""
+
+    def __init__(self) -> None:
+        import glob
+        import pwd
+        import tempfile
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            service_unavailable(
+                "PostgreSQL binaries", "/usr/lib/postgresql/*/bin", "apt-get install postgresql"
+            )
+        self.bin = Path(found[-1]).parent
+        self.port = free_port()
+        # The cluster belongs to `postgres` (initdb refuses root): outside root's 0700 tmp.
+        self.root = Path(tempfile.mkdtemp(prefix="headrace-chaos-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        user = pwd.getpwnam("postgres")
+        os.chown(self.root, user.pw_uid, user.pw_gid)
+        self._as_postgres(
+            [str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"]
+        )
+        self.url = f"postgresql://postgres@{LOCALHOST}:{self.port}/postgres"
+        self.start()
+
+    def _as_postgres(self, command: list[str]) -> None:
+        done = subprocess.run(
+            ["runuser", "-u", "postgres", "--", *command],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"{command[0]} failed: {done.stdout.decode()} {done.stderr.decode()}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses={LOCALHOST} -c fsync=off"
+        self._as_postgres(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ]
+        )
+
+    @property
+    def pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+
+    def stop(self, *, sig: int = signal.SIGINT) -> None:
+        """Stop the server by its pid (SIGINT: fast shutdown, clients cut off)."""
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        pid = self.pid
+        os.kill(pid, sig)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def worker_with_env(
+    spec: Path, *, home: Path, log_dir: Path, label: str, env: dict[str, str]
+) -> WorkerProcess:
+    """`WorkerProcess` with extra ``HEADRACE_`` settings (it clears the caller's)."""
+    worker = WorkerProcess.__new__(WorkerProcess)
+    worker.label = label
+    worker.stdout = log_dir / f"{label}.out"
+    worker.stderr = log_dir / f"{label}.err"
+    full = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+    full.update(env, HEADRACE_HOME=str(home))
+    with worker.stdout.open("wb") as out, worker.stderr.open("wb") as err:
+        worker.proc = subprocess.Popen(
+            [sys.executable, "-m", "headrace", "run", str(spec), "--json"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=full,
+        )
+    return worker
