@@ -28,7 +28,12 @@ from headrace import __version__
 from headrace.errors import ConfigError, DependencyMissingError, HeadraceError
 from headrace.serving.auth import token_matches
 from headrace.serving.config import TLSConfig
-from headrace.serving.errors import OverloadedError, UnauthorizedError, status_of
+from headrace.serving.errors import (
+    InvalidInputError,
+    OverloadedError,
+    UnauthorizedError,
+    status_of,
+)
 from headrace.serving.grpc_codec import inputs_from_request, requested_outputs, response_for
 from headrace.serving.logfilter import rate_limit
 
@@ -183,9 +188,10 @@ class GrpcServer:
 
     def _handlers(self, grpc: Any, pb: Any) -> Any:
         def unary(handler: Handler, request: Any, response: Any, endpoint: str) -> Any:
+            # The request is parsed in the RPC, not by grpcio: grpcio answers a message it
+            # cannot parse with INTERNAL, and a malformed message is the client's error.
             return grpc.unary_unary_rpc_method_handler(
-                self._guarded(handler, endpoint),
-                request_deserializer=request.FromString,
+                self._guarded(handler, endpoint, request),
                 response_serializer=response.SerializeToString,
             )
 
@@ -232,14 +238,17 @@ class GrpcServer:
         }
         return grpc.method_handlers_generic_handler(SERVICE, methods)
 
-    def _guarded(self, handler: Handler, endpoint: str) -> Handler:
-        """Run one RPC: errors become a status code, every answer is counted."""
+    def _guarded(self, handler: Handler, endpoint: str, message: Any) -> Handler:
+        """Run one RPC: parse its `message` type, errors become a status code, every
+        answer is counted."""
         metrics = self.app.metrics
         label = f"grpc_{endpoint}"
 
-        async def rpc(request: Any, context: Context) -> Any:
+        async def rpc(raw: bytes, context: Context) -> Any:
             started = time.perf_counter()
+            request: Any = None
             try:
+                request = _parse(message, raw)
                 response = await handler(request, context)
             except asyncio.CancelledError:
                 raise  # the client went away, or the server is stopping
@@ -366,6 +375,16 @@ class GrpcServer:
         self._authorize(context, self._management_token, "management")
         await self.app.repository.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+
+def _parse(message: Any, raw: bytes) -> Any:
+    try:
+        return message.FromString(raw)
+    except Exception as exc:  # protobuf's DecodeError, or a RecursionError on deep nesting
+        raise InvalidInputError(
+            f"Request is not a valid {message.DESCRIPTOR.full_name} message "
+            f"({type(exc).__name__}): send the Open Inference Protocol's messages"
+        ) from None
 
 
 async def _abort(context: Context, exc: BaseException, status: int) -> None:
