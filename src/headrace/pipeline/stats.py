@@ -53,6 +53,9 @@ class WorkerStats:
     deduplicated: int = 0
     batches: int = 0
     lag: int | None = None
+    busy_s: float = 0.0
+    """Seconds spent handling batches (decode to sent): the worker's own time, not the
+    time it waited for events, so ``events / busy_s`` is what it could keep up with."""
     started: float = field(default_factory=time.monotonic)
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     batch_latency_ms: LatencyReservoir = field(default_factory=LatencyReservoir)
@@ -80,6 +83,7 @@ class WorkerStats:
             "batches": self.batches,
             "lag": self.lag,
             "seconds": round(self.elapsed_s, 3),
+            "busy_s": round(self.busy_s, 3),
             "events_per_s": round(self.throughput(), 1),
             "processing_ms": {"p50": p50, "p95": p95, "p99": p99},
             "end_to_end_ms": {"p50": e50, "p99": e99},

@@ -177,6 +177,7 @@ class Worker:
         for _, stage, error, _ in failures:
             stats.dead_letter_reasons[f"{stage}: {_reason_class(error)}"] += 1
         done = time.perf_counter()
+        stats.busy_s += done - started
         stats.batch_latency_ms.add(np.full(len(messages), (done - started) * 1000.0))
         stamped = [t for t in times if t is not None]
         latencies = now_ms - np.asarray(stamped, dtype=np.float64) if stamped else None
