@@ -240,9 +240,16 @@ class PostgresServer:
 
 
 def worker_with_env(
-    spec: Path, *, home: Path, log_dir: Path, label: str, env: dict[str, str]
+    spec: Path,
+    *,
+    home: Path,
+    log_dir: Path,
+    label: str,
+    env: dict[str, str],
+    args: tuple[str, ...] = (),
 ) -> WorkerProcess:
-    """`WorkerProcess` with extra ``HEADRACE_`` settings (it clears the caller's)."""
+    """`WorkerProcess` with extra ``HEADRACE_`` settings (it clears the caller's) and
+    extra `args` for ``headrace run``."""
     worker = WorkerProcess.__new__(WorkerProcess)
     worker.label = label
     worker.stdout = log_dir / f"{label}.out"
@@ -251,7 +258,7 @@ def worker_with_env(
     full.update(env, HEADRACE_HOME=str(home))
     with worker.stdout.open("wb") as out, worker.stderr.open("wb") as err:
         worker.proc = subprocess.Popen(
-            [sys.executable, "-m", "headrace", "run", str(spec), "--json"],
+            [sys.executable, "-m", "headrace", "run", str(spec), "--json", *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
