@@ -42,13 +42,16 @@ def register(
         str | None, typer.Option(help="Parent release [the name's current champion].")
     ] = None,
     verify: Annotated[
-        bool, typer.Option(help="Load the model and score the training sample first.")
+        bool,
+        typer.Option(
+            help="Load the model, read its signature and score the training sample first."
+        ),
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Register a model with its schema, features, config, data fingerprint and metrics."""
     from headrace.errors import ConfigError
-    from headrace.inference.loading import verify_draft
+    from headrace.inference.contract import check_draft
     from headrace.release.bundle import build_draft
     from headrace.runtimes.loader import FLAVORS, detect_flavor
 
@@ -86,7 +89,9 @@ def register(
             config_path=config,
         )
         if verify:
-            verify_draft(draft)
+            # The model's own signature decides the column order; a release whose model
+            # disagrees with its schema or answers differently through headrace is refused.
+            draft, _ = check_draft(draft, schema_given=schema is not None)
         with open_registry(ctx) as registry:
             release = registry.register(draft, alias=alias, parent=parent)
     if as_json:

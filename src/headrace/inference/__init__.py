@@ -7,18 +7,22 @@ and isolating the rows that make it raise), and post-processes the output into a
 prediction and a score per row (`postprocess`). Every row that gets no prediction gets a
 `Rejection` saying why, at which stage. `load_service` builds the service for a release
 in the registry, and `verify_draft` scores a draft's training sample before it is
-registered. `score_file` runs the same core over CSV, Parquet and JSON-lines files, read
-by `iter_input_chunks` and written by `OutputWriter`.
+registered; `check_draft` also reads the model's own signature (`resolve_signature`), so
+the model's column order wins, and refuses a release whose runtime output differs from
+the model called as it was fitted (`compare_outputs`). A model fitted on a DataFrame with
+text columns gets one (`model_frame`). `score_file` runs the same core over CSV, Parquet
+and JSON-lines files, read by `iter_input_chunks` and written by `OutputWriter`.
 """
 
 from __future__ import annotations
 
 from headrace.inference.arrow import columns_from_arrow
 from headrace.inference.chunk import InputChunk
+from headrace.inference.contract import check_draft, compare_outputs, resolve_signature
 from headrace.inference.files import BatchSummary, score_file
 from headrace.inference.json_batch import DecodedBatch, TypedBatchDecoder
 from headrace.inference.loading import load_service, service_for_release, verify_draft
-from headrace.inference.matrix import model_matrix
+from headrace.inference.matrix import model_frame, model_matrix
 from headrace.inference.postprocess import Outputs, postprocess
 from headrace.inference.readers import iter_input_chunks
 from headrace.inference.service import InferenceResult, InferenceService
@@ -43,12 +47,16 @@ __all__ = [
     "Rejection",
     "TypedBatchDecoder",
     "ValidatedBatch",
+    "check_draft",
     "columns_from_arrow",
+    "compare_outputs",
     "iter_input_chunks",
     "load_service",
+    "model_frame",
     "model_matrix",
     "postprocess",
     "records_to_columns",
+    "resolve_signature",
     "score_file",
     "service_for_release",
     "validate",

@@ -12,6 +12,7 @@ from headrace.registry.store import Registry, Release
 from headrace.release.bundle import ReleaseDraft
 from headrace.release.config import ReleaseConfig
 from headrace.release.features import FeatureSpec, model_inputs
+from headrace.release.manifest import Signature
 from headrace.release.schema import Schema
 from headrace.runtimes.loader import load_model
 
@@ -28,6 +29,7 @@ def _service(
     config: ReleaseConfig,
     release: str,
     digest: str,
+    signature: Signature | None = None,
 ) -> InferenceService:
     model = load_model(flavor, model_dir=model_dir, entry=entry, options=dict(config.runtime))
     return InferenceService(
@@ -37,6 +39,7 @@ def _service(
         config=config,
         release=release,
         release_digest=digest,
+        signature=signature,
     )
 
 
@@ -53,6 +56,7 @@ def service_for_release(registry: Registry, release: Release) -> InferenceServic
         config=manifest.config,
         release=manifest.ref,
         digest=release.digest,
+        signature=manifest.input_signature,
     )
 
 
@@ -78,6 +82,7 @@ def verify_draft(draft: ReleaseDraft) -> int:
         config=draft.config,
         release=f"{draft.name}:draft",
         digest="",
+        signature=draft.signature,
     )
     if draft.profile is None or draft.profile.sample is None:
         return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -11,7 +13,7 @@ from headrace.errors import SchemaError
 from headrace.release.schema import Field, Schema
 from headrace.types import Array, Columns, Matrix
 
-__all__ = ["model_matrix"]
+__all__ = ["model_frame", "model_matrix"]
 
 
 def _numeric(field: Field, column: Array) -> npt.NDArray[np.float64]:
@@ -73,3 +75,27 @@ def model_matrix(schema: Schema, columns: Columns, *, inputs: Sequence[str]) -> 
     for j, f in enumerate(fields):
         out[:, j] = _numeric(f, columns[f.name])
     return out
+
+
+def model_frame(columns: Columns, *, inputs: Sequence[str]) -> Any:
+    """Lay validated columns out as a pandas DataFrame, for a model fitted on one.
+
+    The columns keep their validated dtypes (strings and categories as text, None for
+    null; ints as int64; bools as bool), under the model's names in its order, so a
+    ColumnTransformer selecting columns by name and a OneHotEncoder over strings see what
+    they were fitted on.
+
+    Raises
+    ------
+    SchemaError
+        When an input has no column.
+    """
+    pd: Any = importlib.import_module("pandas")  # no type stubs: imported as Any
+
+    missing = [name for name in inputs if name not in columns]
+    if missing:
+        raise SchemaError(
+            f"model inputs {missing!r} have no column in the batch: pass the columns "
+            "returned by validate(), which hold every schema field"
+        )
+    return pd.DataFrame({name: columns[name] for name in inputs}, copy=False)

@@ -21,10 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from headrace.errors import ModelError, SchemaError
-from headrace.inference.matrix import model_matrix
+from headrace.inference.matrix import model_frame, model_matrix
 from headrace.inference.postprocess import postprocess
 from headrace.inference.validate import Rejection, _json_type, records_to_columns, validate
 from headrace.release.config import ReleaseConfig
+from headrace.release.manifest import Signature
 from headrace.release.schema import Schema
 from headrace.runtimes.base import LoadedModel, ModelOutput
 from headrace.types import Array, Columns, Matrix
@@ -116,6 +117,10 @@ class InferenceService:
         The release reference, like ``fraud:3``, stamped on every result.
     release_digest
         The release's content digest, stamped on every result.
+    signature
+        The model's own signature from the manifest: when given, its input order wins
+        over `inputs` (columns are laid out by name in the model's order), and a model
+        fitted on a DataFrame with non-numeric columns is handed a DataFrame.
 
     Raises
     ------
@@ -132,7 +137,10 @@ class InferenceService:
         config: ReleaseConfig,
         release: str,
         release_digest: str,
+        signature: Signature | None = None,
     ) -> None:
+        if signature is not None:
+            inputs = signature.names
         known = set(schema.names)
         unknown = [name for name in inputs if name not in known]
         if unknown or not inputs:
@@ -146,6 +154,8 @@ class InferenceService:
         self.config = config
         self.release = release
         self.release_digest = release_digest
+        self.signature = signature
+        self._frame = signature is not None and signature.frame
 
     def infer(
         self, columns: Columns, *, n_rows: int, coerce_strings: bool = False
@@ -187,8 +197,7 @@ class InferenceService:
                 n_rows=n_rows,
                 stages_ns=(started, validated),
             )
-        matrix = model_matrix(self.schema, batch.columns, inputs=self.inputs)
-        predicted = self._predict(matrix)
+        predicted = self._predict(self.model_input(batch.columns))
         stages_ns = (started, validated, time.time_ns())
         rejections = batch.rejections
         if predicted.failures:
@@ -270,6 +279,14 @@ class InferenceService:
             probabilities=result.probabilities,
             classes=result.classes,
         )
+
+    def model_input(self, columns: Columns) -> Matrix:
+        """Validated columns as the model takes them: a matrix in the model's input order,
+        or a DataFrame under its fitted names when the signature says so."""
+        if self._frame:
+            frame: Matrix = model_frame(columns, inputs=self.inputs)
+            return frame
+        return model_matrix(self.schema, columns, inputs=self.inputs)
 
     # -- the model call, retried and bisected -------------------------------------
 

@@ -31,6 +31,7 @@ from headrace.release.manifest import (
     Manifest,
     ModelSpec,
     ReferenceProfile,
+    Signature,
 )
 from headrace.release.schema import Schema, load_schema, schema_from_arrow
 
@@ -113,6 +114,7 @@ class ReleaseDraft:
     metrics: dict[str, float] = field(default_factory=dict)
     code_version: str | None = None
     model_dir: Path | None = None
+    signature: Signature | None = None
 
     def manifest(
         self,
@@ -139,6 +141,7 @@ class ReleaseDraft:
             code_version=self.code_version,
             created_by=created_by,
             created_at=created_at,
+            signature=msgspec.UNSET if self.signature is None else self.signature,
         )
 
 
@@ -238,6 +241,14 @@ def build_draft(
             "from the training data."
         )
     model_inputs(schema, features)
+    if table is not None and schema_path is not None:
+        absent = [f.name for f in schema.fields if f.name not in set(table.column_names)]
+        if absent:
+            raise SchemaError(
+                f"Schema fields {', '.join(repr(n) for n in absent)} of '{schema_path}' are not "
+                f"columns of the training data '{data_path}': every event would be rejected. "
+                "Fix the field names, or add the columns to the data."
+            )
 
     data = profile = None
     if table is not None and data_path is not None:

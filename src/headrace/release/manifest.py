@@ -25,6 +25,9 @@ __all__ = [
     "Manifest",
     "ModelSpec",
     "ReferenceProfile",
+    "Signature",
+    "SignatureInput",
+    "SignatureOutput",
     "canonical_json",
     "decode_manifest",
     "manifest_digest",
@@ -100,6 +103,74 @@ class ReferenceProfile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sample_rows: int = 0
 
 
+class SignatureInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One input column of the model, in the model's order.
+
+    Parameters
+    ----------
+    name
+        The schema field that feeds it.
+    type
+        The field type the model was fitted with (``float``, ``int``, ``string``...).
+    dtype
+        The model's own element type where it declares one (``float32`` for an ONNX
+        ``tensor(float)``), else None.
+    shape
+        The tensor shape per input, ``None`` for the batch dimension, where declared.
+    """
+
+    name: str
+    type: str
+    dtype: str | None = None
+    shape: list[int | None] | None = None
+
+
+class SignatureOutput(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One output of the model: its name, element type and shape (``None``: any size)."""
+
+    name: str
+    type: str
+    shape: list[int | None] | None = None
+
+
+class Signature(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The model's input contract, read from the model itself at registration.
+
+    Every transport lays the columns out by name in the order of `inputs`, so neither the
+    schema's field order nor the columns' order in an event can change what the model sees.
+
+    Parameters
+    ----------
+    inputs
+        The model's inputs, in the model's order.
+    named
+        The model itself names its inputs (scikit-learn ``feature_names_in_``, LightGBM
+        ``feature_name()``, XGBoost ``feature_names``, ONNX graph inputs); when False the
+        order came from the feature spec or the schema and only the count was checked.
+    frame
+        Hand the model a pandas DataFrame with the fitted names and dtypes instead of a
+        numpy matrix (a model fitted on a DataFrame with non-numeric columns).
+    outputs
+        What the model returns.
+    classes
+        A classifier's class labels, in probability-column order.
+    source
+        Where the signature was read, e.g. ``sklearn feature_names_in_``.
+    """
+
+    inputs: list[SignatureInput]
+    named: bool = False
+    frame: bool = False
+    outputs: list[SignatureOutput] = msgspec.field(default_factory=list)
+    classes: list[str | int | float | bool] | None = None
+    source: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        """The input names, in the model's order."""
+        return [i.name for i in self.inputs]
+
+
 class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """An immutable description of one release."""
 
@@ -118,11 +189,19 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     code_version: str | None = None
     created_by: str
     created_at: str
+    # UNSET (not None) for releases without one: the field is then left out of the
+    # canonical JSON, so manifests registered before signatures keep their digests.
+    signature: Signature | msgspec.UnsetType = msgspec.UNSET
 
     @property
     def ref(self) -> str:
         """``name:version``."""
         return f"{self.name}:{self.version}"
+
+    @property
+    def input_signature(self) -> Signature | None:
+        """The model's signature, or None for a release registered before signatures."""
+        return None if isinstance(self.signature, msgspec.UnsetType) else self.signature
 
     def all_files(self) -> list[FileEntry]:
         """Every file the release needs: the model files, then the reference sample."""

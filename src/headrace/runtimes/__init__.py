@@ -5,7 +5,10 @@ python) into an object whose ``predict(matrix)`` returns a `ModelOutput`: one pr
 per row, plus class probabilities and labels for classifiers. Each flavor's library is
 imported only when a model of that flavor is loaded, and a missing one raises
 `headrace.errors.DependencyMissingError` with the pip command. `detect_flavor` guesses a
-flavor from a file name. `ConstantModel` and `FailingModel` are fakes for tests.
+flavor from a file name. A flavor's model also reads its own signature
+(`NativeSignature`: column names, count, outputs) and scores a DataFrame as it was
+fitted (`SignedModel`), for the checks at registration. `ConstantModel` and
+`FailingModel` are fakes for tests.
 
 `ModelPool` keeps many loaded models under a memory budget: each load's footprint is
 measured (`measure_footprint`), the least recently used are evicted to make room, and
@@ -15,7 +18,13 @@ imports a model's libraries beforehand so that its footprint is its own memory.
 
 from __future__ import annotations
 
-from headrace.runtimes.base import LoadedModel, ModelOutput, RuntimeLoader
+from headrace.runtimes.base import (
+    LoadedModel,
+    ModelOutput,
+    NativeSignature,
+    RuntimeLoader,
+    SignedModel,
+)
 from headrace.runtimes.footprint import measure_footprint, object_graph_bytes, resident_bytes
 from headrace.runtimes.imports import import_runtime, pickle_modules
 from headrace.runtimes.loader import FLAVORS, detect_flavor, load_model
@@ -29,8 +38,10 @@ __all__ = [
     "LoadedModel",
     "ModelOutput",
     "ModelPool",
+    "NativeSignature",
     "PoolEntry",
     "RuntimeLoader",
+    "SignedModel",
     "detect_flavor",
     "import_runtime",
     "load_model",

@@ -196,6 +196,24 @@ def not_a_model(
     )
 
 
+_AUTO_NAME = re.compile(r"^Column_(\d+)$")
+
+
+def real_names(names: Any) -> tuple[str, ...] | None:
+    """`names` as a tuple, or None when they are LightGBM's stand-ins (``Column_0``...)
+    for a model fitted without column names."""
+    if names is None:
+        return None
+    listed = tuple(str(n) for n in names)
+    if not listed:
+        return None
+    auto = all(
+        (m := _AUTO_NAME.match(n)) is not None and int(m.group(1)) == i
+        for i, n in enumerate(listed)
+    )
+    return None if auto else listed
+
+
 OUTPUT_MODES = ("auto", "values", "probability", "logits")
 
 

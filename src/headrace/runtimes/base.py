@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from headrace.types import Array, Matrix
 
-__all__ = ["LoadedModel", "ModelOutput", "RuntimeLoader"]
+__all__ = ["LoadedModel", "ModelOutput", "NativeSignature", "RuntimeLoader", "SignedModel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +30,51 @@ class ModelOutput:
     classes: Array | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NativeSignature:
+    """What a loaded model says about itself: read at registration, never guessed.
+
+    Parameters
+    ----------
+    names
+        The input column names the model was fitted with, in its order, when it kept them.
+    n_features
+        How many input columns it takes, when it knows.
+    dtypes
+        The model's own element type per input (``float32``, ``string``...), when declared.
+    numeric_only
+        The model takes numbers only (a booster, a tensor network): a ``string`` field
+        cannot feed it.
+    frame
+        It was fitted on a pandas DataFrame and may select columns by name.
+    outputs
+        ``(name, type, shape)`` of each output, ``None`` in a shape for any size.
+    classes
+        A classifier's labels, in probability-column order.
+    source
+        Where this was read, e.g. ``sklearn feature_names_in_``.
+    """
+
+    names: tuple[str, ...] | None = None
+    n_features: int | None = None
+    dtypes: tuple[str, ...] | None = None
+    numeric_only: bool = False
+    frame: bool = False
+    outputs: tuple[tuple[str, str, tuple[int | None, ...] | None], ...] = ()
+    classes: tuple[Any, ...] | None = None
+    source: str = ""
+
+
 @runtime_checkable
 class LoadedModel(Protocol):
     """A model ready to score batches.
 
     The inference core calls `predict` with a 2-D matrix whose columns are the release's
-    model inputs in order (float64 unless a `string` field is among them, then object);
-    it must return one prediction per row, in row order, and may raise anything: the core
-    wraps it in `ModelError` and isolates the rows that caused it.
+    model inputs in order (float64 unless a `string` field is among them, then object),
+    or, when the release's signature says the model was fitted on a DataFrame with
+    non-numeric columns, a pandas DataFrame with those columns by name; it must return one
+    prediction per row, in row order, and may raise anything: the core wraps it in
+    `ModelError` and isolates the rows that caused it.
     """
 
     flavor: str
@@ -57,4 +94,22 @@ class RuntimeLoader(Protocol):
 
     def __call__(self, model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
         """Load the model."""
+        ...
+
+
+@runtime_checkable
+class SignedModel(Protocol):
+    """A loaded model that can describe its inputs and be called as it was fitted.
+
+    Registration calls `signature` once to learn the model's own column names and count,
+    and `reference_predict` on the reference sample (a DataFrame with the training
+    columns) to check that the runtime's path gives the very same output.
+    """
+
+    def signature(self) -> NativeSignature:
+        """What the model says about its inputs and outputs."""
+        ...
+
+    def reference_predict(self, frame: Any) -> ModelOutput:
+        """Score a pandas DataFrame of model inputs the way the model was fitted."""
         ...

@@ -22,8 +22,9 @@ from headrace.runtimes._common import (
     entry_path,
     import_optional,
     not_a_model,
+    real_names,
 )
-from headrace.runtimes.base import LoadedModel, ModelOutput
+from headrace.runtimes.base import LoadedModel, ModelOutput, NativeSignature
 from headrace.types import Matrix
 
 __all__ = ["LightGBMModel", "load"]
@@ -52,7 +53,27 @@ class LightGBMModel:
     def predict(self, matrix: Matrix) -> ModelOutput:
         """Score the batch with the best iteration the model file kept."""
         data = np.asarray(matrix, dtype=np.float64)
-        raw = np.asarray(self._booster.predict(data), dtype=np.float64)
+        return self._read(self._booster.predict(data))
+
+    def reference_predict(self, frame: Any) -> ModelOutput:
+        """Score a DataFrame; LightGBM checks its column names against the model's."""
+        named = real_names(self._booster.feature_name()) is not None
+        if not named:
+            return self._read(self._booster.predict(frame.to_numpy(dtype=np.float64)))
+        return self._read(self._booster.predict(frame, validate_features=True))
+
+    def signature(self) -> NativeSignature:
+        """``feature_name()`` (``Column_i`` stand-ins count as no names) and ``num_feature()``."""
+        names = real_names(self._booster.feature_name())
+        return NativeSignature(
+            names=names,
+            n_features=int(self._booster.num_feature()),
+            numeric_only=True,
+            source="lightgbm feature_name()" if names else "lightgbm num_feature()",
+        )
+
+    def _read(self, scores: Any) -> ModelOutput:
+        raw = np.asarray(scores, dtype=np.float64)
         if self.objective == "binary":
             if raw.ndim == 1:
                 return binary_output(raw, tie_is_positive=False)

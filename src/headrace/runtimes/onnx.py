@@ -31,7 +31,7 @@ from headrace.runtimes._common import (
     output_mode,
     scores_output,
 )
-from headrace.runtimes.base import LoadedModel, ModelOutput
+from headrace.runtimes.base import LoadedModel, ModelOutput, NativeSignature
 from headrace.types import Array, Matrix
 
 __all__ = ["ONNXModel", "load"]
@@ -68,10 +68,15 @@ class ONNXModel:
         The class labels in probability-column order, when known before the first batch.
     mode
         The ``output`` runtime option, for `scores`.
+    columns
+        ``(name, dtype)`` of each input when the graph takes one ``[None, 1]`` tensor per
+        column (what ``skl2onnx`` writes for named ``initial_types``); the matrix's columns
+        feed them in this order. None for a single 2-D input.
     """
 
     __slots__ = (
         "_classes",
+        "_columns",
         "_dtype",
         "_input",
         "_labels",
@@ -95,8 +100,10 @@ class ONNXModel:
         zipmap: bool = False,
         classes: Array | None = None,
         mode: str = "auto",
+        columns: tuple[tuple[str, type[Any]], ...] | None = None,
     ) -> None:
         self.flavor = "onnx"
+        self._columns = columns
         self._session = session
         self._input = input_name
         self._dtype = input_dtype
@@ -109,7 +116,53 @@ class ONNXModel:
 
     def predict(self, matrix: Matrix) -> ModelOutput:
         """Run the session on the whole batch."""
-        feed = {self._input: np.ascontiguousarray(matrix, dtype=self._dtype)}
+        if self._columns is None:
+            return self._run({self._input: np.ascontiguousarray(matrix, dtype=self._dtype)})
+        return self._run(
+            {
+                name: np.asarray(matrix[:, j], dtype=dtype).reshape(-1, 1)
+                for j, (name, dtype) in enumerate(self._columns)
+            }
+        )
+
+    def reference_predict(self, frame: Any) -> ModelOutput:
+        """Feed a DataFrame's columns to the graph inputs of the same names."""
+        if self._columns is None:
+            return self._run({self._input: frame.to_numpy(dtype=self._dtype)})
+        return self._run(
+            {
+                name: frame[name].to_numpy(dtype=dtype).reshape(-1, 1)
+                for name, dtype in self._columns
+            }
+        )
+
+    def signature(self) -> NativeSignature:
+        """The graph's inputs (names only when there is one per column) and outputs."""
+        inputs = self._session.get_inputs()
+        outputs = tuple((o.name, o.type, _shape(o.shape)) for o in self._session.get_outputs())
+        classes = None if self._classes is None else tuple(self._classes.tolist())
+        if self._columns is not None:
+            return NativeSignature(
+                names=tuple(name for name, _ in self._columns),
+                n_features=len(self._columns),
+                dtypes=tuple(i.type for i in inputs),
+                numeric_only=all(dtype is not np.object_ for _, dtype in self._columns),
+                outputs=outputs,
+                classes=classes,
+                source="onnx graph inputs",
+            )
+        shape = list(inputs[0].shape or [])
+        width = shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+        return NativeSignature(
+            n_features=width,
+            dtypes=(inputs[0].type,),
+            numeric_only=self._dtype is not np.object_,
+            outputs=outputs,
+            classes=classes,
+            source=f"onnx input {self._input} shape {shape}",
+        )
+
+    def _run(self, feed: dict[str, Any]) -> ModelOutput:
         if self._scores is not None:
             (scores,) = self._session.run([self._scores], feed)
             return scores_output(scores, mode=self._mode)
@@ -156,6 +209,12 @@ class ONNXModel:
         return f"ONNXModel(input={self._input!r})"
 
 
+def _shape(shape: Any) -> tuple[int | None, ...] | None:
+    if shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else None for d in shape)
+
+
 def _required(predictions: Array | None) -> Array:
     if predictions is None:  # pragma: no cover - load() never builds this combination
         raise ValueError("the ONNX model has neither a label nor a probabilities output")
@@ -192,33 +251,64 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
         outputs = session.get_outputs()
     except Exception as exc:
         raise not_a_model(path, flavor="onnx", exc=exc) from exc
-    if len(inputs) != 1 or inputs[0].type not in _INPUT_TYPES:
+    columns = _column_inputs(inputs)
+    if columns is None and (len(inputs) != 1 or inputs[0].type not in _INPUT_TYPES):
         found = ", ".join(f"{i.name} {i.type}" for i in inputs)
         raise ModelLoadError(
             f"Cannot load '{path}' with the onnx flavor: it has the inputs ({found}); headrace "
-            "feeds one 2-D numeric tensor with a column per model input. Re-export the model "
-            "with a single input of shape [None, n_features]."
+            "feeds one 2-D numeric tensor with a column per model input, or one [None, 1] "
+            "tensor per column. Re-export the model with a single input of shape "
+            "[None, n_features]."
         )
     input_name, input_dtype = inputs[0].name, _INPUT_TYPES[inputs[0].type]
+    return _model(
+        session,
+        path=path,
+        options=options,
+        outputs=outputs,
+        base={
+            "input_name": input_name,
+            "input_dtype": input_dtype,
+            "columns": columns,
+            "mode": mode,
+        },
+    )
+
+
+def _column_inputs(inputs: Sequence[Any]) -> tuple[tuple[str, type[Any]], ...] | None:
+    """``(name, dtype)`` per input when every input is one ``[None, 1]`` column, else None."""
+    if len(inputs) < 2:
+        return None
+    for i in inputs:
+        shape = list(i.shape or [])
+        if i.type not in _INPUT_TYPES or len(shape) != 2 or shape[1] != 1:
+            return None
+    return tuple((i.name, _INPUT_TYPES[i.type]) for i in inputs)
+
+
+def _model(
+    session: Any,
+    *,
+    path: Path,
+    options: dict[str, Any],
+    outputs: Sequence[Any],
+    base: dict[str, Any],
+) -> ONNXModel:
+    """The `ONNXModel` reading `outputs` by type and shape; `base` holds the input fields."""
     option_classes = _option_classes(options, path=path)
     if len(outputs) == 1:
         out = outputs[0]
         if out.type in _LABEL_TYPES:
-            return ONNXModel(
-                session, input_name=input_name, input_dtype=input_dtype, labels=out.name
-            )
+            return ONNXModel(session, labels=out.name, **base)
         if out.type.startswith("seq(map"):
             return ONNXModel(
                 session,
-                input_name=input_name,
-                input_dtype=input_dtype,
                 probabilities=out.name,
                 zipmap=True,
                 classes=option_classes,
+                **base,
             )
-        return ONNXModel(
-            session, input_name=input_name, input_dtype=input_dtype, scores=out.name, mode=mode
-        )
+        return ONNXModel(session, scores=out.name, **base)
     labels, probabilities = _pick_outputs(outputs, path=path)
     zipmap = probabilities.type.startswith("seq(map")
     classes = option_classes
@@ -232,12 +322,11 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
             )
     return ONNXModel(
         session,
-        input_name=input_name,
-        input_dtype=input_dtype,
         labels=labels.name,
         probabilities=probabilities.name,
         zipmap=zipmap,
         classes=classes,
+        **base,
     )
 
 

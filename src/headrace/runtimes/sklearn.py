@@ -8,14 +8,15 @@ imported only when a model is loaded.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from headrace.errors import DependencyMissingError, ModelLoadError
-from headrace.runtimes._common import entry_path, import_optional, not_a_model
-from headrace.runtimes.base import LoadedModel, ModelOutput
+from headrace.runtimes._common import entry_path, import_optional, not_a_model, real_names
+from headrace.runtimes.base import LoadedModel, ModelOutput, NativeSignature
 from headrace.types import Array, Matrix
 
 __all__ = ["EstimatorModel", "load"]
@@ -40,13 +41,22 @@ class EstimatorModel:
         The flavor to report (``sklearn``, or ``python`` for a class in a user file).
     """
 
-    __slots__ = ("_classes", "_estimator", "_proba", "flavor")
+    __slots__ = ("_classes", "_columns", "_dataframe", "_estimator", "_proba", "flavor")
 
     def __init__(self, estimator: Any, *, flavor: str) -> None:
         self.flavor = flavor
         self._estimator = estimator
         self._proba: Any = None
         self._classes: Array | None = None
+        # Fitted on a DataFrame: a numpy batch is wrapped (no copy) under the fitted names,
+        # so scikit-learn checks them instead of warning that X has none.
+        self._columns: Any = None
+        self._dataframe: Any = None
+        names = _fitted_names(estimator)
+        if names is not None:
+            pandas = _pandas()
+            self._columns = pandas.Index(names)
+            self._dataframe = pandas.DataFrame
         # hasattr, not getattr: scikit-learn's `available_if` hides predict_proba by raising
         # AttributeError (an SVC without probability=True, a pipeline ending in a regressor).
         if hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_"):
@@ -63,9 +73,39 @@ class EstimatorModel:
         trees, and the label always agrees with the score (an SVC's own ``predict`` can
         disagree with its Platt-scaled probabilities).
         """
+        data: Any = matrix
+        if self._columns is not None and isinstance(matrix, np.ndarray):
+            data = self._dataframe(matrix, columns=self._columns, copy=False)
+        return self._score(data)
+
+    def reference_predict(self, frame: Any) -> ModelOutput:
+        """Score a DataFrame as the estimator was fitted: by name when it kept names."""
+        if self._columns is None:
+            return self._score(frame.to_numpy())
+        return self._score(frame)
+
+    def signature(self) -> NativeSignature:
+        """``feature_names_in_`` / ``n_features_in_`` (a Pipeline answers for its first step)."""
+        names = None if self._columns is None else tuple(str(n) for n in self._columns)
+        count = getattr(self._estimator, "n_features_in_", None)
+        outputs: list[tuple[str, str, tuple[int | None, ...] | None]] = [
+            ("predictions", "label" if self._classes is not None else "value", (None,))
+        ]
+        if self._classes is not None:
+            outputs.append(("probabilities", "float64", (None, len(self._classes))))
+        return NativeSignature(
+            names=names,
+            n_features=int(count) if isinstance(count, int | np.integer) else None,
+            frame=names is not None,
+            outputs=tuple(outputs),
+            classes=None if self._classes is None else tuple(self._classes.tolist()),
+            source=f"{self.flavor} feature_names_in_" if names else f"{self.flavor} n_features_in_",
+        )
+
+    def _score(self, data: Any) -> ModelOutput:
         if self._proba is None or self._classes is None:
-            return ModelOutput(predictions=np.asarray(self._estimator.predict(matrix)))
-        probabilities = np.asarray(self._proba(matrix), dtype=np.float64)
+            return ModelOutput(predictions=np.asarray(self._estimator.predict(data)))
+        probabilities = np.asarray(self._proba(data), dtype=np.float64)
         predictions = self._classes[np.argmax(probabilities, axis=1)]
         return ModelOutput(
             predictions=predictions, probabilities=probabilities, classes=self._classes
@@ -116,6 +156,23 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
         )
     _check_fitted(estimator, path=path)
     return EstimatorModel(estimator, flavor="sklearn")
+
+
+def _pandas() -> Any:
+    # pandas ships no type stubs (and the override list may only shrink): typed as Any.
+    return importlib.import_module("pandas")
+
+
+def _fitted_names(estimator: Any) -> list[str] | None:
+    """The column names the estimator was fitted with, or None (fitted on an array)."""
+    try:
+        names = getattr(estimator, "feature_names_in_", None)
+    except Exception:  # a property of an odd meta-estimator may raise anything
+        return None
+    if names is None:
+        return None
+    listed = real_names(np.asarray(names).tolist())
+    return None if listed is None else list(listed)
 
 
 def _kind(value: Any) -> str:

@@ -32,7 +32,7 @@ from headrace.runtimes._common import (
     scores_output,
     sniff,
 )
-from headrace.runtimes.base import LoadedModel, ModelOutput
+from headrace.runtimes.base import LoadedModel, ModelOutput, NativeSignature
 from headrace.types import Matrix
 
 __all__ = ["TorchModel", "load"]
@@ -51,13 +51,26 @@ class TorchModel:
         The ``output`` runtime option: ``auto``, ``values``, ``probability`` or ``logits``.
     """
 
-    __slots__ = ("_module", "_torch", "flavor", "mode")
+    __slots__ = ("_module", "_torch", "_width", "flavor", "mode")
 
-    def __init__(self, module: Any, *, torch: Any, mode: str) -> None:
+    def __init__(self, module: Any, *, torch: Any, mode: str, width: int | None = None) -> None:
         self.flavor = "torch"
         self.mode = mode
         self._module = module
         self._torch = torch
+        self._width = width
+
+    def reference_predict(self, frame: Any) -> ModelOutput:
+        """Score a DataFrame's columns in order (a network has no column names)."""
+        return self.predict(frame.to_numpy(dtype=np.float64))
+
+    def signature(self) -> NativeSignature:
+        """The input width an exported program declares; TorchScript declares none."""
+        return NativeSignature(
+            n_features=self._width,
+            numeric_only=True,
+            source="torch.export input shape" if self._width else "torch (no input spec)",
+        )
 
     def predict(self, matrix: Matrix) -> ModelOutput:
         """Run the module on the whole batch as one float32 tensor."""
@@ -103,10 +116,13 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
             f"Cannot load '{path}' with the torch flavor: it is {TORCH_CHECKPOINT}, which needs "
             f"the model's Python code to rebuild. Save it with {SAVE_HOWTO['torch']}."
         )
+    width: int | None = None
     try:
         if found.description == EXPORTED_PROGRAM:
             # An exported program's module() refuses .eval(): its mode was fixed at export.
-            module = torch.export.load(str(path)).module()
+            program = torch.export.load(str(path))
+            width = _program_width(program)
+            module = program.module()
         else:
             with warnings.catch_warnings():
                 # torch 2.13 deprecates TorchScript in favour of torch.export; the files
@@ -120,4 +136,21 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
             module.eval()
     except Exception as exc:
         raise not_a_model(path, flavor="torch", exc=exc) from exc
-    return TorchModel(module, torch=torch, mode=mode)
+    return TorchModel(module, torch=torch, mode=mode, width=width)
+
+
+def _program_width(program: Any) -> int | None:
+    """The static column count of an exported program's single 2-D input, if it has one."""
+    try:
+        names = set(program.graph_signature.user_inputs)
+        shapes = [
+            node.meta["val"].shape
+            for node in program.graph.nodes
+            if node.op == "placeholder" and node.name in names
+        ]
+    except Exception:  # the spec layout differs across torch versions: no width, no check
+        return None
+    if len(shapes) != 1 or len(shapes[0]) != 2:
+        return None
+    width = shapes[0][1]
+    return width if isinstance(width, int) else None

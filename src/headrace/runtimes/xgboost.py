@@ -25,7 +25,7 @@ from headrace.runtimes._common import (
     sigmoid,
     softmax,
 )
-from headrace.runtimes.base import LoadedModel, ModelOutput
+from headrace.runtimes.base import LoadedModel, ModelOutput, NativeSignature
 from headrace.types import Matrix
 
 __all__ = ["XGBoostModel", "load"]
@@ -56,14 +56,38 @@ class XGBoostModel:
         """Score the batch (``inplace_predict``: no DMatrix copy)."""
         data = np.asarray(matrix, dtype=np.float64)
         margin = self.objective in ("binary:logitraw", "multi:softmax")
-        raw = np.asarray(
-            self._booster.inplace_predict(
-                data,
-                iteration_range=self._range,
-                predict_type="margin" if margin else "value",
-            ),
-            dtype=np.float64,
+        raw = self._booster.inplace_predict(
+            data, iteration_range=self._range, predict_type="margin" if margin else "value"
         )
+        return self._read(raw, margin=margin)
+
+    def reference_predict(self, frame: Any) -> ModelOutput:
+        """Score a DataFrame through a DMatrix; XGBoost checks the names against the model's."""
+        import xgboost as xgb
+
+        margin = self.objective in ("binary:logitraw", "multi:softmax")
+        if self._booster.feature_names is None:
+            frame = frame.to_numpy(dtype=np.float64)
+        raw = self._booster.predict(
+            xgb.DMatrix(frame),
+            iteration_range=self._range,
+            output_margin=margin,
+            validate_features=True,
+        )
+        return self._read(raw, margin=margin)
+
+    def signature(self) -> NativeSignature:
+        """``feature_names`` and ``num_features()`` of the booster."""
+        names = self._booster.feature_names
+        return NativeSignature(
+            names=None if not names else tuple(str(n) for n in names),
+            n_features=int(self._booster.num_features()),
+            numeric_only=True,
+            source="xgboost feature_names" if names else "xgboost num_features()",
+        )
+
+    def _read(self, scores: Any, *, margin: bool) -> ModelOutput:
+        raw = np.asarray(scores, dtype=np.float64)
         if self.objective in ("binary:logistic", "binary:logitraw") and raw.ndim == 1:
             return binary_output(sigmoid(raw) if margin else raw, tie_is_positive=False)
         if self.objective.startswith("binary:") and raw.ndim == 1:  # binary:hinge: 0 or 1
