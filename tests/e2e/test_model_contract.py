@@ -252,3 +252,91 @@ def test_schema_that_does_not_match_the_signature_is_refused(
     assert words in out
     assert "Release 'wine'" in out or "release 'wine'" in out
     assert "wine:1" not in cli("releases", "list", "--json")[1]
+
+
+def _torch_program(tmp: Path) -> Case:
+    """A seeded network on diabetes, saved as a torch.export program (10 inputs, no names)."""
+    import torch
+
+    x, _ = _dataset("diabetes")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    net.eval()
+    example = torch.zeros(4, 10)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(tmp / "model.pt2"))
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(x.to_numpy(dtype=np.float32))).numpy().reshape(-1)
+    return Case(tmp / "model.pt2", x, expected, regression=True)
+
+
+def test_torch_program_width_is_checked_and_order_needs_no_guess(cli: Cli, tmp_path: Path) -> None:
+    case = _torch_program(tmp_path)
+    data = tmp_path / "train.parquet"
+    case.frame.to_parquet(data)
+    code, out = cli("register", str(case.path), "--name", "net", "--data", str(data))
+    assert code == 0, out
+    for source in _inputs(tmp_path, case.frame):
+        output = tmp_path / f"net-{source.stem}.csv"
+        assert cli("predict", "net:1", "--input", str(source), "--output", str(output))[0] == 0
+        assert _agreement(output, case) == 1.0, source.name
+
+    with_label = tmp_path / "with_label.parquet"
+    case.frame.assign(target=1.0).to_parquet(with_label)
+    code, out = cli("register", str(case.path), "--name", "net2", "--data", str(with_label))
+    assert code == 1
+    assert "takes 10 input columns (torch.export input shape) but the release gives it 11" in out
+
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(
+        yaml.safe_dump({"fields": [{"name": c, "type": "float"} for c in sorted(case.frame)]})
+    )
+    code, out = cli(
+        "register", str(case.path), "--name", "net3", "--data", str(data), "--schema", str(schema)
+    )
+    assert code == 1
+    assert "fitted without column names" in out
+    features = tmp_path / "features.yaml"
+    features.write_text(yaml.safe_dump({"inputs": list(case.frame.columns)}))
+    code, out = cli(
+        "register",
+        str(case.path),
+        "--name",
+        "net3",
+        "--data",
+        str(data),
+        "--schema",
+        str(schema),
+        "--features",
+        str(features),
+    )
+    assert code == 0, out
+    output = tmp_path / "net3.csv"
+    assert (
+        cli(
+            "predict", "net3:1", "--input", str(tmp_path / "shuffled.csv"), "--output", str(output)
+        )[0]
+        == 0
+    )
+    assert _agreement(output, case) == 1.0
+    listed = cli("releases", "list", "--json")[1]
+    assert "net2" not in listed
+
+
+def test_schema_field_absent_from_data_is_refused_and_registry_unchanged(
+    cli: Cli, tmp_path: Path
+) -> None:
+    case = _sklearn(tmp_path, "wine")
+    data = tmp_path / "train.parquet"
+    case.frame.to_parquet(data)
+    fields = [{"name": c, "type": "float"} for c in case.frame.columns]
+    fields.append({"name": "vintage", "type": "int"})
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(yaml.safe_dump({"fields": fields}))
+    code, out = cli(
+        "register", str(case.path), "--name", "wine", "--data", str(data), "--schema", str(schema)
+    )
+    assert code == 1
+    assert "'vintage'" in out and "not columns of the training data" in out
+    assert "wine" not in cli("releases", "list", "--json")[1]
