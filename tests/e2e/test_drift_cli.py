@@ -87,7 +87,7 @@ def test_table_json_and_exit_zero_either_way(run: Run, data: dict[str, Path]) ->
         "amount": "ks",
         "hour": "ks",
         "distance_km": "ks",
-        "card_present": "ks",
+        "card_present": "chi2",  # a boolean: its two counts, not KS on two values
         "merchant": "chi2",
     }
     assert result["multivariate"]["permutations"] == 200
@@ -205,3 +205,17 @@ def test_html_report_renders_in_headless_chromium(
     )
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+def test_html_report_reads_without_a_key(run: Run, data: dict[str, Path], tmp_path: Path) -> None:
+    """Skewed amounts on a log axis, the boolean as false/true bars, p-values one way."""
+    report = tmp_path / "drift.html"
+    out = run(
+        "drift", "check", "-r", str(data["reference"]), "-c", str(data["drifted"]),
+        "--report", str(report),
+    ).stdout  # fmt: skip
+    page = report.read_text()
+    assert "amount: reference vs current distribution (log axis)" in page
+    assert "card_present: category shares" in page and ">true</text>" in page
+    assert "p=" not in page and "p = 0.000" not in page
+    assert "1.0000" not in out  # the table's p-values in the report's format too

@@ -93,6 +93,8 @@ def _print_result(result: Any, report: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from headrace.monitoring.drift.report import format_p
+
     table = Table(title=f"Drift of {result.current_rows:,} rows against {result.reference}")
     for name, justify in (
         ("column", "left"),
@@ -111,8 +113,8 @@ def _print_result(result: Any, report: Path | None) -> None:
             c.kind,
             c.test,
             _fmt(c.statistic),
-            _fmt(c.p_value),
-            _fmt(c.adjusted_p_value),
+            format_p(c.p_value),
+            format_p(c.adjusted_p_value),
             _fmt(c.psi),
             "[bold red]drift[/]" if c.drifted else "[green]ok[/]",
         )
@@ -131,7 +133,8 @@ def _print_result(result: Any, report: Path | None) -> None:
         m = result.multivariate
         state = "drift" if m.p_value <= result.alpha else "ok"
         console.print(
-            f"all numeric columns together (MMD): p = {_fmt(m.p_value)} ({state})", highlight=False
+            f"all numeric columns together (MMD): p = {format_p(m.p_value)} ({state})",
+            highlight=False,
         )
     if result.skipped:
         console.print(f"not in the reference: {', '.join(result.skipped)}", highlight=False)

@@ -1,10 +1,12 @@
 """One drift check: every column of a window against the reference, one verdict each.
 
 Numeric columns get the two-sample KS test (and PSI over the reference's deciles),
-categorical ones chi-square; the p-values are corrected across columns together, so
-``alpha`` bounds the false alarms of the whole check, not of each column. Optionally the
-model's scores (prediction drift: Jensen-Shannon distance and KS) and an MMD test of all
-numeric columns at once.
+categorical ones chi-square, and so do booleans (a numeric reference column holding only
+0 and 1, `boolean_columns`): KS on two values only compares their shares, with a p-value
+made for continuous data, while chi-square on the two counts is the test for them. The
+p-values are corrected across columns together, so ``alpha`` bounds the false alarms of
+the whole check, not of each column. Optionally the model's scores (prediction drift:
+Jensen-Shannon distance and KS) and an MMD test of all numeric columns at once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ __all__ = [
     "ColumnDrift",
     "DriftReport",
     "PredictionDrift",
+    "boolean_columns",
+    "boolean_counts",
     "check_drift",
     "window_bin_counts",
 ]
@@ -157,6 +161,38 @@ def window_bin_counts(
     return binned
 
 
+def _is_boolean(values: FloatArray) -> bool:
+    """Sorted non-missing reference values that are all 0 or 1 (at least one of each
+    kind is not needed: a flag never set in the reference is still a flag)."""
+    return (
+        values.size > 0
+        and values[0] >= 0.0
+        and values[-1] <= 1.0
+        and bool(np.all((values == 0.0) | (values == 1.0)))
+    )
+
+
+def boolean_columns(reference: DriftReference) -> list[str]:
+    """The reference's numeric columns that hold only 0 and 1 (booleans, flags)."""
+    return [n for n in reference.numeric_names if _is_boolean(reference.numeric_values(n))]
+
+
+def boolean_counts(
+    reference: DriftReference, column: str, values: npt.ArrayLike
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """``[false, true]`` counts of a boolean column in the reference and in `values`
+    (missing values left out; a value other than 0 and 1 counts as true, as in Python)."""
+    ref = reference.numeric_values(column)
+    ones = int(ref.size - np.searchsorted(ref, 0.5))
+    cur = _as_float(np.asarray(values))
+    cur = cur[~np.isnan(cur)]
+    true = int(np.count_nonzero(cur))
+    return (
+        np.array([ref.size - ones, ones], dtype=np.int64),
+        np.array([cur.size - true, true], dtype=np.int64),
+    )
+
+
 def check_drift(
     reference: DriftReference,
     current: Mapping[str, npt.ArrayLike],
@@ -217,27 +253,37 @@ def check_drift(
                 "both sides."
             )
     results: list[tuple[str, str, str, float, float, float, int, int]] = []
-    if numeric:
-        index = [reference.position(n) for n in numeric]
+    flags = set(boolean_columns(reference)) & set(numeric)
+    ks_columns = [n for n in numeric if n not in flags]
+    if ks_columns:
+        index = [reference.position(n) for n in ks_columns]
         subset = (
             reference.sorted
             if index == list(range(len(reference.numeric_names)))
             else SortedColumns([reference.sorted.views[i] for i in index])
         )
-        window = np.column_stack([_as_float(arrays[n]) for n in numeric])
+        window = np.column_stack([_as_float(arrays[n]) for n in ks_columns])
         stats, counts, positions = ks_statistics(subset, window)
         sizes = subset.sizes
         p = ks_pvalues(stats, sizes, counts, method=method)
-        psi_values = np.full(len(numeric), np.nan)
+        psi_values = np.full(len(ks_columns), np.nan)
         if psi:
             starts = reference.bin_starts[index]
             window_counts = window_bin_counts(positions, counts, starts)
             psi_values = population_stability_index(reference.bin_counts[index], window_counts)
-        for j, name in enumerate(numeric):
+        for j, name in enumerate(ks_columns):
             results.append(
                 (name, "numeric", "ks", float(stats[j]), float(p[j]), float(psi_values[j]),
                  int(sizes[j]), int(counts[j]))
             )  # fmt: skip
+    for name in [n for n in numeric if n in flags]:
+        ref_counts, cur_counts = boolean_counts(reference, name, arrays[name])
+        stat, p_flag, _dof = chi_square(ref_counts, cur_counts)
+        psi_flag = population_stability_index(ref_counts, cur_counts) if psi else [np.nan]
+        results.append(
+            (name, "boolean", "chi2", float(stat[0]), float(p_flag[0]), float(psi_flag[0]),
+             int(ref_counts.sum()), int(cur_counts.sum()))
+        )  # fmt: skip
     for name in categorical:
         ref_counts, cur_counts, _ = reference.count_categories(name, arrays[name])
         stat, p_cat, _dof = chi_square(ref_counts, cur_counts)

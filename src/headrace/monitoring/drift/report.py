@@ -4,6 +4,13 @@ Plots are inline SVG drawn here (no JavaScript, no CDN, no image files), so the 
 opens offline, attaches to a ticket and renders the same in any browser. Columns are
 ordered by evidence: drifted ones first, then by p-value, so the page reads top-down
 from "what moved" to "what did not".
+
+What a reader needs to see a shift: a skewed positive column (amounts, durations) is
+drawn on a log axis, where a x1.5 change is a visible step rather than a sliver at the
+left edge; booleans are bars of false/true (and tested by chi-square, see
+`headrace.monitoring.drift.check`); axes carry round ticks; every p-value has one format
+(`format_p`); the evidence chart lists the columns with some evidence, not the ones at
+p = 1.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import numpy.typing as npt
 from headrace.monitoring.drift.check import ColumnDrift, DriftReport
 from headrace.monitoring.drift.reference import DriftReference, _as_float
 
-__all__ = ["render_html"]
+__all__ = ["format_p", "render_html"]
 
 REFERENCE_COLOR = "#5b7fa6"
 CURRENT_COLOR = "#e8743b"
@@ -31,6 +38,9 @@ DISCRETE_VALUES = 30
 """Numeric columns with at most this many distinct values get a bar per value."""
 TOP_CATEGORIES = 12
 WIDTH, HEIGHT = 420, 170
+SKEW_RATIO = 3.0
+"""How much longer a positive column's upper tail must be than its lower one for a log
+axis (see `_is_skewed`); a symmetric column has 1."""
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;
@@ -64,6 +74,56 @@ def _fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def format_p(value: float) -> str:
+    """A p-value, the same way everywhere in the report: 3 significant digits (``0.0123``,
+    ``7.3e-14``, ``1``), ``< 1e-300`` where a double cannot tell it from 0."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value < 1e-300:
+        return "< 1e-300"
+    return f"{value:.3g}"
+
+
+def _tick_text(value: float) -> str:
+    """A tick label: thousands separated, no trailing zeros."""
+    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+        return f"{value:.0e}".replace("e+0", "e").replace("e-0", "e-")
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _nice_ticks(low: float, high: float, *, most: int = 6) -> list[float]:
+    """Round values (1, 2 or 5 times a power of ten apart) inside [low, high]."""
+    span = high - low
+    if not span > 0:
+        return [low]
+    raw = span / (most - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step) * step
+    count = int(math.floor((high - first) / step + 1e-9)) + 1
+    return [round(first + i * step, 12) for i in range(max(count, 0))]
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """Powers of ten inside [low, high], with 2x and 5x when they span few decades."""
+    lo, hi = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    mults = (1, 2, 5) if hi - lo <= 3 else (1,)
+    ticks = [m * 10.0**e for e in range(lo, hi + 1) for m in mults]
+    return [t for t in ticks if low <= t <= high]
+
+
+def _is_skewed(values: npt.NDArray[np.float64]) -> bool:
+    """A positive column whose upper tail (median to 99th percentile) is `SKEW_RATIO`
+    times longer than its lower one (1st percentile to median): lognormal amounts,
+    exponential distances. Zero or negative values keep the linear axis."""
+    if values.size < 10 or float(values.min()) <= 0.0:
+        return False
+    low, median, high = np.quantile(values, [0.01, 0.5, 0.99])
+    return bool(high - median >= SKEW_RATIO * (median - low))
+
+
 def _svg(body: str, *, width: int = WIDTH, height: int = HEIGHT, label: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {width} {height}" '
@@ -94,10 +154,13 @@ def _numeric_plot(column: str, reference: npt.NDArray[np.float64], current: Any)
             np.array(names, dtype=object),
             keep_order=[_fmt(float(v), 2).rstrip("0").rstrip(".") for v in distinct],
         )
-    low, high = np.quantile(both, [0.005, 0.995])
+    log = _is_skewed(ref)
+    positive = both[both > 0] if log else both
+    low, high = (float(q) for q in np.quantile(positive, [0.005, 0.995]))
     if not high > low:
         low, high = float(both.min()) - 0.5, float(both.max()) + 0.5
-    edges = np.linspace(low, high, HIST_BINS + 1)
+        log = False
+    edges = np.geomspace(low, high, HIST_BINS + 1) if log else np.linspace(low, high, HIST_BINS + 1)
     ref_h = np.histogram(np.clip(ref, low, high), edges)[0] / ref.size
     cur_h = np.histogram(np.clip(cur, low, high), edges)[0] / cur.size
     top = max(float(ref_h.max()), float(cur_h.max()), 1e-12)
@@ -121,17 +184,39 @@ def _numeric_plot(column: str, reference: npt.NDArray[np.float64], current: Any)
         f'<polyline class="cur" points="{" ".join(points)}" fill="none" '
         f'stroke="{CURRENT_COLOR}" stroke-width="2.2"/>'
     )
-    for x, value, anchor in (
-        (left, low, "start"),
-        ((left + right) / 2, (low + high) / 2, "middle"),
-        (right, high, "end"),
-    ):
+    if log:
+        ticks = _log_ticks(low, high)
+        where = [
+            (math.log10(t) - math.log10(low)) / (math.log10(high) - math.log10(low)) for t in ticks
+        ]
+    else:
+        ticks = _nice_ticks(low, high)
+        where = [(t - low) / (high - low) for t in ticks]
+    for value, at in zip(ticks, where, strict=True):
+        x = left + at * (right - left)
         parts.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - 10}" font-size="11" text-anchor="{anchor}" '
-            f'fill="#52606d">{html.escape(_fmt(float(value), 2))}</text>'
+            f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#9aa5b1"/>'
+            f'<text class="tick" x="{x:.1f}" y="{HEIGHT - 10}" font-size="11" '
+            f'text-anchor="middle" fill="#52606d">{html.escape(_tick_text(value))}</text>'
+        )
+    if log:
+        parts.append(
+            f'<text x="{right}" y="{roof + 8}" font-size="10" text-anchor="end" '
+            'fill="#52606d">log scale</text>'
         )
     parts.append(f'<text x="4" y="{roof + 8}" font-size="10" fill="#52606d">{top:.0%}</text>')
-    return _svg("".join(parts), label=f"{column}: reference vs current distribution")
+    scale = "log" if log else "linear"
+    return _svg("".join(parts), label=f"{column}: reference vs current distribution ({scale} axis)")
+
+
+def _boolean_plot(column: str, reference: npt.NDArray[np.float64], current: Any) -> str:
+    """Bars of the false and true shares, as for a category."""
+    ones = int(reference.size - np.searchsorted(reference, 0.5))
+    table = {"false": reference.size - ones, "true": ones}
+    cur = _as_float(np.asarray(current))
+    cur = cur[~np.isnan(cur)]
+    names = np.where(cur != 0, "true", "false").astype(object)
+    return _categorical_plot(column, table, names, keep_order=["false", "true"])
 
 
 def _categorical_plot(
@@ -187,10 +272,20 @@ def _categorical_plot(
 
 
 def _evidence_chart(columns: Sequence[ColumnDrift], alpha: float) -> str:
-    """One bar per column: -log10 of its corrected p-value, the alarm line at alpha."""
-    shown = list(columns)[:40]
+    """One bar per column with some evidence: -log10 of its corrected p-value, the alarm
+    line at alpha. Columns at a corrected p of 1 (no evidence, the usual case after the
+    correction) are counted in a note rather than drawn as empty rows."""
+    evident = [c for c in columns if not (c.adjusted_p_value >= 0.9995) or c.drifted]
+    hidden = len(columns) - len(evident)
+    shown = evident[:40]
+    note = (
+        f"<p>{hidden} more column{'s' if hidden != 1 else ''} at corrected p = 1 (no "
+        "evidence of drift), not drawn.</p>"
+        if hidden
+        else ""
+    )
     if not shown:
-        return ""
+        return note
     width = 900
     row = 18
     height = row * len(shown) + 30
@@ -217,7 +312,7 @@ def _evidence_chart(columns: Sequence[ColumnDrift], alpha: float) -> str:
             f'<rect x="{label_w}" y="{y + 2}" width="{max(value * scale, 1):.1f}" '
             f'height="{row - 5}" fill="{color}"/>'
             f'<text x="{label_w + value * scale + 6:.1f}" y="{y + 12}" font-size="11" '
-            f'fill="#52606d">p={_fmt(c.adjusted_p_value)}</text>'
+            f'fill="#52606d">p = {format_p(c.adjusted_p_value)}</text>'
         )
     x = label_w + line * scale
     parts.append(
@@ -225,11 +320,14 @@ def _evidence_chart(columns: Sequence[ColumnDrift], alpha: float) -> str:
         'stroke-dasharray="4 3"/>'
         f'<text x="{x + 4:.1f}" y="{height - 4}" font-size="11">alpha = {alpha}</text>'
     )
-    return _svg(
-        "".join(parts),
-        width=width,
-        height=height,
-        label="evidence of drift per column (-log10 corrected p-value)",
+    return (
+        _svg(
+            "".join(parts),
+            width=width,
+            height=height,
+            label="evidence of drift per column (-log10 corrected p-value)",
+        )
+        + note
     )
 
 
@@ -270,7 +368,7 @@ def render_html(
     if report.multivariate is not None:
         m = report.multivariate
         extras.append(
-            f"<div><b>p = {_fmt(m.p_value)}</b>all numeric columns together (MMD, "
+            f"<div><b>p = {format_p(m.p_value)}</b>all numeric columns together (MMD, "
             f"{m.permutations} permutations)</div>"
         )
     cards = []
@@ -278,6 +376,9 @@ def render_html(
         if c.kind == "numeric":
             plot = _numeric_plot(c.column, reference.numeric_values(c.column), current[c.column])
             test = f"KS D = {_fmt(c.statistic)}"
+        elif c.kind == "boolean":
+            plot = _boolean_plot(c.column, reference.numeric_values(c.column), current[c.column])
+            test = f"chi² = {_fmt(c.statistic, 1)} (false/true shares)"
         else:
             plot = _categorical_plot(
                 c.column, reference.category_table(c.column), current[c.column]
@@ -288,8 +389,8 @@ def render_html(
             f'<div class="card {state}"><span class="badge" style="background:'
             f'{DRIFT_COLOR if c.drifted else OK_COLOR}">{state}</span>'
             f"<h3>{html.escape(c.column)}</h3>"
-            f'<div class="facts">{test} · p = {_fmt(c.p_value)} · corrected p = '
-            f"{_fmt(c.adjusted_p_value)} · PSI = {_fmt(c.psi)} · rows {c.reference_rows:,} vs "
+            f'<div class="facts">{test} · p = {format_p(c.p_value)} · corrected p = '
+            f"{format_p(c.adjusted_p_value)} · PSI = {_fmt(c.psi)} · rows {c.reference_rows:,} vs "
             f"{c.current_rows:,}</div>{plot}</div>"
         )
     skipped = (
