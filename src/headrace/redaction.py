@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 
-__all__ = ["install_log_redaction", "note_secret", "redact_text", "redact_url"]
+__all__ = ["install_log_redaction", "note_secret", "redact_text", "redact_url", "show_value"]
 
 MASK = "***"
 
@@ -83,6 +83,18 @@ def redact_text(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def show_value(value: object, *, limit: int = 60) -> str:
+    """`value` as it may appear in a one-line message: redacted, escaped, at most `limit`.
+
+    Config values quoted in errors go through here: a value in the wrong field may be
+    a secret, a newline in it would break the message into lines, and a megabyte of it
+    would bury the message.
+    """
+    text = redact_text(value if isinstance(value, str) else repr(value))
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def install_log_redaction() -> None:

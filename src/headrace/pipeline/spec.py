@@ -16,14 +16,15 @@ file serves every environment. Errors name the file, the key and the fix.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
-from headrace.envvars import expand_env
+from headrace.envvars import expand_env, load_yaml
 from headrace.errors import PipelineSpecError
+from headrace.redaction import note_secret, redact_url, show_value
 
 __all__ = [
     "BatchSpec",
@@ -201,27 +202,58 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
         return self.source.group or self.name
 
 
+_DAY_S = 24 * 3600.0
+_SECRET_OPTION = re.compile(r"(?i)pass|secret|token|credential|key")
+
+
+def _ranges(spec: PipelineSpec) -> list[tuple[str, float, float, float, bool]]:
+    """(key, value, low, high, low included) for every number outside the monitors.
+
+    Every number has a range: NaN and infinity fall outside all of them, and a value
+    past a maximum is a typo (``poll: 1e9``) or a hostile file, never a setting.
+    """
+    batch, dedupe = spec.batch, spec.dedupe
+    return [
+        ("$.batch.max_size", batch.max_size, 1, 100_000, True),
+        ("$.batch.max_wait_ms", batch.max_wait_ms, 0, 60_000, True),
+        ("$.batch.settle_ms", batch.settle_ms, 0, 60_000, True),
+        ("$.batch.max_in_flight", batch.max_in_flight, batch.max_size, 10_000_000, True),
+        ("$.dedupe.ttl_s", dedupe.ttl_s, 0, 366 * _DAY_S, False),
+        ("$.dedupe.max_keys", dedupe.max_keys, 1, 1_000_000_000, True),
+        ("$.limits.max_event_bytes", spec.limits.max_event_bytes, 1, 1 << 30, True),
+        ("$.shutdown_timeout_s", spec.shutdown_timeout_s, 0, 3600, False),
+        ("$.stats_interval_s", spec.stats_interval_s, 0, _DAY_S, True),  # 0: every batch
+    ]
+
+
+def _range_problems(ranges: list[tuple[str, float, float, float, bool]]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for key, value, low, high, low_included in ranges:
+        above = low <= value if low_included else low < value
+        if above and value <= high:  # NaN fails both comparisons
+            continue
+        if value > high:
+            problems.append((key, f"{value} is above the maximum {_number(high)}"))
+        elif not low_included:
+            kind = "must be positive" if low == 0 else f"must be above {_number(low)}"
+            problems.append((key, f"{value} {kind} (at most {_number(high)})"))
+        else:
+            positive = " (must be positive)" if low == 1 and value < 1 else ""
+            problems.append(
+                (key, f"{value} is not within {_number(low)}..{_number(high)}{positive}")
+            )
+    return problems
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _check(spec: PipelineSpec, *, where: str) -> PipelineSpec:
     problems: list[tuple[str, str]] = []
     if not spec.outputs:
         problems.append(("$.outputs", "at least one output is required"))
-    if not 1 <= spec.batch.max_size <= 100_000:
-        problems.append(("$.batch.max_size", f"{spec.batch.max_size} is not within 1..100000"))
-    if not 0 <= spec.batch.max_wait_ms <= 60_000:
-        problems.append(("$.batch.max_wait_ms", f"{spec.batch.max_wait_ms} is not within 0..60000"))
-    if not 0 <= spec.batch.settle_ms <= 60_000:
-        problems.append(("$.batch.settle_ms", f"{spec.batch.settle_ms} is not within 0..60000"))
-    if spec.batch.max_in_flight < spec.batch.max_size:
-        problems.append(
-            (
-                "$.batch.max_in_flight",
-                f"{spec.batch.max_in_flight} is below batch.max_size ({spec.batch.max_size})",
-            )
-        )
-    if spec.limits.max_event_bytes < 1:
-        problems.append(("$.limits.max_event_bytes", "must be positive"))
-    if spec.dedupe.ttl_s <= 0 or spec.dedupe.max_keys < 1:
-        problems.append(("$.dedupe", "ttl_s and max_keys must be positive"))
+    problems.extend(_range_problems(_ranges(spec)))
     problems.extend(_monitoring_problems(spec))
     for key, endpoint in (
         [("$.source", spec.source)]
@@ -232,7 +264,7 @@ def _check(spec: PipelineSpec, *, where: str) -> PipelineSpec:
             problems.append(
                 (
                     f"{key}.url",
-                    f"'{endpoint.url}' is not a URL (kafka://, redis://, nats://, "
+                    f"'{show_value(endpoint.url)}' is not a URL (kafka://, redis://, nats://, "
                     "file://, memory://)",
                 )
             )
@@ -250,10 +282,6 @@ def _monitoring_problems(spec: PipelineSpec) -> list[tuple[str, str]]:
         if not 0.0 <= value <= 1.0:  # NaN fails this too
             problems.append((key, f"{value} is not a share within [0, 1] (e.g. 0.01)"))
 
-    def positive(key: str, value: float) -> None:
-        if not value > 0:
-            problems.append((key, f"{value} must be positive"))
-
     if spec.tracing is not None:
         share("$.tracing.sample_ratio", spec.tracing.sample_ratio)
     samples = spec.samples
@@ -263,14 +291,21 @@ def _monitoring_problems(spec: PipelineSpec) -> list[tuple[str, str]]:
             problems.append(
                 (
                     "$.samples.url",
-                    f"'{samples.url}' is not a file:// directory (samples are Parquet files)",
+                    f"'{show_value(samples.url)}' is not a file:// directory (samples are "
+                    "Parquet files)",
                 )
             )
-        positive("$.samples.roll_mb", samples.roll_mb)
-        positive("$.samples.roll_s", samples.roll_s)
-        positive("$.samples.max_buffer", samples.max_buffer)
+        problems.extend(
+            _range_problems(
+                [
+                    ("$.samples.roll_mb", samples.roll_mb, 0, 100_000, False),
+                    ("$.samples.roll_s", samples.roll_s, 0, 7 * _DAY_S, False),
+                    ("$.samples.max_buffer", samples.max_buffer, 1, 10_000_000, True),
+                ]
+            )
+        )
         if samples.pii not in ("hash", "redact"):
-            problems.append(("$.samples.pii", f"'{samples.pii}' is not hash or redact"))
+            problems.append(("$.samples.pii", f"'{show_value(samples.pii)}' is not hash or redact"))
         elif samples.pii == "hash" and not samples.key_env:
             problems.append(("$.samples.key_env", "name the variable holding the hash key"))
     feedback = spec.feedback
@@ -279,15 +314,22 @@ def _monitoring_problems(spec: PipelineSpec) -> list[tuple[str, str]]:
             problems.append(
                 (
                     "$.feedback.url",
-                    f"'{feedback.url}' is not a URL (kafka://, redis://, nats://, file://, "
+                    f"'{show_value(feedback.url)}' is not a URL (kafka://, redis://, nats://, "
+                    "file://, "
                     "memory://)",
                 )
             )
         if not feedback.id_field or not feedback.label_field:
             problems.append(("$.feedback", "id_field and label_field must not be empty"))
-        positive("$.feedback.max_pending", feedback.max_pending)
-        positive("$.feedback.ttl_s", feedback.ttl_s)
-        positive("$.feedback.window", feedback.window)
+        problems.extend(
+            _range_problems(
+                [
+                    ("$.feedback.max_pending", feedback.max_pending, 1, 100_000_000, True),
+                    ("$.feedback.ttl_s", feedback.ttl_s, 0, 366 * _DAY_S, False),
+                    ("$.feedback.window", feedback.window, 1, 10_000_000, True),
+                ]
+            )
+        )
     problems.extend(_drift_problems(spec.drift))
     return problems
 
@@ -296,9 +338,15 @@ def _drift_problems(drift: DriftSpec | None) -> list[tuple[str, str]]:
     """What is wrong in the ``drift`` section."""
     if drift is None:
         return []
-    problems: list[tuple[str, str]] = []
-    if drift.window < 2:
-        problems.append(("$.drift.window", f"{drift.window} rows is too few (at least 2)"))
+    problems = _range_problems(
+        [
+            ("$.drift.window", drift.window, 2, 10_000_000, True),
+            ("$.drift.target_run_length", drift.target_run_length, 0, 10**12, False),
+            ("$.drift.calibration_checks", drift.calibration_checks, 100, 10_000_000, True),
+            ("$.drift.seed", drift.seed, 0, 2**32 - 1, True),
+            ("$.drift.clear_after_checks", drift.clear_after_checks, 1, 1_000_000, True),
+        ]
+    )
     if not 1 <= drift.stride <= max(drift.window, 1):
         problems.append(
             ("$.drift.stride", f"{drift.stride} is not within 1..window ({drift.window})")
@@ -310,17 +358,14 @@ def _drift_problems(drift: DriftSpec | None) -> list[tuple[str, str]]:
                 f"{drift.target_run_length} rows must exceed the window ({drift.window})",
             )
         )
-    if drift.calibration_checks < 100:
-        problems.append(("$.drift.calibration_checks", f"{drift.calibration_checks} is below 100"))
-    if drift.clear_after_checks < 1:
-        problems.append(("$.drift.clear_after_checks", f"{drift.clear_after_checks} is below 1"))
     if drift.columns is not None and (not drift.columns or "" in drift.columns):
         problems.append(("$.drift.columns", "name at least one column (or leave it out)"))
     if drift.sink is not None and "://" not in drift.sink.url:
         problems.append(
             (
                 "$.drift.sink.url",
-                f"'{drift.sink.url}' is not a URL (kafka://, redis://, nats://, file://, "
+                f"'{show_value(drift.sink.url)}' is not a URL (kafka://, redis://, nats://, "
+                "file://, "
                 "memory://)",
             )
         )
@@ -334,23 +379,48 @@ def pipeline_spec_from_dict(data: Any, *, where: str = "pipeline spec") -> Pipel
             f"{where}: expected a mapping with name, model, source and outputs, got "
             f"{type(data).__name__}."
         )
+    expanded = expand_env(data, where=where, error=PipelineSpecError)
     try:
-        spec = msgspec.convert(expand_env(data, where=where, error=PipelineSpecError), PipelineSpec)
+        spec = msgspec.convert(expanded, PipelineSpec)
     except msgspec.ValidationError as exc:
-        raise PipelineSpecError(f"{where}: {exc}. See the pipeline spec in the README.") from exc
+        # The message may quote a key or value of the file: one line, redacted.
+        raise PipelineSpecError(
+            f"{where}: {show_value(str(exc), limit=300)}. See the pipeline spec in the README."
+        ) from None
+    # Remember every credential (in URLs, in client options such as sasl.password), so
+    # that no later message or log line shows it, whoever prints it.
+    for url, options in _endpoints(spec):
+        redact_url(url)
+        for name, value in options.items():
+            if _SECRET_OPTION.search(str(name)):
+                note_secret(str(value))
     return _check(spec, where=where)
 
 
+def _endpoints(spec: PipelineSpec) -> list[tuple[str, dict[str, Any]]]:
+    """Every URL in the spec, with its client options."""
+    ends: list[EndpointSpec | FeedbackSpec | None] = [
+        spec.source,
+        *spec.outputs,
+        spec.dead_letter,
+        spec.feedback,
+        spec.drift.sink if spec.drift is not None else None,
+    ]
+    found = [(end.url, end.options) for end in ends if end is not None]
+    return [*found, (spec.dedupe.url, {})]
+
+
 def load_pipeline_spec(path: Path) -> PipelineSpec:
-    """Read and validate a pipeline YAML file."""
+    """Read and validate a pipeline YAML file (size, nesting and aliases bounded).
+
+    Raises
+    ------
+    PipelineSpecError
+        One line naming the file, the key and the fix.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes()
     except OSError as exc:
-        raise PipelineSpecError(f"Cannot read pipeline spec '{path}': {exc.strerror}.") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise PipelineSpecError(f"{path}: invalid YAML{line}: {exc}") from exc
+        raise PipelineSpecError(f"Cannot read pipeline spec '{path}': {exc.strerror}.") from None
+    data = load_yaml(text, where=str(path), error=PipelineSpecError)
     return pipeline_spec_from_dict(data, where=str(path))

@@ -21,8 +21,8 @@ from typing import Any, Literal, TypeVar, get_args
 
 import msgspec
 import orjson
-import yaml
 
+from headrace.envvars import load_yaml
 from headrace.errors import SchemaError
 
 __all__ = [
@@ -302,18 +302,8 @@ def _read_document(path: Path, *, what: str) -> Any:
                 f"invalid JSON in {path} at line {exc.lineno}, column {exc.colno}: "
                 f"{exc.msg}: fix the syntax"
             ) from None
-    try:
-        return yaml.safe_load(raw)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or exc.context or "syntax error"
-        raise SchemaError(
-            f"invalid YAML in {path}{where}: {problem}: fix the syntax "
-            "(check the indentation and quoting)"
-        ) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"invalid YAML in {path}: {exc}: fix the syntax") from None
+    # Bounded: size, nesting and alias expansion (see headrace.envvars.load_yaml).
+    return load_yaml(raw, where=str(path), error=SchemaError, invalid=f"invalid YAML in {path}")
 
 
 _MSGSPEC_ERROR = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import yaml
 
-from headrace.envvars import expand_env
+from headrace.envvars import expand_env, load_yaml
 from headrace.errors import ConfigError
+from headrace.redaction import note_secret, show_value
 
 __all__ = [
     "AuthConfig",
@@ -206,12 +206,17 @@ def _problems(config: ServeConfig) -> list[tuple[str, str]]:
         problems.append(("$.grpc_port", "must differ from port"))
     if config.models is not None and not config.models:
         problems.append(("$.models", "is empty: list model names, or omit it to serve all"))
-    if config.memory_budget_mb is not None and config.memory_budget_mb <= 0:
-        problems.append(("$.memory_budget_mb", "must be positive (omit it for no limit)"))
+    budget = config.memory_budget_mb
+    if budget is not None and not 0 < budget <= 1 << 24:  # NaN fails too
+        problems.append(
+            ("$.memory_budget_mb", f"{budget} must be positive, at most 16777216 (omit: no limit)")
+        )
     if not config.overcommit >= 1.0:
         problems.append(("$.overcommit", f"{config.overcommit} is below 1.0"))
-    if not config.poll_interval_s > 0:
-        problems.append(("$.poll_interval_s", "must be positive"))
+    elif not config.overcommit <= 100.0:
+        problems.append(("$.overcommit", f"{config.overcommit} is above 100"))
+    if not 0 < config.poll_interval_s <= 3600:  # .inf: alias moves would never be noticed
+        problems.append(("$.poll_interval_s", f"{config.poll_interval_s} is not within (0, 3600]"))
     batching = config.batching
     if not 1 <= batching.max_batch_size <= 100_000:
         problems.append(("$.batching.max_batch_size", "must be within 1..100000"))
@@ -219,10 +224,12 @@ def _problems(config: ServeConfig) -> list[tuple[str, str]]:
         problems.append(("$.batching.max_batch_time_ms", "must be within 0..60000"))
     if not 0 <= batching.inline_budget_ms <= 1000:
         problems.append(("$.batching.inline_budget_ms", "must be within 0..1000"))
-    if batching.max_queue_rows < 1:
-        problems.append(("$.batching.max_queue_rows", "must be at least 1"))
+    if not 1 <= batching.max_queue_rows <= 100_000_000:
+        problems.append(("$.batching.max_queue_rows", "must be within 1..100000000"))
     if config.limits.max_body_bytes < 1024:
         problems.append(("$.limits.max_body_bytes", "must be at least 1024"))
+    elif config.limits.max_body_bytes > 1 << 31:
+        problems.append(("$.limits.max_body_bytes", "must be at most 2147483648"))
     if not 0 < config.limits.timeout_s <= 3600:
         problems.append(("$.limits.timeout_s", "must be within (0, 3600]"))
     if not 1 <= config.limits.max_elements <= 1 << 31:
@@ -239,11 +246,37 @@ def _problems(config: ServeConfig) -> list[tuple[str, str]]:
                 ("$.tracing.sample_ratio", f"{ratio} is not within [0, 1]: give a share like 0.01")
             )
     if config.tls is not None:
-        for key in ("certfile", "keyfile"):
-            path = Path(getattr(config.tls, key))
-            if not path.is_file():
-                problems.append((f"$.tls.{key}", f"'{path}' is not a readable file"))
+        problems.extend(_tls_problems(config.tls))
     return problems
+
+
+def _tls_problems(tls: TLSConfig) -> list[tuple[str, str]]:
+    """The certificate and key must be readable PEM files that belong together.
+
+    Loaded here, once, so a wrong file is a config error naming the key, not an
+    ``ssl.SSLError`` traceback when the server starts.
+    """
+    import ssl
+
+    for key in ("certfile", "keyfile"):
+        path = Path(getattr(tls, key))
+        if not path.is_file():
+            return [(f"$.tls.{key}", f"'{show_value(str(path))}' is not a readable file")]
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            tls.certfile, tls.keyfile, password=tls.keyfile_password
+        )
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        return [
+            (
+                "$.tls.certfile",
+                f"'{show_value(tls.certfile)}' with keyfile '{show_value(tls.keyfile)}' is not "
+                f"a PEM certificate chain and its private key ({reason}): check both files "
+                "and keyfile_password",
+            )
+        ]
+    return []
 
 
 def _connection_problems(connections: ConnectionsConfig) -> list[tuple[str, str]]:
@@ -291,7 +324,15 @@ def serve_config_from_dict(
     try:
         config = msgspec.convert(expanded, ServeConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: {exc}. See `headrace serve` in the README") from None
+        # The message may quote a key or an enum value of the file: one line, redacted.
+        raise ConfigError(
+            f"{where}: {show_value(str(exc), limit=300)}. See `headrace serve` in the README"
+        ) from None
+    # Remembered, so that no message or log line shows them (see headrace.redaction).
+    for secret in (config.auth.inference_token, config.auth.management_token):
+        note_secret(secret)
+    if config.tls is not None:
+        note_secret(config.tls.keyfile_password)
     problems = _problems(config)
     if problems:
         key, problem = problems[0]
@@ -308,13 +349,8 @@ def load_serve_config(path: Path, *, overrides: dict[str, Any] | None = None) ->
         When the file cannot be read, is not YAML, or a key is wrong (named with its path).
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes()  # load_yaml decodes (a bad encoding is a ConfigError)
     except OSError as exc:
         raise ConfigError(f"Cannot read serve config '{path}': {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    data = load_yaml(text, where=str(path), error=ConfigError)  # size and aliases bounded
     return serve_config_from_dict(data, where=str(path), overrides=overrides)

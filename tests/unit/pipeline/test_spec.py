@@ -69,3 +69,56 @@ def test_malformed_specs_name_file_and_key(tmp_path: Path, text: str, parts: lis
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PipelineSpecError, match="Cannot read pipeline spec"):
         load_pipeline_spec(tmp_path / "nope.yaml")
+
+
+# -- numbers: every one has a range; NaN, infinity and negatives are refused by name -------
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("shutdown_timeout_s: -1", "$.shutdown_timeout_s"),
+        ("shutdown_timeout_s: .inf", "$.shutdown_timeout_s"),
+        ("stats_interval_s: .nan", "$.stats_interval_s"),
+        ("stats_interval_s: -0.1", "$.stats_interval_s"),
+        ("batch: {max_wait_ms: .nan}", "$.batch.max_wait_ms"),
+        ("batch: {settle_ms: -0.5}", "$.batch.settle_ms"),
+        ("batch: {max_in_flight: 100000000}", "$.batch.max_in_flight"),
+        ("dedupe: {ttl_s: .inf}", "$.dedupe.ttl_s"),
+        ("dedupe: {ttl_s: -5}", "$.dedupe.ttl_s"),
+        ("dedupe: {max_keys: 0}", "$.dedupe.max_keys"),
+        ("limits: {max_event_bytes: 99999999999}", "$.limits.max_event_bytes"),
+        ("samples: {roll_s: .inf}", "$.samples.roll_s"),
+        ("samples: {roll_mb: .nan}", "$.samples.roll_mb"),
+        ("feedback: {url: 'memory://b/l', ttl_s: .nan}", "$.feedback.ttl_s"),
+        ("feedback: {url: 'memory://b/l', window: 0}", "$.feedback.window"),
+        ("drift: {seed: -1}", "$.drift.seed"),
+        ("drift: {calibration_checks: 99999999999}", "$.drift.calibration_checks"),
+    ],
+)
+def test_numbers_out_of_range_name_the_field(tmp_path: Path, extra: str, key: str) -> None:
+    with pytest.raises(PipelineSpecError) as caught:
+        load_pipeline_spec(write(tmp_path, GOOD + extra + "\n"))
+    message = str(caught.value)
+    assert message.endswith(f"- at `{key}`"), message
+    assert "\n" not in message
+
+
+def test_a_spec_error_never_shows_a_secret(tmp_path: Path) -> None:
+    # A URL missing its scheme, a multi-line value and a secret in a wrong-typed field.
+    for extra in (
+        "dead_letter: {url: 'u:Hx9pass@broker:9092'}",
+        'dead_letter: {url: "a\\nb:Hx9pass@c"}',
+        "dead_letter: {url: 'kafka://u:Hx9pass@b:1', group: [Hx9pass]}",
+    ):
+        with pytest.raises(PipelineSpecError) as caught:
+            load_pipeline_spec(write(tmp_path, GOOD + extra + "\n"))
+        assert "Hx9pass" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_alias_bomb_in_a_spec_is_refused_before_expansion(tmp_path: Path) -> None:
+    bomb = "x0: &x0 [a, a, a, a, a, a, a, a, a, a]\n" + "".join(
+        f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]\n" for i in range(1, 9)
+    )
+    with pytest.raises(PipelineSpecError, match="once its aliases are expanded"):
+        load_pipeline_spec(write(tmp_path, GOOD + bomb))
