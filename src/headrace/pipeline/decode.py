@@ -239,7 +239,7 @@ class EventDecoder:
         for name, value in message.headers:
             if name == CSV_ERROR_HEADER:
                 problem = value.decode("utf-8", "replace")
-                into.failures.append((i, "decode", f"Malformed CSV row: {problem}", None))
+                into.failures.append((i, "decode", f"Malformed row: {problem}", None))
                 return
         try:
             record = orjson.loads(message.value)

@@ -10,6 +10,11 @@ Fields written by other producers that are neither the value nor the key become 
 under their own names; an entry without a value field arrives with an empty value (the
 pipeline dead-letters it with every field kept), never silently dropped.
 
+A producer that writes the event as the entry's own fields (``XADD events * event_id e1
+amount 3.5``) is read with ``value_field: "*"``: the fields other than the key and the
+prefixed headers become a JSON object of text, marked ``content-type: csv`` so the
+pipeline types each value per its schema field, as it does CSV cells (sources only).
+
 Consumer groups are Redis's unit of sharing: every member reads new entries (``>``),
 each entry goes to one member and stays in that member's pending list (PEL) until it is
 acknowledged (`RedisStreamSource.commit` = ``XACK``). Redis has no rebalance; instead:

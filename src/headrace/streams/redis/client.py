@@ -7,9 +7,16 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
+import orjson
+
 from headrace.errors import ConfigError, DependencyMissingError, SourceError, StreamUnavailableError
 from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord
+from headrace.streams.file.formats import (
+    CONTENT_TYPE_HEADER,
+    CSV_CONTENT_TYPE,
+    CSV_ERROR_HEADER,
+)
 
 __all__ = []
 
@@ -139,8 +146,17 @@ def _text(raw: bytes | str) -> str:
 class _Codec:
     """Between `Message`/`OutRecord` and a stream entry's field/value pairs."""
 
-    def __init__(self, ours: Mapping[str, Any], *, owner: str) -> None:
+    def __init__(self, ours: Mapping[str, Any], *, owner: str, sink: bool = False) -> None:
         self.value_field = str(ours.get("value_field", "value")).encode()
+        # "*": the entry's own fields are the event (another producer's layout, e.g.
+        # `XADD events * event_id e1 amount 3.5`): a JSON object of their text, marked
+        # for the pipeline to type per schema field, as it types CSV rows.
+        self.whole_entry = self.value_field == b"*"
+        if self.whole_entry and sink:
+            raise ConfigError(
+                f"{owner}: value_field '*' (the entry's fields are the event) is for "
+                "sources only; a sink writes the value under one field: name it"
+            )
         self.key_field = str(ours.get("key_field", "key")).encode()
         self.header_prefix = str(ours.get("header_prefix", "h:"))
         if self.value_field == self.key_field or not self.header_prefix:
@@ -159,6 +175,8 @@ class _Codec:
         return out
 
     def message(self, stream: str, entry_id: bytes, fields: list[bytes]) -> Message:
+        if self.whole_entry:
+            return self._whole_entry(stream, entry_id, fields)
         value = b""
         key: bytes | None = None
         headers: list[tuple[str, bytes]] = []
@@ -172,6 +190,42 @@ class _Codec:
                 headers.append((_text(name[len(self._prefix_bytes) :]), data))
             else:
                 headers.append((_text(name), data))
+        offset = entry_id.decode()
+        return Message(
+            value=value,
+            topic=stream,
+            partition=0,
+            offset=offset,
+            key=key,
+            headers=headers,
+            timestamp_ms=int(offset.split("-", 1)[0]),
+        )
+
+    def _whole_entry(self, stream: str, entry_id: bytes, fields: list[bytes]) -> Message:
+        """An entry whose fields are the event: their text as a JSON object, the key and
+        the prefixed headers apart; undecodable text passes as raw bytes, marked so the
+        pipeline dead-letters it."""
+        event: dict[str, str] = {}
+        key: bytes | None = None
+        headers: list[tuple[str, bytes]] = []
+        problem = None
+        for i in range(0, len(fields) - 1, 2):
+            name, data = fields[i], fields[i + 1]
+            if name == self.key_field:
+                key = data
+            elif name.startswith(self._prefix_bytes):
+                headers.append((_text(name[len(self._prefix_bytes) :]), data))
+            else:
+                try:
+                    event[name.decode()] = data.decode()
+                except UnicodeDecodeError:
+                    problem = f"field {_text(name)!r} is not UTF-8 text"
+        if problem is None:
+            value = orjson.dumps(event)
+            headers.append((CONTENT_TYPE_HEADER, CSV_CONTENT_TYPE))
+        else:
+            value = b"".join(fields)
+            headers.append((CSV_ERROR_HEADER, problem.encode()))
         offset = entry_id.decode()
         return Message(
             value=value,

@@ -84,7 +84,7 @@ class RedisStreamSink:
         ours, self._client_options = _split_options(options, _SINK_OPTIONS)
         _check_client_options(url, self._client_options, known=_SINK_OPTIONS, owner=owner)
         self._options = ours
-        self._codec = _Codec(ours, owner=owner)
+        self._codec = _Codec(ours, owner=owner, sink=True)
         maxlen = ours.get("maxlen")
         if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int)):
             raise ConfigError(f"{owner} option 'maxlen' must be an integer, got {maxlen!r}")

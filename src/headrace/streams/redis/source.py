@@ -125,7 +125,9 @@ class RedisStreamSource:
             Delete members idle this long that hold no pending entry (default one hour;
             0 disables), so the group does not collect the names of dead processes.
         ``value_field``, ``key_field``, ``header_prefix``
-            The entry layout (default ``value``, ``key``, ``h:``).
+            The entry layout (default ``value``, ``key``, ``h:``). ``value_field: "*"``
+            reads an entry's own fields as the event (``XADD s * amount 3.5 ...``):
+            their text, typed per schema field by the pipeline as CSV cells are.
         ``socket_timeout``, ``socket_connect_timeout``, ``retries``
             Bounds on every call (default 5 s, 2 s, 1 retry).
 
