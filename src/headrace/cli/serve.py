@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from headrace.registry.store import Registry
     from headrace.serving.config import ServeConfig
 
-__all__ = ["serve", "served_releases", "start_banner"]
+__all__ = ["serve"]
 
 
 def serve(
@@ -52,14 +52,14 @@ def serve(
     sock = bind(settings)
     # A SIGTERM while the registry opens and the app builds still exits 0 (see StopSignals).
     with StopSignals() as early, sock, open_registry(ctx, must_exist=True) as registry:
-        releases = served_releases(registry, settings)
+        releases = _served_releases(registry, settings)
         app = build_app(registry, settings)
         server = uvicorn_server(app, settings, early=early)
         port = sock.getsockname()[1]
 
         async def announce() -> None:  # after start-up: the gRPC port is bound by then
             sys.stderr.write(
-                start_banner(settings, port=port, grpc_port=app.grpc_port, releases=releases)
+                _start_banner(settings, port=port, grpc_port=app.grpc_port, releases=releases)
             )
             sys.stderr.flush()
 
@@ -69,7 +69,7 @@ def serve(
             raise typer.Exit(1)
 
 
-def served_releases(registry: Registry, settings: ServeConfig) -> dict[str, str | None]:
+def _served_releases(registry: Registry, settings: ServeConfig) -> dict[str, str | None]:
     """Each served name and the release its alias points at (None: no such alias yet).
 
     Raises
@@ -97,7 +97,7 @@ def served_releases(registry: Registry, settings: ServeConfig) -> dict[str, str 
     }
 
 
-def start_banner(
+def _start_banner(
     settings: ServeConfig, *, port: int, grpc_port: int | None, releases: dict[str, str | None]
 ) -> str:
     """What ``headrace serve`` prints once it serves: where, and which release per model."""

@@ -12,6 +12,10 @@ from __future__ import annotations
 from headrace.serving.app import (
     InferenceApp,
 )
+from headrace.serving.auth import (
+    bearer_token,
+    token_matches,
+)
 from headrace.serving.batching import (
     AdaptiveBatcher,
     BatchMode,
@@ -20,13 +24,16 @@ from headrace.serving.batching import (
 )
 from headrace.serving.codec import (
     DATATYPES,
+    DEFAULT_MAX_ELEMENTS,
     FIELD_DATATYPES,
+    MAX_DIMS,
     OUTPUT_NAMES,
     InputTensor,
     OutputTensor,
     array_from_bytes,
     array_from_values,
     array_to_bytes,
+    check_shape,
     columns_from_inputs,
     datatype_of,
     outputs_from_part,
@@ -35,6 +42,7 @@ from headrace.serving.codec import (
 from headrace.serving.config import (
     AuthConfig,
     BatchingConfig,
+    ConnectionsConfig,
     LimitsConfig,
     ServeConfig,
     TLSConfig,
@@ -50,8 +58,13 @@ from headrace.serving.errors import (
     OverloadedError,
     PayloadTooLargeError,
     ProtocolError,
+    RequestTimeoutError,
     UnauthorizedError,
     status_of,
+)
+from headrace.serving.logfilter import (
+    RateLimitFilter,
+    rate_limit,
 )
 from headrace.serving.metrics import (
     ServerMetrics,
@@ -59,6 +72,9 @@ from headrace.serving.metrics import (
 )
 from headrace.serving.openapi import (
     openapi_document,
+)
+from headrace.serving.protocol import (
+    guarded_httptools_protocol,
 )
 from headrace.serving.repository import (
     OUTPUT_PREDICTION,
@@ -78,12 +94,15 @@ from headrace.serving.server import (
     StopSignals,
     bind,
     build_app,
+    grpc_grace_s,
     uvicorn_server,
 )
 
 __all__ = [
     "DATATYPES",
+    "DEFAULT_MAX_ELEMENTS",
     "FIELD_DATATYPES",
+    "MAX_DIMS",
     "OUTPUT_NAMES",
     "OUTPUT_PREDICTION",
     "OUTPUT_SCORE",
@@ -93,6 +112,7 @@ __all__ = [
     "BatchPart",
     "BatchReport",
     "BatchingConfig",
+    "ConnectionsConfig",
     "InferRequest",
     "InferenceApp",
     "InferenceFailedError",
@@ -109,6 +129,8 @@ __all__ = [
     "OverloadedError",
     "PayloadTooLargeError",
     "ProtocolError",
+    "RateLimitFilter",
+    "RequestTimeoutError",
     "ServeConfig",
     "ServerMetrics",
     "StopSignals",
@@ -119,18 +141,24 @@ __all__ = [
     "array_from_bytes",
     "array_from_values",
     "array_to_bytes",
+    "bearer_token",
     "bind",
     "build_app",
+    "check_shape",
     "columns_from_inputs",
     "datatype_of",
     "encode_infer_response",
+    "grpc_grace_s",
+    "guarded_httptools_protocol",
     "load_serve_config",
     "new_registry",
     "openapi_document",
     "outputs_from_part",
     "parse_infer_request",
     "raise_for_rejections",
+    "rate_limit",
     "serve_config_from_dict",
     "status_of",
+    "token_matches",
     "uvicorn_server",
 ]
