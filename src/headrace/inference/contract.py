@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from headrace.errors import HeadraceError, ReleaseError
@@ -37,6 +38,7 @@ __all__ = ["check_draft", "compare_outputs", "resolve_signature"]
 _TEXT_TYPES = frozenset({"string", "category"})
 _TEXT_TENSOR = "tensor(string)"
 _SHOWN = 8
+_PROBE_ROWS = 32
 
 
 def _names(names: Sequence[str]) -> str:
@@ -308,4 +310,42 @@ def check_draft(draft: ReleaseDraft, *, schema_given: bool = True) -> tuple[Rele
         options=dict(draft.config.runtime),
     )
     signed = sign_draft(draft, model, schema_given=schema_given)
+    if _needs_frame(signed, model):
+        signature = signed.signature
+        if signature is not None:
+            signed = dataclasses.replace(
+                signed, signature=msgspec.structs.replace(signature, frame=True)
+            )
     return signed, verify_with_reference(signed, model)
+
+
+def _needs_frame(draft: ReleaseDraft, model: LoadedModel) -> bool:
+    """A model fitted on a DataFrame of numbers that refuses a numpy matrix (a
+    ColumnTransformer selecting columns by name) must get a DataFrame after all."""
+    signature = draft.signature
+    if signature is None or signature.frame or not isinstance(model, SignedModel):
+        return False
+    if not model.signature().frame:
+        return False
+    if draft.profile is None or draft.profile.sample is None:
+        return True  # nothing to try it on: the DataFrame is always right, only slower
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(draft.sources[draft.profile.sample.sha256]).slice(0, _PROBE_ROWS)
+    batch = validate(draft.schema, columns_from_arrow(table), n_rows=table.num_rows)
+    if batch.rows.size == 0:
+        return True
+    service = InferenceService(
+        model,
+        schema=draft.schema,
+        inputs=signature.names,
+        config=draft.config,
+        release=draft.name,
+        release_digest="",
+        signature=signature,
+    )
+    try:
+        model.predict(service.model_input(batch.columns))
+    except Exception:
+        return True
+    return False

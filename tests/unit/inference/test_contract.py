@@ -299,3 +299,27 @@ def test_array_models_and_numeric_signatures_keep_the_numpy_path(
     service = _service(model, signed.schema, signed.signature)
     handed = service.model_input({c: x[c].to_numpy() for c in COLUMNS})
     assert isinstance(handed, np.ndarray) and handed.dtype == np.float64
+
+
+def test_a_numeric_model_selecting_columns_by_name_gets_a_dataframe(
+    tmp_path: Path, frame_model: tuple[Path, pd.DataFrame, Any]
+) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    _, x, _ = frame_model
+    y = (x["alpha"] > 0).astype(int)
+    select = ColumnTransformer([("keep", "passthrough", ["gamma", "alpha"])])
+    fitted = Pipeline([("select", select), ("clf", LogisticRegression())]).fit(x, y)
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    joblib.dump(fitted, model_dir / "model.joblib")
+    signed, rows = check_draft(_draft(tmp_path, model_dir, x), schema_given=False)
+    assert rows == len(x)
+    assert signed.signature is not None and signed.signature.frame
+    model = load_model("sklearn", model_dir=model_dir, entry="model.joblib")
+    result = _service(model, signed.schema, signed.signature).infer(
+        {c: x[c].to_numpy() for c in COLUMNS}, n_rows=len(x)
+    )
+    assert list(result.predictions) == list(fitted.predict(x))
