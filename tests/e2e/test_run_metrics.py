@@ -33,7 +33,7 @@ def home(tmp_path: Path) -> Path:
         cache_dir=home / "cache",
     ) as registry:
         registry.register(draft_from(files, tmp_path), alias="champion")
-        registry.register(draft_from(files, tmp_path), alias="champion")
+        registry.register(draft_from(files, tmp_path), alias="champion", allow_duplicate=True)
     return home
 
 

@@ -54,7 +54,7 @@ def draft_of(files: ModelFiles, tmp_path: Path, name: str = "fraud") -> ReleaseD
 
 def test_register_get_list(registry: Registry, files: ModelFiles, tmp_path: Path) -> None:
     first = registry.register(draft_of(files, tmp_path), alias="champion")
-    second = registry.register(draft_of(files, tmp_path))
+    second = registry.register(draft_of(files, tmp_path), allow_duplicate=True)
     assert (first.version, second.version) == (1, 2)
     assert first.digest != second.digest
     assert registry.get("fraud:1").digest == first.digest
@@ -84,7 +84,7 @@ def test_unknown_release_and_alias(registry: Registry, files: ModelFiles, tmp_pa
 
 def test_alias_history_and_rollback(registry: Registry, files: ModelFiles, tmp_path: Path) -> None:
     for _ in range(3):
-        registry.register(draft_of(files, tmp_path))
+        registry.register(draft_of(files, tmp_path), allow_duplicate=True)
     registry.set_alias("fraud", "champion", 1, reason="first")
     registry.set_alias("fraud", "champion", 2, reason="better auc")
     registry.set_alias("fraud", "champion", 3, reason="retrained")
@@ -164,7 +164,7 @@ def test_tampered_artifact_is_refused_before_unpickling(
 
     class Evil:
         def __reduce__(self) -> tuple[object, tuple[str]]:
-            return (Path.touch, (str(marker),))  # type: ignore[return-value]
+            return (Path.touch, (str(marker),))
 
     blob.write_bytes(pickle.dumps(Evil()))
     with pytest.raises(ArtifactIntegrityError) as caught:
@@ -225,7 +225,7 @@ def test_audit_tampering_is_named(
     what: str,
 ) -> None:
     for _ in range(3):
-        registry.register(draft_of(files, tmp_path))
+        registry.register(draft_of(files, tmp_path), allow_duplicate=True)
     registry.set_alias("fraud", "champion", 2)
     assert registry.verify_audit() == 4
     engine = create_engine(registry_url.replace("postgresql://", "postgresql+psycopg://", 1))

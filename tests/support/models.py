@@ -100,7 +100,10 @@ def register_in_subprocess(url: str, root: str, model_dir: str, out: Any) -> Non
     with Registry(
         url, artifacts=f"file://{tmp / 'artifacts'}", actor="proc", cache_dir=tmp / "cache"
     ) as registry:
-        versions = [registry.register(draft_from(files, Path(model_dir))).version for _ in range(3)]
+        versions = [
+            registry.register(draft_from(files, Path(model_dir)), allow_duplicate=True).version
+            for _ in range(3)
+        ]
     out.put(versions)
 
 

@@ -23,10 +23,17 @@ def set_alias(
     alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
     version: Annotated[int, typer.Argument(help="Version to point at.", min=1)],
     reason: Annotated[str, typer.Option(help="Why (kept in the alias history).")] = "",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Point at a release that did not pass verification (needs --reason; audited).",
+        ),
+    ] = False,
 ) -> None:
-    """Point NAME@ALIAS at VERSION."""
+    """Point NAME@ALIAS at VERSION (a release that passed verification, unless --force)."""
     with open_registry(ctx) as registry:
-        moved = registry.set_alias(name, alias, version, reason=reason)
+        moved = registry.set_alias(name, alias, version, reason=reason, force=force)
     typer.echo(f"{name}@{alias}: {moved.from_version or '-'} -> {moved.to_version}")
 
 

@@ -71,9 +71,13 @@ def open_registry(ctx: typer.Context, *, must_exist: bool = False) -> Registry:
             "first (headrace register), or point HEADRACE_REGISTRY or --registry at an existing "
             "registry (or HEADRACE_HOME at its directory)"
         )
+    from headrace.registry.signing import SigningPolicy
+
     return Registry(
         settings.registry_url(),
         artifacts=settings.artifacts_url(),
         actor=settings.actor,
         cache_dir=settings.release_cache(),
+        # HEADRACE_REQUIRE_SIGNED=1: load only releases a HEADRACE_TRUSTED_KEYS key signed.
+        signing=SigningPolicy.from_env(),
     )

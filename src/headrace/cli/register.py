@@ -47,9 +47,22 @@ def register(
             help="Load the model, read its signature and score the training sample first."
         ),
     ] = True,
+    allow_duplicate: Annotated[
+        bool,
+        typer.Option(
+            "--allow-duplicate", help="Make a new version even if identical content is registered."
+        ),
+    ] = False,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Ed25519 private key (PEM) to sign the release with.", exists=True, dir_okay=False
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Register a model with its schema, features, config, data fingerprint and metrics."""
+    from headrace.audit.keys import load_ed25519_signer
     from headrace.errors import ConfigError
     from headrace.inference.contract import check_draft
     from headrace.release.bundle import build_draft
@@ -93,9 +106,29 @@ def register(
             # disagrees with its schema or answers differently through headrace is refused.
             draft, _ = check_draft(draft, schema_given=schema is not None)
         with open_registry(ctx) as registry:
-            release = registry.register(draft, alias=alias, parent=parent)
+            release = registry.register(
+                draft,
+                alias=alias,
+                parent=parent,
+                allow_duplicate=allow_duplicate,
+                verification="passed" if verify else "skipped",
+                sign_key=None if sign_key is None else load_ed25519_signer(sign_key),
+            )
+    if release.duplicate_of is not None:
+        typer.echo(
+            f"identical to {release.duplicate_of}: no new version "
+            "(pass --allow-duplicate to make one)",
+            err=True,
+        )
     if as_json:
-        print_json({"release": release.ref, "digest": release.digest, "alias": alias})
+        print_json(
+            {
+                "release": release.ref,
+                "digest": release.digest,
+                "alias": alias,
+                "duplicate_of": release.duplicate_of,
+            }
+        )
         return
     typer.echo(f"{release.ref} {release.digest}")
     if alias:

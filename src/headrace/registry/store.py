@@ -23,9 +23,12 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, select, t
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from headrace.audit.chain import AuditRecord, append_record, iter_records, verify_chain
+from headrace.audit.chain import GENESIS_HASH, AuditRecord, append_record, audit_table, iter_records
+from headrace.audit.checkpoint import Checkpoint, check_against, make_checkpoint
+from headrace.audit.keys import Signer, Verifier
 from headrace.errors import (
     ArtifactIntegrityError,
+    AuditError,
     ConfigError,
     DependencyMissingError,
     RegistryError,
@@ -35,11 +38,27 @@ from headrace.errors import (
     ReleaseNotFoundError,
 )
 from headrace.redaction import redact_url
+from headrace.registry._copies import PrivateCopies, copy_verified, make_private_parent
+from headrace.registry.anchors import CheckpointStore
 from headrace.registry.artifacts import ArtifactStore, open_artifact_store
-from headrace.registry.copies import PrivateCopies, copy_verified, make_private_parent
+from headrace.registry.integrity import ChainState, verify_registry
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
-from headrace.registry.tables import alias_events, aliases, migrate, release_tags, releases
+from headrace.registry.signing import (
+    REQUIRE_SIGNED_ENV,
+    TRUSTED_KEYS_ENV,
+    SigningPolicy,
+    sign_release,
+)
+from headrace.registry.tables import (
+    alias_events,
+    aliases,
+    migrate,
+    release_signatures,
+    release_tags,
+    releases,
+)
 from headrace.release.bundle import ReleaseDraft, file_sha256, validate_name
+from headrace.release.identity import content_digest
 from headrace.release.manifest import (
     FileEntry,
     Manifest,
@@ -48,7 +67,17 @@ from headrace.release.manifest import (
     manifest_digest,
 )
 
-__all__ = ["ALIAS_CHANNEL", "AliasEvent", "Registry", "Release", "ReleaseSummary"]
+__all__ = [
+    "ALIAS_CHANNEL",
+    "VERIFICATIONS",
+    "AliasEvent",
+    "Registry",
+    "Release",
+    "ReleaseSummary",
+]
+
+VERIFICATIONS = ("passed", "skipped", "failed")
+"""What `Registry.register` may record of a release's verification."""
 
 ALIAS_CHANNEL = "headrace_alias"
 """PostgreSQL NOTIFY channel of alias moves; the payload is ``name@alias:version``."""
@@ -69,6 +98,13 @@ class Release:
 
     manifest: Manifest
     digest: str
+    duplicate_of: str | None = None
+    """Set by `Registry.register` when the content was already registered (that ref)."""
+
+    @property
+    def content_digest(self) -> str:
+        """What the release is, apart from who registered it when (see `content_digest`)."""
+        return content_digest(self.manifest)
 
     @property
     def name(self) -> str:
@@ -126,6 +162,8 @@ class Registry:
         Who mutations are attributed to.
     cache_dir
         Where `fetch` keeps verified copies of release files.
+    signing
+        Whether `fetch` refuses releases no trusted key signed (default: it does not).
     """
 
     def __init__(
@@ -135,8 +173,10 @@ class Registry:
         artifacts: ArtifactStore | str,
         actor: str,
         cache_dir: Path,
+        signing: SigningPolicy | None = None,
     ) -> None:
         self.url = url
+        self.signing = signing or SigningPolicy()
         self.actor = actor
         self.cache_dir = cache_dir
         self.artifacts = open_artifact_store(artifacts) if isinstance(artifacts, str) else artifacts
@@ -203,6 +243,9 @@ class Registry:
         alias: str | None = None,
         parent: str | None = None,
         reason: str = "registered",
+        allow_duplicate: bool = False,
+        verification: str | None = None,
+        sign_key: Any = None,
     ) -> Release:
         """Upload the draft's files, then record the release atomically.
 
@@ -213,10 +256,24 @@ class Registry:
         parent
             The release this one derives from (``name:version`` or ``name@alias``);
             defaults to the name's current champion, if any.
+        allow_duplicate
+            Make a new version even when the name already has a release of identical
+            content; otherwise that release is returned (``duplicate_of`` set) and
+            nothing new is written (an `alias` still moves to it).
+        verification
+            ``passed``, ``skipped`` or ``failed``: whether the model scored its own
+            reference sample before registration; an alias refuses a release that did
+            not pass (see `set_alias`). None when the caller did not check.
+        sign_key
+            An Ed25519 private key (``cryptography``) to sign the release digest with.
         """
         validate_name(draft.name)
         if alias is not None:
             _check_alias(alias)
+        if verification is not None and verification not in VERIFICATIONS:
+            raise ConfigError(
+                f"Invalid verification {verification!r}: use one of {', '.join(VERIFICATIONS)}."
+            )
         for digest, source in draft.sources.items():
             if file_sha256(source) != digest:
                 raise ReleaseError(f"File '{source}' changed after it was hashed; register again.")
@@ -234,6 +291,25 @@ class Registry:
                 parent=parent_release.ref if parent_release else None,
                 parent_digest=parent_release.digest if parent_release else None,
             )
+            content = content_digest(manifest)
+            if not allow_duplicate:
+                same = conn.execute(
+                    select(func.min(releases.c.version)).where(
+                        (releases.c.name == draft.name) & (releases.c.content_digest == content)
+                    )
+                ).scalar()
+                if same is not None:
+                    existing = self._get(conn, ReleaseRef(draft.name, version=int(same)))
+                    if alias is not None:
+                        self._check_verified(conn, existing, force=False)
+                        self._move_alias(
+                            conn, draft.name, alias, existing.version, kind="set", reason=reason
+                        )
+                    return Release(
+                        manifest=existing.manifest,
+                        digest=existing.digest,
+                        duplicate_of=existing.ref,
+                    )
             digest = manifest_digest(manifest)
             conn.execute(
                 releases.insert().values(
@@ -244,24 +320,39 @@ class Registry:
                     manifest=canonical_json(manifest),
                     created_at=manifest.created_at,
                     created_by=self.actor,
+                    content_digest=content,
+                    verification=verification,
                 )
             )
+            details: dict[str, Any] = {
+                "digest": digest,
+                "content_digest": content,
+                "flavor": manifest.model.flavor,
+                "data_sha256": manifest.data.sha256 if manifest.data else None,
+                "parent": manifest.parent,
+                "code_version": manifest.code_version,
+                "verification": verification,
+            }
+            if sign_key is not None:
+                signed = sign_release(sign_key, digest=digest)
+                conn.execute(
+                    release_signatures.insert().values(
+                        name=manifest.name,
+                        version=version,
+                        signed_at=manifest.created_at,
+                        signed_by=self.actor,
+                        **signed,
+                    )
+                )
+                details["signed_by_key"] = signed["key_id"]
             append_record(
-                conn,
-                actor=self.actor,
-                action="register",
-                subject=manifest.ref,
-                details={
-                    "digest": digest,
-                    "flavor": manifest.model.flavor,
-                    "data_sha256": manifest.data.sha256 if manifest.data else None,
-                    "parent": manifest.parent,
-                    "code_version": manifest.code_version,
-                },
+                conn, actor=self.actor, action="register", subject=manifest.ref, details=details
             )
+            release = Release(manifest=manifest, digest=digest)
             if alias is not None:
+                self._check_verified(conn, release, force=False)
                 self._move_alias(conn, draft.name, alias, version, kind="set", reason=reason)
-        return Release(manifest=manifest, digest=digest)
+        return release
 
     def _resolve_parent(self, conn: Connection, name: str, parent: str | None) -> Release | None:
         if parent is not None:
@@ -403,12 +494,44 @@ class Registry:
             for row in conn.execute(query.order_by(alias_events.c.id))
         ]
 
-    def set_alias(self, name: str, alias: str, version: int, *, reason: str = "") -> AliasEvent:
-        """Point `alias` at `name:version` (which must exist)."""
+    def set_alias(
+        self, name: str, alias: str, version: int, *, reason: str = "", force: bool = False
+    ) -> AliasEvent:
+        """Point `alias` at `name:version` (which must exist).
+
+        A release that did not pass verification at registration is refused unless
+        `force` is set with a `reason`; the forced move is audited as such.
+        """
         _check_alias(alias)
+        if force and not reason.strip():
+            raise ConfigError(
+                f"Forcing '{name}@{alias}' to version {version} needs a reason: "
+                'pass --reason "why this unverified release may serve".'
+            )
         with self._transaction(write=True) as conn:
-            self._get(conn, ReleaseRef(name, version=version))
-            return self._move_alias(conn, name, alias, version, kind="set", reason=reason)
+            release = self._get(conn, ReleaseRef(name, version=version))
+            forced = self._check_verified(conn, release, force=force)
+            return self._move_alias(
+                conn, name, alias, version, kind="set", reason=reason, forced=forced
+            )
+
+    def _check_verified(self, conn: Connection, release: Release, *, force: bool) -> str | None:
+        """Refuse an alias move onto a release that did not pass verification; return its
+        verification state when `force` overrides the refusal (for the audit record)."""
+        state = conn.execute(
+            select(releases.c.verification).where(
+                (releases.c.name == release.name) & (releases.c.version == release.version)
+            )
+        ).scalar()
+        if state is None or state == "passed":
+            return None
+        if force:
+            return str(state)
+        raise ReleaseError(
+            f"Release '{release.ref}' {'failed' if state == 'failed' else 'skipped'} "
+            "verification at registration, so no alias may point at it. Re-register it "
+            f'with verification, or pass --force --reason "..." (audited).'
+        )
 
     def rollback(self, name: str, *, to: int | None = None, reason: str = "") -> AliasEvent:
         """Move `champion` back to its previous target, or to version `to`."""
@@ -444,7 +567,15 @@ class Registry:
             )
 
     def _move_alias(
-        self, conn: Connection, name: str, alias: str, version: int, *, kind: str, reason: str
+        self,
+        conn: Connection,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        kind: str,
+        reason: str,
+        forced: str | None = None,
     ) -> AliasEvent:
         now = _now()
         current = conn.execute(
@@ -491,12 +622,15 @@ class Registry:
                 text("SELECT pg_notify(:channel, :payload)"),
                 {"channel": ALIAS_CHANNEL, "payload": f"{name}@{alias}:{version}"},
             )
+        details: dict[str, Any] = {"from": current, "to": version, "reason": reason}
+        if forced is not None:
+            details["forced"] = forced  # the verification state the move overrode
         append_record(
             conn,
             actor=self.actor,
             action="rollback" if kind == "rollback" else "alias.set",
             subject=f"{name}@{alias}",
-            details={"from": current, "to": version, "reason": reason},
+            details=details,
         )
         return moved
 
@@ -559,10 +693,12 @@ class Registry:
 
         Files are fetched once into the shared cache; from there each is read once,
         hashed while it is copied into a directory private to this process, and only
-        that copy is handed out (see `headrace.registry.copies`): a file swapped in the
+        that copy is handed out (see `headrace.registry._copies`): a file swapped in the
         cache after the check can never be loaded (or unpickled). The private copy is
         reused for the life of the process.
         """
+        if self.signing.require_signed:
+            self._check_signed(release)
         found = _COPIES.get(release.digest)
         if found is not None:
             return found
@@ -587,6 +723,22 @@ class Registry:
             shutil.rmtree(private, ignore_errors=True)
             raise
         return _COPIES.keep(release.digest, private)
+
+    def _check_signed(self, release: Release) -> None:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                select(release_signatures.c.public_key, release_signatures.c.signature).where(
+                    (release_signatures.c.name == release.name)
+                    & (release_signatures.c.version == release.version)
+                )
+            ).all()
+        if not self.signing.accepts(release.digest, [(r.public_key, r.signature) for r in rows]):
+            what = "has no signature" if not rows else "has no valid signature by a trusted key"
+            raise RegistryIntegrityError(
+                f"Release '{release.ref}' {what}, and this registry loads only signed releases "
+                f"({REQUIRE_SIGNED_ENV}=1). Register it with --sign-key, or trust its key "
+                f"in {TRUSTED_KEYS_ENV}."
+            )
 
     def _download(self, entry: FileEntry, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -622,9 +774,65 @@ class Registry:
             return list(iter_records(conn, subject=subject, action=action))
 
     def verify_audit(self) -> int:
-        """Walk the audit chain; return its length or raise `AuditChainBrokenError`."""
+        """Walk the audit chain and check every release, alias and tag against it; return
+        the chain's length.
+
+        Raises
+        ------
+        AuditChainBrokenError
+            A record was altered, removed or reordered.
+        RegistryIntegrityError
+            A release, alias or tag disagrees with the chain (see `verify_registry`).
+        """
+        return self.verify_integrity().records
+
+    def verify_integrity(self) -> ChainState:
+        """`verify_audit` with what it found: records, head hash, releases checked."""
         with self._transaction(write=False) as conn:
-            return verify_chain(conn)
+            return verify_registry(conn)
+
+    def write_checkpoint(self, store: CheckpointStore, *, signer: Signer) -> tuple[Checkpoint, str]:
+        """Verify the registry, then write a signed checkpoint of its chain to `store`."""
+        state = self.verify_integrity()
+        checkpoint = make_checkpoint(
+            seq=state.records,
+            head=state.head or GENESIS_HASH,
+            registry=redact_url(self.url),
+            signer=signer,
+        )
+        return checkpoint, store.write(checkpoint)
+
+    def verify_checkpoint(
+        self, store: CheckpointStore, *, verifier: Verifier
+    ) -> tuple[ChainState, Checkpoint]:
+        """`verify_integrity`, then check the chain extends the newest checkpoint in `store`.
+
+        Raises
+        ------
+        AuditError
+            `store` has no checkpoint, or its signature is not `verifier`'s.
+        AuditChainBrokenError
+            The chain is shorter than the checkpoint or differs from it.
+        """
+        found = store.latest()
+        if found is None:
+            raise AuditError(
+                f"No checkpoint in '{store.url}': write one with `headrace audit checkpoint` "
+                "(and keep writing them) before verifying against it."
+            )
+        checkpoint, where = found
+        with self._transaction(write=False) as conn:
+            hashes = [
+                str(h)
+                for h in conn.execute(select(audit_table.c.hash).order_by(audit_table.c.seq))
+                .scalars()
+                .all()
+            ]
+            # The checkpoint first: an emptied registry fails as "shorter", which says more
+            # than the (empty, consistent) tables would.
+            check_against(checkpoint, verifier=verifier, where=f"'{where}'", hashes=hashes)
+            state = verify_registry(conn)
+        return state, checkpoint
 
     def record_event(self, action: str, subject: str, details: dict[str, Any]) -> AuditRecord:
         """Append an event that is not a registry mutation (a drift alarm, a rollout

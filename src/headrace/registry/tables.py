@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
 from sqlalchemy import (
     Column,
     Connection,
@@ -18,11 +19,15 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
     select,
+    text,
 )
 
 from headrace.audit.chain import audit_table, metadata
 from headrace.errors import RegistryError
+from headrace.release.identity import content_digest
+from headrace.release.manifest import decode_manifest
 
 __all__ = [
     "MIGRATIONS",
@@ -31,6 +36,7 @@ __all__ = [
     "aliases",
     "metadata",
     "migrate",
+    "release_signatures",
     "release_tags",
     "releases",
     "schema_version",
@@ -53,6 +59,10 @@ releases = Table(
     Column("manifest", LargeBinary, nullable=False),
     Column("created_at", String(40), nullable=False),
     Column("created_by", String(256), nullable=False),
+    # Added by migration 3; NULL only where an old manifest could not be read.
+    Column("content_digest", String(64), nullable=True),
+    # "passed", "skipped" or "failed"; NULL when the registering code did not say.
+    Column("verification", String(16), nullable=True),
     PrimaryKeyConstraint("name", "version"),
     UniqueConstraint("digest"),
 )
@@ -95,6 +105,21 @@ release_tags = Table(
 )
 """Free-form labels on a release (``drift=alarm``), set by monitors and people."""
 
+release_signatures = Table(
+    "headrace_release_signatures",
+    metadata,
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False, autoincrement=False),
+    Column("key_id", String(64), nullable=False),
+    Column("algorithm", String(16), nullable=False),
+    Column("public_key", String(128), nullable=False),
+    Column("signature", String(256), nullable=False),
+    Column("signed_at", String(40), nullable=False),
+    Column("signed_by", String(256), nullable=False),
+    PrimaryKeyConstraint("name", "version", "key_id"),
+)
+"""Ed25519 signatures over a release's digest (``headrace register --sign-key``)."""
+
 
 def _v1(conn: Connection) -> None:
     for table in (releases, aliases, alias_events, audit_table):
@@ -105,7 +130,32 @@ def _v2(conn: Connection) -> None:
     release_tags.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
+def _v3(conn: Connection) -> None:
+    """Content digests (backfilled from the stored manifests), verification, signatures."""
+    present = {c["name"] for c in inspect(conn).get_columns(releases.name)}
+    for column in ("content_digest", "verification"):
+        if column not in present:
+            size = 64 if column == "content_digest" else 16
+            conn.execute(text(f"ALTER TABLE {releases.name} ADD COLUMN {column} VARCHAR({size})"))
+    rows = conn.execute(
+        select(releases.c.name, releases.c.version, releases.c.manifest).where(
+            releases.c.content_digest.is_(None)
+        )
+    ).all()
+    for row in rows:
+        try:
+            digest = content_digest(decode_manifest(bytes(row.manifest)))
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+            continue  # left NULL: `audit verify` names the unreadable row
+        conn.execute(
+            releases.update()
+            .where((releases.c.name == row.name) & (releases.c.version == row.version))
+            .values(content_digest=digest)
+        )
+    release_signatures.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 """(version, step) in order; append, never edit a released step."""
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

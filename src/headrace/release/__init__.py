@@ -40,6 +40,7 @@ from headrace.release.features import (
     load_features,
     model_inputs,
 )
+from headrace.release.identity import REGISTRATION_FIELDS, content_digest
 from headrace.release.manifest import (
     MANIFEST_FORMAT,
     ColumnInfo,
@@ -72,6 +73,7 @@ __all__ = [
     "MANIFEST_FORMAT",
     "NAME_PATTERN",
     "PROFILE_BINS",
+    "REGISTRATION_FIELDS",
     "SAMPLE_ROWS",
     "TASKS",
     "TOP_CATEGORIES",
@@ -96,6 +98,7 @@ __all__ = [
     "build_draft",
     "canonical_json",
     "config_from_builtins",
+    "content_digest",
     "decode_manifest",
     "detect_code_version",
     "diff_manifests",

@@ -16,6 +16,7 @@ import msgspec
 import yaml
 
 from headrace.errors import ReleaseError, SchemaError
+from headrace.release._gitinfo import read_code_version
 from headrace.release.config import ReleaseConfig, load_config
 from headrace.release.data import (
     fingerprint_table,
@@ -24,7 +25,6 @@ from headrace.release.data import (
     write_sample,
 )
 from headrace.release.features import FeatureSpec, load_features, model_inputs
-from headrace.release.gitinfo import read_code_version
 from headrace.release.manifest import (
     DataFingerprint,
     FileEntry,
@@ -74,7 +74,7 @@ def detect_code_version(start: Path | None = None) -> str | None:
     """The git commit of the working tree at `start` (``-dirty`` when modified), if any.
 
     Read from the repository's files, never by running git there: a checkout's own
-    config (``core.fsmonitor``, filters) would run its programs (see `release.gitinfo`).
+    config (``core.fsmonitor``, filters) would run its programs (see `release._gitinfo`).
     """
     return read_code_version(start if start is not None and start.is_dir() else Path.cwd())
 

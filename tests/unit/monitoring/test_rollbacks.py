@@ -38,7 +38,7 @@ def test_counts_rollbacks_made_through_another_registry_handle(tmp_path: Path) -
     files = write_sklearn_release(tmp_path / "model")
     with open_registry(tmp_path) as writer, open_registry(tmp_path) as reader:
         for _ in range(3):
-            writer.register(draft_from(files, tmp_path), alias="champion")
+            writer.register(draft_from(files, tmp_path), alias="champion", allow_duplicate=True)
         prometheus = CollectorRegistry()
         prometheus.register(RollbackCollector(reader, models=["fraud", "never-registered"]))
         assert rollbacks(prometheus) == {"fraud": 0, "never-registered": 0}

@@ -1,0 +1,97 @@
+"""`headrace register`, `alias set` and `audit checkpoint|verify` on integrity, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from support.models import write_sklearn_release
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+KEY = {"HEADRACE_AUDIT_HMAC_KEY": "e2e-secret-checkpoint-key-0123456789"}
+
+
+def make_runner(home: Path, cwd: Path) -> Run:
+    """`headrace ...` in a subprocess with its own home; `ok` asserts exit 0."""
+
+    def invoke(
+        *args: str, env: dict[str, str] | None = None, ok: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+        environment.update({"HEADRACE_HOME": str(home), "HEADRACE_ACTOR": "e2e@test"})
+        environment.update(env or {})
+        result = subprocess.run(
+            [sys.executable, "-m", "headrace", *args],
+            capture_output=True,
+            text=True,
+            env=environment,
+            cwd=cwd,
+            timeout=120,
+        )
+        if ok and result.returncode != 0:
+            raise AssertionError(f"headrace {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    return invoke
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *parts: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+def _register(
+    run: Run, model: Path, *extra: str, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return run(
+        "register",
+        str(model / "model.pkl"),
+        "--name",
+        "fraud",
+        "--schema",
+        str(model / "schema.yaml"),
+        "--data",
+        str(model / "train.parquet"),
+        *extra,
+        ok=ok,
+    )
+
+
+def test_duplicate_unverified_alias_and_checkpoint(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run = make_runner(home, tmp_path)
+    write_sklearn_release(tmp_path / "m1")
+    write_sklearn_release(tmp_path / "m2", seed=8, c=0.05)
+    first = _register(run, tmp_path / "m1", "--alias", "champion")
+    again = _register(run, tmp_path / "m1")
+    assert again.stdout.split()[0] == "fraud:1"
+    assert "identical to fraud:1" in again.stderr
+    assert first.stdout.split()[1] == again.stdout.split()[1]
+
+    _register(run, tmp_path / "m2", "--no-verify")
+    refused = run("alias", "set", "fraud", "champion", "2", ok=False)
+    assert_one_line_error(refused, "'fraud:2' skipped verification", "--force --reason")
+    run("alias", "set", "fraud", "champion", "2", "--force", "--reason", "checked by hand")
+
+    anchors = tmp_path / "anchors"
+    written = run("audit", "checkpoint", "--checkpoints", str(anchors), env=KEY)
+    assert written.stdout.startswith("checkpoint #4 head ")
+    ok = run("audit", "verify", "--checkpoints", str(anchors), env=KEY)
+    assert "4 records" in ok.stdout and "extends checkpoint #4" in ok.stdout
+    plain = run("audit", "verify")
+    assert "without --checkpoints" in plain.stderr
+
+    database = home / "registry.db"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    database.write_bytes(b"")  # an emptied registry file
+    failed = run("audit", "verify", "--checkpoints", str(anchors), env=KEY, ok=False)
+    assert_one_line_error(failed, "0 records but checkpoint", "saw 4")
+    assert KEY["HEADRACE_AUDIT_HMAC_KEY"] not in failed.stderr + failed.stdout
