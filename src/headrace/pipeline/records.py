@@ -1,10 +1,11 @@
 """What a worker writes: output records and dead-letter records, as JSON bytes.
 
-An output carries the event id, prediction, score, release and digest, event and
-processing times, and an idempotency key (event id + release digest) that is also set as
-a header, so consumers can drop repeats after a crash. A dead letter carries the error,
-the stage, where the event came from and its original bytes (base64); the original key
-and headers are kept on the record itself.
+An output carries the event id, prediction, score (a binary classifier's P(positive
+class)), release and digest, event and processing times, every class's probability when
+the pipeline asks for them (``probabilities: true``), and an idempotency key (event id +
+release digest) that is also set as a header, so consumers can drop repeats after a
+crash. A dead letter carries the error, the stage, where the event came from and its
+original bytes (base64); the original key and headers are kept on the record itself.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class _Output(msgspec.Struct, gc=False, omit_defaults=True):
     processed_at_ms: int
     idempotency_key: str
     score: float | None = None
+    probabilities: dict[str, float] | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -64,6 +66,7 @@ def output_records(
     release: str,
     release_digest: str,
     processed_at_ms: int,
+    probabilities: Sequence[dict[str, float]] | None = None,
 ) -> list[OutRecord]:
     """One output record per scored event (all sequences aligned)."""
     encode = _encode
@@ -81,6 +84,7 @@ def output_records(
             processed_at_ms,
             key,
             None if scores is None else scores[i],
+            None if probabilities is None else probabilities[i],
         )
         encoded_key = key.encode()
         records.append(

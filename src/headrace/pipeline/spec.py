@@ -177,6 +177,10 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     tracing, samples, feedback, drift
         Monitoring, each off unless given: traces, payload samples, live accuracy,
         online drift.
+    probabilities
+        Also write every class's probability into each output, as ``probabilities:
+        {class: p}`` (for a classifier that gives them; off by default: it makes every
+        output longer, and ``score`` is enough for a binary model).
     """
 
     name: str
@@ -195,6 +199,7 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     samples: SamplesSpec | None = None
     feedback: FeedbackSpec | None = None
     drift: DriftSpec | None = None
+    probabilities: bool = False
 
     @property
     def group(self) -> str:

@@ -218,6 +218,12 @@ class Worker:
         it among the scored rows: the model did score it)."""
         predictions = result.predictions.tolist()
         scores = None if result.scores is None else result.scores.tolist()
+        probabilities = None
+        if self.spec.probabilities and result.probabilities is not None and result.classes:
+            classes = result.classes
+            probabilities = [
+                dict(zip(classes, row, strict=True)) for row in result.probabilities.tolist()
+            ]
 
         def build(rows: list[int]) -> list[OutRecord]:
             return output_records(
@@ -229,6 +235,7 @@ class Worker:
                 release=result.release,
                 release_digest=result.release_digest,
                 processed_at_ms=now_ms,
+                probabilities=None if probabilities is None else [probabilities[j] for j in rows],
             )
 
         try:
