@@ -123,8 +123,43 @@ def test_sigterm_drains_commits_and_exits_zero(home: Path, tmp_path: Path) -> No
     assert proc.returncode == 0, err
     assert time.monotonic() - started < 10
     assert "SIGTERM: draining" in err and "stopped: 300 events" in out
-    checkpoint = tmp_path / "events.jsonl.scoring.offset"
+    (checkpoint,) = (home / "checkpoints").glob("events.jsonl.*.scoring.offset")
     assert json.loads(checkpoint.read_text())["offset"] == 300
+    assert not (tmp_path / "events.jsonl.scoring.offset").exists()  # nothing beside the data
+
+
+def test_until_end_exits_3_when_every_event_was_dead_lettered(home: Path, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(json.dumps({"event_id": f"e{i}", "f0": "x"}) + "\n" for i in range(20))
+    )
+    spec = pipeline(tmp_path)
+    failed = headrace(home, "run", str(spec), "--until-end", "--json")
+    assert failed.returncode == 3, failed.stderr
+    assert json.loads(failed.stdout)["dead_letters"] == 20  # the summary is still printed
+    (message,) = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert "every event was dead-lettered (20 of 20" in message and "$.f0" in message
+    assert len(lines(tmp_path / "dlq.jsonl")) == 20
+    # one good event is enough to succeed; an empty run too (nothing to score is no error)
+    write_events(events, 20, 1)
+    assert headrace(home, "run", str(spec), "--until-end").returncode == 0
+    assert headrace(home, "run", str(spec), "--until-end").returncode == 0
+
+
+def test_a_checkpoint_beside_the_data_from_an_earlier_release_is_resumed(
+    home: Path, tmp_path: Path
+) -> None:
+    write_events(tmp_path / "events.jsonl", 0, 50)
+    legacy = tmp_path / "events.jsonl.scoring.offset"
+    legacy.write_text(json.dumps({"offset": 40}))
+    spec = pipeline(tmp_path)
+    first = headrace(home, "run", str(spec), "--until-end", "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["events"] == 10  # resumed at 40
+    (checkpoint,) = (home / "checkpoints").glob("events.jsonl.*.scoring.offset")
+    assert json.loads(checkpoint.read_text())["offset"] == 50
+    again = headrace(home, "run", str(spec), "--until-end", "--json")
+    assert json.loads(again.stdout)["events"] == 0  # the new checkpoint wins from then on
 
 
 def test_bad_pipeline_spec_is_one_line(home: Path, tmp_path: Path) -> None:

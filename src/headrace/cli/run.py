@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from headrace.pipeline.stats import WorkerStats
     from headrace.registry.store import Registry
 
-__all__ = ["parse_start", "replay", "run"]
+__all__ = ["NOTHING_SCORED", "parse_start", "replay", "run"]
+
+NOTHING_SCORED = 3
+"""Exit code of ``--until-end`` when every event was dead-lettered (as ``predict``'s 3)."""
 
 PipelineArg = Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")]
 MetricsPortOption = Annotated[
@@ -142,13 +145,22 @@ def _work(
     summary = stats.summary()
     if as_json:
         print_json({"pipeline": spec.name, "release": worker.service.release, **summary})
-        return
-    sys.stderr.write("\n" if sys.stderr.isatty() else "")
-    typer.echo(
-        f"[{spec.name}] stopped: {stats.events:,} events, {stats.outputs:,} outputs, "
-        f"{stats.dead_letters:,} dead letters, {stats.deduplicated:,} repeats dropped "
-        f"in {stats.elapsed_s:.1f}s ({stats.throughput():,.0f} events/s)"
-    )
+    else:
+        sys.stderr.write("\n" if sys.stderr.isatty() else "")
+        typer.echo(
+            f"[{spec.name}] stopped: {stats.events:,} events, {stats.outputs:,} outputs, "
+            f"{stats.dead_letters:,} dead letters, {stats.deduplicated:,} repeats dropped "
+            f"in {stats.elapsed_s:.1f}s ({stats.throughput():,.0f} events/s)"
+        )
+    if until_end and stats.outputs == 0 and stats.dead_letters > 0:
+        # A batch job that scored nothing must fail loudly, as `headrace predict` does.
+        reason, count = stats.dead_letter_reasons.most_common(1)[0]
+        sys.stderr.write(
+            f"error: every event was dead-lettered ({stats.dead_letters:,} of "
+            f"{stats.events:,}; most often {reason!r}, {count:,} times): check the events "
+            "against the release's schema, the dead letters say why for each\n"
+        )
+        raise typer.Exit(NOTHING_SCORED)
 
 
 def run(
@@ -161,7 +173,10 @@ def run(
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = "127.0.0.1",
 ) -> None:
-    """Run a stream worker; SIGTERM/SIGINT drain, commit and exit 0."""
+    """Run a stream worker; SIGTERM/SIGINT drain, commit and exit 0.
+
+    With --until-end, exit 3 when every event was dead-lettered.
+    """
     _work(
         ctx,
         pipeline,
@@ -186,7 +201,10 @@ def replay(
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = "127.0.0.1",
 ) -> None:
-    """Re-process a stream from an offset or a time (Kafka offsets-for-times; file lines)."""
+    """Re-process a stream from an offset or a time (Kafka offsets-for-times; file lines).
+
+    With --until-end, exit 3 when every event was dead-lettered.
+    """
     _work(
         ctx,
         pipeline,

@@ -26,6 +26,11 @@ def default_dead_letter_url(spec: PipelineSpec, *, home: Path) -> str:
     return f"file://{(home / 'dead-letters' / f'{spec.name}.jsonl').absolute()}"
 
 
+def checkpoint_dir(*, home: Path) -> Path:
+    """Where workers keep file-source checkpoints: ``HEADRACE_HOME/checkpoints``."""
+    return (home / "checkpoints").absolute()
+
+
 def tune_worker_process() -> None:
     """Tune a worker process once its model is loaded, before the hot loop.
 
@@ -80,6 +85,9 @@ def build_worker(
     options = dict(spec.source.options)
     if start is not None:
         options["start"] = start
+    if spec.source.url.lower().startswith("file://") and "checkpoint" not in options:
+        # the worker's own state lives under its home, never beside the user's data
+        options.setdefault("checkpoint_dir", str(checkpoint_dir(home=home)))
     source = open_source(
         spec.source.url, topic=spec.source.topic, group=spec.group, options=options
     )

@@ -17,8 +17,10 @@
 * Parquet (``.parquet``, ``.pq``): each row becomes a JSON object (orjson; decimals as
   floats, binary as UTF-8 text or else base64); the offset is the row number.
 
-`FileSource.commit` writes the next offset to a checkpoint, ``<path>.<group>.offset``
-(atomically: temporary file, fsync, rename), so a restarted worker resumes after its
+`FileSource.commit` writes the next offset to a checkpoint (atomically: temporary file,
+fsync, rename): a worker keeps it under ``HEADRACE_HOME/checkpoints`` (option
+``checkpoint_dir``), never beside the user's data; a source built without that option
+writes ``<path>.<group>.offset`` beside the file. A restarted worker resumes after its
 last commit; the ``start`` option replays from an offset instead. By default the end of
 the file is the end of the stream: `poll` returns ``[]`` and `FileSource.exhausted`
 turns true so a worker can stop; ``follow: true`` waits for appended lines instead

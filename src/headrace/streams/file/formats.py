@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -109,9 +110,18 @@ def _offset_option(value: Any, *, where: str) -> int | None:
     )
 
 
-def checkpoint_path(path: Path, group: str) -> Path:
-    """Where a file source commits for `group`: ``<path>.<group>.offset``."""
-    return path.with_name(f"{path.name}.{group}.offset")
+def checkpoint_path(path: Path, group: str, *, directory: Path | None = None) -> Path:
+    """Where a file source commits for `group`.
+
+    In `directory` (a worker's ``HEADRACE_HOME/checkpoints``), so nothing is written beside
+    the user's data: ``<name>.<hash of the absolute path>.<group>.offset``, one per file
+    and group. Without a directory, beside the file: ``<path>.<group>.offset`` (the place
+    of earlier releases, still read when the one in `directory` does not exist yet).
+    """
+    if directory is None:
+        return path.with_name(f"{path.name}.{group}.offset")
+    digest = hashlib.sha256(str(path.absolute()).encode("utf-8", "surrogateescape"))
+    return directory / f"{path.name}.{digest.hexdigest()[:16]}.{group}.offset"
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -40,15 +40,18 @@ class FileSource:
     topic
         The file name inside a directory URL; unused when the URL names the file.
     group
-        Names the checkpoint (``<path>.<group>.offset``) that `commit` writes and `open`
-        resumes from; letters, digits, ``.``, ``_``, ``-``. Without a group nothing is
-        stored and every run reads the file from the start.
+        Names the checkpoint that `commit` writes and `open` resumes from; letters,
+        digits, ``.``, ``_``, ``-``. Without a group nothing is stored and every run reads
+        the file from the start.
     options
         ``format`` (``jsonl``, ``csv``, ``parquet``; default from the extension),
         ``start`` (replay from this offset instead of the checkpoint), ``follow``
         (default false: wait for appended lines at the end instead of ending; JSONL and
-        CSV), ``checkpoint`` (another checkpoint path, e.g. when the data directory is
-        read-only), ``delimiter`` (CSV; default ``,``, tab for ``.tsv``).
+        CSV), ``checkpoint_dir`` (where checkpoints go: a worker passes
+        ``HEADRACE_HOME/checkpoints``; without it, ``<path>.<group>.offset`` beside the
+        file), ``checkpoint`` (one checkpoint path, overriding both), ``delimiter`` (CSV;
+        default ``,``, tab for ``.tsv``). A checkpoint beside the file from an earlier
+        release is still resumed from while none exists in ``checkpoint_dir``.
     """
 
     def __init__(
@@ -72,10 +75,11 @@ class FileSource:
         default_delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
         self._delimiter = str(opts.pop("delimiter", default_delimiter))
         checkpoint = opts.pop("checkpoint", None)
+        checkpoint_dir = opts.pop("checkpoint_dir", None)
         if opts:
             raise ConfigError(
                 f"{where}: unknown options {sorted(opts)}; known ones are format, start, "
-                "follow, checkpoint, delimiter"
+                "follow, checkpoint, checkpoint_dir, delimiter"
             )
         if self.follow and self.format == "parquet":
             raise ConfigError(
@@ -91,10 +95,17 @@ class FileSource:
             )
         self.group = group
         self.checkpoint: Path | None
+        # Read when `checkpoint` does not exist yet: the place earlier releases wrote to.
+        self._legacy_checkpoint: Path | None = None
         if checkpoint is not None:
             self.checkpoint = Path(str(checkpoint)).expanduser()
         elif group is not None:
-            self.checkpoint = checkpoint_path(self.path, group)
+            directory = None if checkpoint_dir is None else Path(str(checkpoint_dir))
+            if directory is not None:
+                directory = directory.expanduser()
+            self.checkpoint = checkpoint_path(self.path, group, directory=directory)
+            if directory is not None:
+                self._legacy_checkpoint = checkpoint_path(self.path, group)
         else:
             self.checkpoint = None
         self._reader: _Reader | None = None
@@ -149,17 +160,20 @@ class FileSource:
             )
 
     def _read_checkpoint(self) -> int:
-        if self.checkpoint is None or not self.checkpoint.exists():
+        checkpoint = self.checkpoint
+        if checkpoint is not None and not checkpoint.exists():
+            checkpoint = self._legacy_checkpoint
+        if checkpoint is None or not checkpoint.exists():
             return 0
         try:
-            offset = orjson.loads(self.checkpoint.read_bytes())["offset"]
+            offset = orjson.loads(checkpoint.read_bytes())["offset"]
             if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0:
                 return offset
             problem = f"offset {offset!r} is not a non-negative integer"
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
             problem = str(exc) or type(exc).__name__
         raise SourceError(
-            f"Checkpoint {self.checkpoint} of {self.path} is unreadable ({problem}): "
+            f"Checkpoint {checkpoint} of {self.path} is unreadable ({problem}): "
             "delete it to start from the beginning, or set the option start to an offset"
         )
 
