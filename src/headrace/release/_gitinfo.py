@@ -47,7 +47,7 @@ def read_code_version(start: Path) -> str | None:
         return None
     try:
         dirty = _worktree_dirty(worktree, git_dir / "index", len(commit) == 64)
-    except (OSError, ValueError, struct.error):
+    except (OSError, ValueError, IndexError, struct.error):
         dirty = False  # an index we cannot read says nothing about the tree
     return f"{commit}-dirty" if dirty else commit
 
@@ -193,7 +193,10 @@ def _entry_differs(
     mode, size = fields[6], fields[9]
     if mode not in _REGULAR and mode != _SYMLINK:
         return False  # a submodule (gitlink) is its own repository
-    path = worktree / os.fsdecode(raw_path)
+    relative = PurePosixPath(os.fsdecode(raw_path))
+    if relative.is_absolute() or ".." in relative.parts:
+        return False  # not a path git would write; never read outside the work tree
+    path = worktree.joinpath(*relative.parts)
     try:
         info = path.lstat()
     except OSError:
@@ -205,8 +208,14 @@ def _entry_differs(
     if info.st_mtime_ns == mtime_ns and info.st_ctime_ns == ctime_ns and mtime_ns < index_mtime_ns:
         # Unchanged since the index saw it, and not "racily clean": git's own stat check.
         return False
-    content = os.readlink(path).encode() if mode == _SYMLINK else path.read_bytes()
     blob = hashlib.sha256() if sha256 else hashlib.sha1(usedforsecurity=False)
-    blob.update(b"blob %d\0" % len(content))
-    blob.update(content)
+    if mode == _SYMLINK:
+        target = os.fsencode(os.readlink(path))
+        blob.update(b"blob %d\0" % len(target))
+        blob.update(target)
+        return blob.digest() != object_id
+    blob.update(b"blob %d\0" % info.st_size)
+    with path.open("rb") as handle:  # streamed: a tracked file may be gigabytes
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            blob.update(block)
     return blob.digest() != object_id
