@@ -33,7 +33,7 @@ from headrace.release.data import (
     read_training_data,
     write_sample,
 )
-from headrace.release.diff import ReleaseDiff, diff_manifests, model_digest
+from headrace.release.diff import PARTS, ReleaseDiff, diff_manifests, diff_rows, model_digest
 from headrace.release.features import (
     FeatureSpec,
     features_from_builtins,
@@ -72,6 +72,7 @@ __all__ = [
     "FIELD_TYPES",
     "MANIFEST_FORMAT",
     "NAME_PATTERN",
+    "PARTS",
     "PROFILE_BINS",
     "REGISTRATION_FIELDS",
     "SAMPLE_ROWS",
@@ -102,6 +103,7 @@ __all__ = [
     "decode_manifest",
     "detect_code_version",
     "diff_manifests",
+    "diff_rows",
     "features_from_builtins",
     "file_sha256",
     "fingerprint_table",

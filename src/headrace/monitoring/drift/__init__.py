@@ -18,6 +18,8 @@ from headrace.monitoring.drift.check import (
     ColumnDrift,
     DriftReport,
     PredictionDrift,
+    boolean_columns,
+    boolean_counts,
     check_drift,
     window_bin_counts,
 )
@@ -52,7 +54,7 @@ from headrace.monitoring.drift.reference import (
     column_kind,
     columns_from_table,
 )
-from headrace.monitoring.drift.report import render_html
+from headrace.monitoring.drift.report import format_p, render_html
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -78,11 +80,14 @@ __all__ = [
     "PredictionDrift",
     "SortedColumns",
     "adjust_pvalues",
+    "boolean_columns",
+    "boolean_counts",
     "calibrate_threshold",
     "check_drift",
     "chi_square",
     "column_kind",
     "columns_from_table",
+    "format_p",
     "jensen_shannon",
     "ks_exact_pvalue",
     "ks_pvalues",
