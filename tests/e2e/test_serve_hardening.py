@@ -115,6 +115,12 @@ def test_start_banner_access_log_and_a_bounded_stop_with_a_stalled_upload(
         proc.send_signal(signal.SIGTERM)
         # The bound is 3 s; a server without it waited 30 s and more (the issue: 30.6 s).
         assert proc.wait(timeout=20) == 0, log.read_text()
+        # The stalled upload was answered (503: retry elsewhere), not cut off mid-way.
+        answer_bytes = b""
+        while chunk := upload.recv(65536):
+            answer_bytes += chunk
+        assert answer_bytes.startswith(b"HTTP/1.1 503"), answer_bytes
+        assert b"server is stopping" in answer_bytes
     finally:
         for sock in stalled:
             sock.close()

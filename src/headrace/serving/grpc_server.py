@@ -151,11 +151,17 @@ class GrpcServer:
         from headrace.serving._proto import oip_v2_pb2 as pb
 
         limit = self.app.config.limits.max_body_bytes
+        connections = self.app.config.connections
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),
+                # The HTTP server's connection limits, in gRPC's words: metadata is
+                # gRPC's headers; an idle connection is closed after the keep-alive time.
+                ("grpc.max_metadata_size", connections.max_header_bytes),
+                ("grpc.max_connection_idle_ms", int(connections.keepalive_timeout_s * 1000)),
+                ("grpc.max_concurrent_streams", connections.max_connections),
             ]
         )
         server.add_generic_rpc_handlers((self._handlers(grpc, pb),))

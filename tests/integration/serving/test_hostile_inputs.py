@@ -290,3 +290,14 @@ def test_the_server_still_serves_after_all_that(
     answer = requests.post(f"{server.url}/v2/models/fraud/infer", json=body, timeout=30)
     assert answer.status_code == 200, answer.text
     assert_healthy(server)
+
+
+def test_huge_grpc_metadata_is_refused_and_the_server_keeps_serving(
+    server: RunningServer, channel: Any
+) -> None:
+    call = channel.unary_unary("/inference.GRPCInferenceService/ServerLive")
+    with pytest.raises(grpc.RpcError) as info:
+        call(b"", metadata=[("x-big", "a" * 200_000)], timeout=60)
+    assert info.value.code().name in CLIENT_CODES
+    assert call(b"", timeout=60) == pb.ServerLiveResponse(live=True).SerializeToString()
+    assert_healthy(server)
