@@ -298,6 +298,9 @@ def test_tokens_guard_inference_and_repository(tmp_path: Path) -> None:
             assert "the token sent is not it" in error.message()
             good = {"authorization": f"Bearer {TOKEN}"}
             assert client.infer("fraud", [x], headers=good).as_numpy(SCORE).shape == (1,)
+            for scheme in ("bearer", "BEARER"):  # RFC 7235: the scheme in any case
+                header = {"authorization": f"{scheme} {TOKEN}"}
+                assert client.infer("fraud", [x], headers=header).as_numpy(SCORE).shape == (1,)
             error = _error(lambda: client.get_model_repository_index(headers=good))  # noqa: B023
             assert error.status() == "StatusCode.UNAUTHENTICATED"
             management = {"authorization": f"Bearer {MANAGEMENT}"}
