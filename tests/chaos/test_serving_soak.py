@@ -24,8 +24,7 @@ import requests
 
 from chaos.faults import rss_kib, sized
 from conftest import LOCALHOST, free_port, start_process, stop_process, wait_for_port
-from headrace.registry import Registry
-from support.models import N_FEATURES
+from support.models import N_FEATURES, local_registry
 from support.serving import register_models
 
 pytestmark = pytest.mark.chaos
@@ -40,12 +39,7 @@ MAX_SLOPE_KIB_PER_MIN = 1024.0
 
 def test_serving_soak(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    with Registry(
-        f"sqlite:///{home / 'registry.db'}",
-        artifacts=f"file://{home / 'artifacts'}",
-        actor="soak",
-        cache_dir=home / "cache",
-    ) as registry:
+    with local_registry(home) as registry:
         register_models(registry, tmp_path / "models")
     config = tmp_path / "serve.yaml"
     config.write_text("models: [fraud]\nbatching: {max_batch_size: 64, max_batch_time_ms: 2}\n")

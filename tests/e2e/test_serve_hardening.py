@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from conftest import LOCALHOST, free_port, start_process, stop_process, wait_for_port
-from headrace.registry import Registry
+from support.models import local_registry
 from support.serving import register_models
 
 TOKEN = "e2e-hardening-token-0123456789"  # noqa: S105 - a test token
@@ -26,12 +26,7 @@ BODY = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": [1
 def registered(tmp_path: Path) -> Path:
     """A HEADRACE_HOME whose registry holds fraud 1 (champion), fraud 2 and lab 1."""
     home = tmp_path / "home"
-    with Registry(
-        f"sqlite:///{home / 'registry.db'}",
-        artifacts=f"file://{home / 'artifacts'}",
-        actor="e2e",
-        cache_dir=home / "cache",
-    ) as registry:
+    with local_registry(home) as registry:
         register_models(registry, tmp_path / "models")
     return home
 
@@ -143,12 +138,7 @@ def test_start_banner_access_log_and_a_bounded_stop_with_a_stalled_upload(
 def test_a_404_names_no_registry_location_nor_other_models(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    with Registry(
-        postgres_url,
-        artifacts=f"file://{tmp_path / 'artifacts'}",
-        actor="e2e",
-        cache_dir=tmp_path / "cache",
-    ) as registry:
+    with local_registry(tmp_path, url=postgres_url) as registry:
         register_models(registry, tmp_path / "models")
     config = tmp_path / "serve.yaml"
     config.write_text("models: [fraud]\n")
