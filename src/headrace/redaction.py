@@ -75,14 +75,15 @@ def redact_url(url: str, *, _in_text: bool = False) -> str:
 
 def redact_text(text: str) -> str:
     """`text` with every URL in it redacted and every remembered secret masked."""
-    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0), _in_text=True), text)
-    text = _mask_bare_userinfo(text)
+    # Remembered secrets first: a pattern below may cut one short (at an "@" in it) and
+    # leave its tail in view.
     with _lock:
         known = sorted(_known, key=len, reverse=True)
     for secret in known:
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0), _in_text=True), text)
+    return _mask_bare_userinfo(text)
 
 
 def show_value(value: object, *, limit: int = 60) -> str:

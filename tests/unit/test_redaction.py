@@ -75,3 +75,9 @@ def test_no_password_survives_redact_url(user: str, password: str, scheme: str) 
     shown = redact_url(url)
     assert f":{password}@" not in shown
     assert shown.endswith("@db.example:5432/x")
+
+
+def test_a_remembered_secret_holding_an_at_sign_is_masked_whole() -> None:
+    redact_url("kafka://u:Ab3secret@pw@broker:9092")
+    shown = redact_text("Kafka at u:Ab3secret@pw@127.0.0.1:9092 is not reachable")
+    assert "Ab3secret" not in shown and "@pw@" not in shown

@@ -88,6 +88,24 @@ _COPIES = PrivateCopies()
 """This process's verified copies, shared by every `Registry` (keyed by content digest)."""
 
 
+def _stored_manifest(raw: object, *, ref: str, url: str) -> Manifest:
+    """A manifest row as stored; unreadable (corrupted bytes, edited by hand) is tampering.
+
+    A row stored as TEXT (a hand-made or migrated table) reads like its BLOB.
+    """
+    import msgspec
+
+    try:
+        data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)  # type: ignore[call-overload]
+        return decode_manifest(data)
+    except (TypeError, ValueError, msgspec.MsgspecError) as exc:
+        reason = " ".join(str(exc).split())[:80]
+        raise RegistryIntegrityError(
+            f"Release '{ref}' in registry '{redact_url(url)}' has an unreadable manifest "
+            f"({reason}). Run `headrace audit verify` and restore the registry from a backup."
+        ) from None
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -399,7 +417,7 @@ class Registry:
                 f"Release '{ref.name}:{version}' not found in registry "
                 f"'{redact_url(self.url)}'. Run `headrace releases list {ref.name}`."
             )
-        manifest = decode_manifest(bytes(row.manifest))
+        manifest = _stored_manifest(row.manifest, ref=f"{ref.name}:{version}", url=self.url)
         actual = manifest_digest(manifest)
         if actual != row.digest:
             raise RegistryIntegrityError(
