@@ -72,6 +72,7 @@ def register_fraud_release(home: Path, *, rows: int = 5_000, seed: int = 3) -> t
             "distance_km": data.distance_km,
             "card_present": data.card_present,
             "tx_last_24h": data.tx_last_24h,
+            "user_id": pa.array([f"user-{int(u):05d}" for u in data.user]),
             "is_fraud": data.is_fraud,
         }
     )

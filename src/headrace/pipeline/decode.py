@@ -88,8 +88,8 @@ def event_time_ms(value: Any, *, text_numbers: bool = False) -> int | None:
 
 def _time_reason(field_name: str) -> str:
     return (
-        f"Event time out of range - at `$.{field_name}`: send epoch seconds or ISO-8601 "
-        "within years 1-9999"
+        "Event time out of range (epoch seconds or ISO-8601 within years 1-9999) - at "
+        f"`$.{field_name}`"
     )
 
 

@@ -489,6 +489,8 @@ def _reason_class(error: str) -> str:
         return "invalid JSON"
     if head.startswith("Event of"):
         return "event too large"
+    if head.startswith("Malformed row"):  # the rest names the producer's fields
+        return "malformed row"
     if head.startswith("Value"):
         if " above " in head or " below " in head:
             return "out of range" + location
