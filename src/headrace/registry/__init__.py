@@ -32,6 +32,7 @@ from headrace.registry.signing import (
     REQUIRE_SIGNED_ENV,
     TRUSTED_KEYS_ENV,
     SigningPolicy,
+    check_signed,
     release_payload,
     sign_release,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "S3CheckpointStore",
     "SigningPolicy",
     "blob_key",
+    "check_signed",
     "open_artifact_store",
     "open_checkpoint_store",
     "parse_ref",

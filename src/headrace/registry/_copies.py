@@ -20,11 +20,14 @@ import os
 import shutil
 import tempfile
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from headrace.errors import ArtifactIntegrityError
+from headrace.errors import ArtifactIntegrityError, RegistryIntegrityError
+from headrace.registry.artifacts import ArtifactStore
+from headrace.release.bundle import file_sha256
+from headrace.release.manifest import FileEntry
 
-__all__ = ["PrivateCopies", "copy_verified", "make_private_parent"]
+__all__ = ["COPIES", "PrivateCopies", "copy_verified", "materialize"]
 
 _CHUNK = 1 << 20
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -102,8 +105,76 @@ class PrivateCopies:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+COPIES = PrivateCopies()
+"""This process's verified copies, shared by every `Registry` (keyed by release digest)."""
+
+
+def materialize(
+    files: list[FileEntry], *, digest: str, ref: str, cache_dir: Path, artifacts: ArtifactStore
+) -> Path:
+    """The private, verified directory of release `digest`'s `files` (made once per process).
+
+    Each file is downloaded into the shared cache when absent (hashed before it lands),
+    then copied from there into the private directory by `copy_verified`.
+    """
+    found = COPIES.get(digest)
+    if found is not None:
+        return found
+    shared = cache_dir / digest
+    private = COPIES.new_dir(digest)
+    try:
+        for entry in files:
+            relative = _safe_relative(entry.path)
+            cached = shared / relative
+            if not cached.is_file():
+                _download(entry, cached, artifacts)
+            copy = private / relative
+            make_private_parent(copy, private)
+            copy_verified(
+                cached,
+                copy,
+                sha256=entry.sha256,
+                label=entry.path,
+                where=f"release {ref} (store '{artifacts.url}', copy {cached})",
+            )
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)
+        raise
+    return COPIES.keep(digest, private)
+
+
+def _download(entry: FileEntry, target: Path, artifacts: ArtifactStore) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".fetch-")
+    os.close(fd)
+    try:
+        artifacts.get_file(entry.sha256, Path(tmp))
+        actual = file_sha256(Path(tmp))
+        if actual != entry.sha256:
+            raise ArtifactIntegrityError(
+                path=entry.path,
+                expected=entry.sha256,
+                actual=actual,
+                where=f"artifact store '{artifacts.url}'",
+            )
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def make_private_parent(path: Path, root: Path) -> None:
     """Create the directories between `root` and `path` with mode 0700."""
     parent = path.parent
     if parent != root:
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _safe_relative(path: str) -> Path:
+    """A manifest path as a relative path that cannot climb out of the release directory."""
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        raise RegistryIntegrityError(
+            f"Manifest names an unsafe file path '{path}'; refusing to write outside the cache."
+        )
+    return Path(*pure.parts)

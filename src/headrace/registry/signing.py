@@ -14,13 +14,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Connection, select
+
 from headrace.audit.keys import Ed25519Signer, Ed25519Verifier, load_ed25519_verifier
-from headrace.errors import ConfigError
+from headrace.errors import ConfigError, RegistryIntegrityError
+from headrace.registry.tables import release_signatures
 
 __all__ = [
     "REQUIRE_SIGNED_ENV",
     "TRUSTED_KEYS_ENV",
     "SigningPolicy",
+    "check_signed",
     "release_payload",
     "sign_release",
 ]
@@ -80,4 +84,22 @@ class SigningPolicy:
         return any(
             key in by_key and by_key[key].verify(payload, signature)
             for key, signature in signatures
+        )
+
+
+def check_signed(
+    conn: Connection, policy: SigningPolicy, *, name: str, version: int, digest: str
+) -> None:
+    """Raise `RegistryIntegrityError` unless a key `policy` trusts signed release `digest`."""
+    rows = conn.execute(
+        select(release_signatures.c.public_key, release_signatures.c.signature).where(
+            (release_signatures.c.name == name) & (release_signatures.c.version == version)
+        )
+    ).all()
+    if not policy.accepts(digest, [(r.public_key, r.signature) for r in rows]):
+        what = "has no signature" if not rows else "has no valid signature by a trusted key"
+        raise RegistryIntegrityError(
+            f"Release '{name}:{version}' {what}, and this registry loads only signed releases "
+            f"({REQUIRE_SIGNED_ENV}=1). Register it with --sign-key, or trust its key "
+            f"in {TRUSTED_KEYS_ENV}."
         )

@@ -9,28 +9,23 @@ only unreferenced blobs.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from headrace.audit.chain import GENESIS_HASH, AuditRecord, append_record, audit_table, iter_records
 from headrace.audit.checkpoint import Checkpoint, check_against, make_checkpoint
 from headrace.audit.keys import Signer, Verifier
 from headrace.errors import (
-    ArtifactIntegrityError,
     AuditError,
     ConfigError,
-    DependencyMissingError,
     RegistryError,
     RegistryIntegrityError,
     RegistryUnavailableError,
@@ -38,17 +33,14 @@ from headrace.errors import (
     ReleaseNotFoundError,
 )
 from headrace.redaction import redact_url
-from headrace.registry._copies import PrivateCopies, copy_verified, make_private_parent
+from headrace.registry._copies import COPIES as _COPIES
+from headrace.registry._copies import materialize
+from headrace.registry._engine import create_engine_for, first_line, is_connect_error
 from headrace.registry.anchors import CheckpointStore
 from headrace.registry.artifacts import ArtifactStore, open_artifact_store
 from headrace.registry.integrity import ChainState, verify_registry
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
-from headrace.registry.signing import (
-    REQUIRE_SIGNED_ENV,
-    TRUSTED_KEYS_ENV,
-    SigningPolicy,
-    sign_release,
-)
+from headrace.registry.signing import SigningPolicy, check_signed, sign_release
 from headrace.registry.tables import (
     alias_events,
     aliases,
@@ -60,7 +52,6 @@ from headrace.registry.tables import (
 from headrace.release.bundle import ReleaseDraft, file_sha256, validate_name
 from headrace.release.identity import content_digest
 from headrace.release.manifest import (
-    FileEntry,
     Manifest,
     canonical_json,
     decode_manifest,
@@ -83,9 +74,6 @@ ALIAS_CHANNEL = "headrace_alias"
 """PostgreSQL NOTIFY channel of alias moves; the payload is ``name@alias:version``."""
 
 _PG_LOCK_KEY = 0x68656164  # "head": one advisory lock serialises registry writes
-
-_COPIES = PrivateCopies()
-"""This process's verified copies, shared by every `Registry` (keyed by content digest)."""
 
 
 def _stored_manifest(raw: object, *, ref: str, url: str) -> Manifest:
@@ -198,7 +186,7 @@ class Registry:
         self.actor = actor
         self.cache_dir = cache_dir
         self.artifacts = open_artifact_store(artifacts) if isinstance(artifacts, str) else artifacts
-        self._engine = _create_engine(url)
+        self._engine = create_engine_for(url)
         self._postgres = self._engine.dialect.name == "postgresql"
         self._migrated = False
 
@@ -228,18 +216,18 @@ class Registry:
                     self._lock(conn)
                 yield conn
         except OperationalError as exc:
-            if exc.connection_invalidated or _is_connect_error(exc):
+            if exc.connection_invalidated or is_connect_error(exc):
                 raise RegistryUnavailableError(
                     f"Cannot reach registry '{redact_url(self.url)}': "
-                    f"{_first_line(exc.orig)}. Check the server is running and the URL "
+                    f"{first_line(exc.orig)}. Check the server is running and the URL "
                     "(HEADRACE_REGISTRY) is right; `headrace doctor` checks every service."
                 ) from exc
             raise RegistryError(
-                f"Registry '{redact_url(self.url)}' failed: {_first_line(exc.orig)}"
+                f"Registry '{redact_url(self.url)}' failed: {first_line(exc.orig)}"
             ) from exc
         except DBAPIError as exc:
             raise RegistryError(
-                f"Registry '{redact_url(self.url)}' failed: {_first_line(exc.orig)}"
+                f"Registry '{redact_url(self.url)}' failed: {first_line(exc.orig)}"
             ) from exc
 
     def _lock(self, conn: Connection) -> None:
@@ -717,65 +705,23 @@ class Registry:
         """
         if self.signing.require_signed:
             self._check_signed(release)
-        found = _COPIES.get(release.digest)
-        if found is not None:
-            return found
-        shared = self.cache_dir / release.digest
-        private = _COPIES.new_dir(release.digest)
-        try:
-            for entry in release.manifest.all_files():
-                relative = _safe_relative(entry.path)
-                cached = shared / relative
-                if not cached.is_file():
-                    self._download(entry, cached)  # hashes the bytes before they land
-                copy = private / relative
-                make_private_parent(copy, private)
-                copy_verified(
-                    cached,
-                    copy,
-                    sha256=entry.sha256,
-                    label=entry.path,
-                    where=f"release {release.ref} (store '{self.artifacts.url}', copy {cached})",
-                )
-        except BaseException:
-            shutil.rmtree(private, ignore_errors=True)
-            raise
-        return _COPIES.keep(release.digest, private)
+        return materialize(
+            release.manifest.all_files(),
+            digest=release.digest,
+            ref=release.ref,
+            cache_dir=self.cache_dir,
+            artifacts=self.artifacts,
+        )
 
     def _check_signed(self, release: Release) -> None:
         with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                select(release_signatures.c.public_key, release_signatures.c.signature).where(
-                    (release_signatures.c.name == release.name)
-                    & (release_signatures.c.version == release.version)
-                )
-            ).all()
-        if not self.signing.accepts(release.digest, [(r.public_key, r.signature) for r in rows]):
-            what = "has no signature" if not rows else "has no valid signature by a trusted key"
-            raise RegistryIntegrityError(
-                f"Release '{release.ref}' {what}, and this registry loads only signed releases "
-                f"({REQUIRE_SIGNED_ENV}=1). Register it with --sign-key, or trust its key "
-                f"in {TRUSTED_KEYS_ENV}."
+            check_signed(
+                conn,
+                self.signing,
+                name=release.name,
+                version=release.version,
+                digest=release.digest,
             )
-
-    def _download(self, entry: FileEntry, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".fetch-")
-        os.close(fd)
-        try:
-            self.artifacts.get_file(entry.sha256, Path(tmp))
-            actual = file_sha256(Path(tmp))
-            if actual != entry.sha256:
-                raise ArtifactIntegrityError(
-                    path=entry.path,
-                    expected=entry.sha256,
-                    actual=actual,
-                    where=f"artifact store '{self.artifacts.url}'",
-                )
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     def clear_cache(self, release: Release) -> None:
         """Forget the cached and the private copies of a release's files."""
@@ -867,72 +813,3 @@ def _check_alias(alias: str) -> None:
             f"Invalid alias '{alias}': aliases start with a letter and use letters, digits, "
             "'_' and '-' (at most 64 characters)."
         )
-
-
-def _safe_relative(path: str) -> Path:
-    """A manifest path as a relative path that cannot climb out of the release directory."""
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
-        raise RegistryIntegrityError(
-            f"Manifest names an unsafe file path '{path}'; refusing to write outside the cache."
-        )
-    return Path(*pure.parts)
-
-
-def _first_line(exc: BaseException | None) -> str:
-    return str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else repr(exc)
-
-
-def _is_connect_error(exc: OperationalError) -> bool:
-    message = str(exc.orig).lower()
-    return any(
-        marker in message
-        for marker in ("connection", "connect", "could not translate host", "unable to open")
-    )
-
-
-def _create_engine(url: str) -> Engine:
-    """An engine for the registry URL, configured for safe concurrent writers."""
-    given = url
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-        raise ConfigError(
-            f"Invalid registry URL '{redact_url(given)}': use sqlite:///path.db or "
-            "postgresql://user@host:port/db (HEADRACE_REGISTRY or --registry)."
-        ) from exc
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
-        return engine
-    if backend == "postgresql":
-        try:
-            return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
-        except (ModuleNotFoundError, NoSuchModuleError) as exc:
-            raise DependencyMissingError("psycopg", "postgres", "a PostgreSQL registry") from exc
-    raise ConfigError(
-        f"Unsupported registry URL '{redact_url(url)}': use sqlite:///path.db or "
-        "postgresql://user@host:port/db."
-    )
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of pysqlite's lazy BEGIN,
-    # so concurrent registrations serialise on the database lock instead of failing late.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 30000")
-    cursor.execute("PRAGMA journal_mode = WAL")
-    cursor.execute("PRAGMA synchronous = NORMAL")
-    cursor.close()
-
-
-def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -7,6 +7,8 @@ replaced by a malicious pickle. Loading must still run the verified bytes.
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import os
 import pickle
 import stat
@@ -67,8 +69,9 @@ def _swap_after_verification(
 ) -> list[int]:
     """Wrap every function that hashes a cached file so it swaps the file just after."""
     swaps: list[int] = []
-    for name in ("file_sha256", "copy_verified"):
-        original = getattr(store_module, name, None)
+    modules = [store_module, importlib.import_module("headrace.registry._copies")]
+    for module, name in itertools.product(modules, ("file_sha256", "copy_verified")):
+        original = getattr(module, name, None)
         if original is None:
             continue
 
@@ -80,7 +83,7 @@ def _swap_after_verification(
                 swaps.append(1)
             return result
 
-        monkeypatch.setattr(store_module, name, hooked)
+        monkeypatch.setattr(module, name, hooked)
     return swaps
 
 
