@@ -84,7 +84,9 @@ def guarded_httptools_protocol(*, header_timeout_s: float, max_header_bytes: int
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._awaiting_headers:
+            # Bytes still finishing the previous request's body (answered before it was
+            # read) are not headers; the deadline alone bounds them.
+            if self._awaiting_headers and (self.cycle is None or not self.cycle.more_body):
                 self._header_bytes += len(data)
             super().data_received(data)
             # Still in the headers after this chunk and past the limit: refuse. (A chunk

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +302,30 @@ def test_huge_grpc_metadata_is_refused_and_the_server_keeps_serving(
     assert info.value.code().name in CLIENT_CODES
     assert call(b"", timeout=60) == pb.ServerLiveResponse(live=True).SerializeToString()
     assert_healthy(server)
+
+
+segments = st.sampled_from(["v2", "models", "fraud", "lab", "versions", "1", "infer", "ready"])
+segments |= st.sampled_from(["repository", "index", "load", "unload", "health", "metrics"])
+segments |= st.text(max_size=12)
+
+
+@PROPERTY
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+    path=st.lists(segments, max_size=7),
+    body=st.binary(max_size=128) | oip_bodies(),
+    authorization=st.none() | st.text(max_size=40),
+)
+def test_any_route_method_and_body_get_2xx_or_4xx(
+    server: RunningServer, method: str, path: list[str], body: bytes, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization.encode("utf-8")}
+    url = f"{server.url}/{'/'.join(quote(part, safe='') for part in path)}"
+    answer = requests.request(method, url, data=body, headers=headers, timeout=60)
+    assert answer.status_code < 500, (answer.status_code, answer.text)
+
+
+def test_the_server_is_alive_after_the_random_routes(server: RunningServer) -> None:
+    # (the routes above may have unloaded a model through the repository extension)
+    assert requests.get(f"{server.url}/v2/health/live", timeout=30).status_code == 200
+    assert requests.get(f"{server.url}/metrics", timeout=30).status_code == 200

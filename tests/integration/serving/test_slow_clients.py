@@ -213,3 +213,50 @@ def test_past_the_connection_cap_requests_get_503_until_others_finish(
                 break
             time.sleep(0.05)
         assert answer.status_code == 200
+
+
+def test_pipelined_requests_are_all_answered(server: RunningServer) -> None:
+    request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(request * 3)
+        response = read_until_closed(sock)  # then the keep-alive timeout closes it
+    assert response.count(b"HTTP/1.1 200") == 3
+
+
+def test_a_body_sent_on_after_an_early_answer_is_cut_off(server: RunningServer) -> None:
+    # The route answers without reading the body; the client keeps sending it forever.
+    with connect(server) as sock:
+        sock.sendall(
+            b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        stop = threading.Event()
+
+        def drip() -> None:
+            try:
+                while not stop.is_set():
+                    sock.sendall(b"1\r\n \r\n")
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        dripping = threading.Thread(target=drip, daemon=True)
+        dripping.start()
+        try:
+            response = read_until_closed(sock)
+        finally:
+            stop.set()
+            dripping.join(timeout=PATIENCE_S)
+    assert response.startswith(b"HTTP/1.1 200")
+
+
+def test_a_big_body_after_an_early_404_is_not_taken_for_headers(server: RunningServer) -> None:
+    body = b"x" * 200_000  # past max_header_bytes, sent after the 404 went out
+    with connect(server) as sock:
+        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.2)
+        sock.sendall(body)
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = read_until_closed(sock)
+    assert response.startswith(b"HTTP/1.1 404")
+    assert b"431" not in response
+    assert response.count(b"HTTP/1.1 200") == 1  # the next request on it was served
