@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -36,7 +37,9 @@ def stream(redis_url: str) -> Iterator[tuple[redis.Redis, str]]:
         client.close()
 
 
-def _score(redis_url: str, key: str, *, value_field: str, events: int) -> tuple[list, list]:
+def _score(
+    redis_url: str, key: str, *, value_field: str, events: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     name = f"layout-{uuid.uuid4().hex[:8]}"
     b = broker(name)
     options = {"value_field": value_field, "claim_idle_ms": 0}
