@@ -4,6 +4,7 @@ that refuse nonsense in one line, and what uvicorn is given from them."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,23 @@ def test_uvicorn_gets_the_limits() -> None:
     assert settings.limit_concurrency == 77
     assert settings.timeout_graceful_shutdown == 9 - grpc_grace_s(config)
     assert settings.http.__name__ == "GuardedHttpToolsProtocol"
+
+
+def test_the_documented_examples_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    import headrace.serving.config as module
+
+    monkeypatch.setenv("HEADRACE_INFERENCE_TOKEN", "i" * 20)
+    monkeypatch.setenv("HEADRACE_MANAGEMENT_TOKEN", "m" * 20)
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    examples = {
+        "module docstring": (module.__doc__ or "").split("```yaml\n", 1)[1].split("```", 1)[0],
+        "README": readme.split("# serve.yaml: every key optional\n", 1)[1].split("```", 1)[0],
+    }
+    for where, text in examples.items():
+        document = yaml.safe_load(text)
+        document.pop("tls")  # names files that do not exist here
+        config = serve_config_from_dict(document, where=where)
+        assert config.connections == module.ConnectionsConfig(), where
+        assert config.limits.max_elements == 1 << 24, where
