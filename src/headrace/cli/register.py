@@ -26,6 +26,12 @@ def register(
         str | None,
         typer.Option(help="sklearn, lightgbm, xgboost, onnx, torch or python [from the file]."),
     ] = None,
+    entry: Annotated[
+        str | None,
+        typer.Option(
+            help="With a directory PATH: its main file, or FILE.py:ATTR / MODULE:ATTR (python)."
+        ),
+    ] = None,
     schema: Annotated[Path | None, typer.Option(help="Input schema (YAML/JSON).")] = None,
     features: Annotated[Path | None, typer.Option(help="Feature definitions (YAML/JSON).")] = None,
     data: Annotated[
@@ -100,6 +106,7 @@ def register(
             data_path=data,
             metrics_path=metrics,
             config_path=config,
+            entry=entry,
         )
         if verify:
             # The model's own signature decides the column order; a release whose model

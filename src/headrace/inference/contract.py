@@ -16,13 +16,16 @@ prediction is the worst outcome a serving platform can have.
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from headrace.errors import HeadraceError, ReleaseError
+from headrace.errors import HeadraceError, ModelLoadError, ReleaseError
 from headrace.inference.arrow import columns_from_arrow
 from headrace.inference.service import InferenceService
 from headrace.inference.validate import validate
@@ -303,12 +306,40 @@ def check_draft(draft: ReleaseDraft, *, schema_given: bool = True) -> tuple[Rele
     """
     if draft.model_dir is None:
         raise ReleaseError(f"Draft '{draft.name}' has no model directory to verify.")
-    model = load_model(
-        draft.model.flavor,
-        model_dir=draft.model_dir,
-        entry=draft.model.entry,
-        options=dict(draft.config.runtime),
-    )
+    # Loaded from a copy of exactly the release's files, never from the source directory:
+    # a model that reads a file the release does not hold fails here, not in a worker.
+    with tempfile.TemporaryDirectory(prefix="headrace-verify-") as scratch:
+        root = _stage(draft, Path(scratch))
+        try:
+            model = load_model(
+                draft.model.flavor,
+                model_dir=root,
+                entry=draft.model.entry,
+                options=dict(draft.config.runtime),
+            )
+        except ModelLoadError as exc:
+            if isinstance(exc.__cause__, OSError | ImportError) and len(draft.model.files) == 1:
+                raise ReleaseError(
+                    f"{exc} The release holds only '{draft.model.files[0].path}': register "
+                    "the directory with every file the model reads (headrace register DIR "
+                    "--flavor python --entry file.py:Class)."
+                ) from exc
+            raise
+        return _signed_and_verified(draft, model, schema_given=schema_given)
+
+
+def _stage(draft: ReleaseDraft, root: Path) -> Path:
+    """Copy the draft's model files, by their hashed sources, under `root`."""
+    for entry in draft.model.files:
+        target = root / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(draft.sources[entry.sha256], target)
+    return root
+
+
+def _signed_and_verified(
+    draft: ReleaseDraft, model: LoadedModel, *, schema_given: bool
+) -> tuple[ReleaseDraft, int]:
     signed = sign_draft(draft, model, schema_given=schema_given)
     if _needs_frame(signed, model):
         signature = signed.signature

@@ -153,7 +153,9 @@ def _model_files(model_path: Path, flavor: str) -> tuple[Path, str, list[Path]]:
         raw, attr = raw.rsplit(":", 1)
         model_path = Path(raw)
     if model_path.is_dir():
-        files = sorted(p for p in model_path.rglob("*") if p.is_file())
+        files = sorted(
+            p for p in model_path.rglob("*") if p.is_file() and not _skipped(p, model_path)
+        )
         if not files:
             raise ReleaseError(f"Model directory '{model_path}' is empty.")
         entry = attr or ""
@@ -164,6 +166,12 @@ def _model_files(model_path: Path, flavor: str) -> tuple[Path, str, list[Path]]:
         )
     entry = model_path.name + (f":{attr}" if attr else "")
     return model_path.parent, entry, [model_path]
+
+
+def _skipped(path: Path, root: Path) -> bool:
+    """Bytecode caches and hidden files (``.git``, ``.DS_Store``) are not part of a model."""
+    parts = path.relative_to(root).parts
+    return path.suffix == ".pyc" or any(p == "__pycache__" or p.startswith(".") for p in parts)
 
 
 def _entry_for_directory(files: list[Path], directory: Path, flavor: str, entry: str) -> str:
@@ -186,6 +194,28 @@ def _entry_for_directory(files: list[Path], directory: Path, flavor: str, entry:
     return candidates[0].relative_to(directory).as_posix() + entry
 
 
+def _checked_entry(entry: str, directory: Path, files: list[Path], flavor: str) -> str:
+    """`entry` if it names a file of the directory (``module:attr`` for python)."""
+    name, _, attr = entry.rpartition(":") if flavor == "python" else ("", "", "")
+    name = name if flavor == "python" else entry
+    if flavor == "python" and (not name or not attr):
+        raise ReleaseError(
+            f"--entry '{entry}' must be 'file.py:attribute' or 'module:attribute' for the "
+            "python flavor, e.g. 'wrapper:Model'."
+        )
+    candidates = {name}
+    if flavor == "python" and not name.endswith(".py"):
+        dotted = name.replace(".", "/")
+        candidates = {f"{dotted}.py", f"{dotted}/__init__.py"}
+    listed = {p.relative_to(directory).as_posix() for p in files}
+    if not candidates & listed:
+        raise ReleaseError(
+            f"--entry '{entry}' names no file of '{directory}' (looked for "
+            f"{', '.join(sorted(candidates))}): give the path of the model file inside it."
+        )
+    return entry
+
+
 def build_draft(
     model_path: Path,
     *,
@@ -198,6 +228,7 @@ def build_draft(
     metrics_path: Path | None = None,
     config_path: Path | None = None,
     code_version: str | None = None,
+    entry: str | None = None,
 ) -> ReleaseDraft:
     """Hash the model files, read schema/features/config/metrics, fingerprint the data.
 
@@ -208,11 +239,22 @@ def build_draft(
     workdir
         A scratch directory for generated files (the reference sample); it must live
         until the draft is registered.
+    entry
+        For a directory: the main file (``model.onnx``), or for python ``file.py:attr`` /
+        ``module:attr``; by default the one file of the flavor's kind in it.
     """
     validate_name(name)
-    directory, entry, files = _model_files(model_path, flavor)
-    if model_path.is_dir() or entry.startswith(":"):
-        entry = _entry_for_directory(files, directory, flavor, entry)
+    directory, found, files = _model_files(model_path, flavor)
+    if entry is not None:
+        if not model_path.is_dir():
+            raise ReleaseError(
+                f"--entry '{entry}' needs a model directory, but '{model_path}' is a file: "
+                "pass the directory holding the model's files as PATH."
+            )
+        found = _checked_entry(entry, directory, files, flavor)
+    elif model_path.is_dir() or found.startswith(":"):
+        found = _entry_for_directory(files, directory, flavor, found)
+    entry = found
     sources: dict[str, Path] = {}
     entries: list[FileEntry] = []
     for path in files:

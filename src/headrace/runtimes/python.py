@@ -1,8 +1,11 @@
 """The ``python`` flavor: a model written as plain Python in a file of the release.
 
-The entry is ``file.py:attribute``; ``file.py`` lies in the model directory and is run as
-a module of its own (a unique name, so two releases never share state). The attribute is
-one of:
+The entry is ``file.py:attribute`` or ``module:attribute`` (a dotted module path inside the
+model directory, e.g. ``wrapper:Model`` or ``pkg.model:Model``). The model directory is the
+release's own verified copy, imported as a package of its own under a unique name (two
+releases never share state), so the entry module may import its siblings relatively
+(``from . import features``, ``from .util import clean``) and read files next to it through
+``Path(__file__).parent``. The attribute is one of:
 
 - a function ``f(matrix)`` returning the predictions, a tuple ``(predictions,
   probabilities)`` or ``(predictions, probabilities, classes)``, or a `ModelOutput`;
@@ -11,16 +14,21 @@ one of:
 - a class, instantiated with no arguments, or an object: it must have ``predict`` and may
   have ``predict_proba`` with ``classes_``, like a scikit-learn estimator.
 
-The file may import installed packages, not sibling files of the model directory. Its
-module is not left in ``sys.modules`` (an evicted model must free its memory), so objects
-it defines cannot be pickled.
+Sibling modules must be imported while the entry module loads (a relative import inside a
+function that runs at predict time fails): the release's modules are not left in
+``sys.modules`` (an evicted model must free its memory), so objects they define cannot be
+pickled. A ``requirements.txt`` in the model directory is checked against the installed
+packages before anything is imported.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import importlib.metadata
 import inspect
+import re
 import sys
+import types
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +43,8 @@ from headrace.runtimes.sklearn import EstimatorModel
 from headrace.types import Array, Matrix
 
 __all__ = ["FunctionModel", "load"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class FunctionModel:
@@ -109,12 +119,13 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
     file_name, sep, attribute = entry.rpartition(":")
     if not sep or not file_name or not attribute:
         raise ModelLoadError(
-            f"Python model entry {entry!r} must be 'file.py:attribute', e.g. "
-            "'model.py:predict'. Register the model with that entry."
+            f"Python model entry {entry!r} must be 'file.py:attribute' or 'module:attribute', "
+            "e.g. 'model.py:predict'. Register the model with that entry."
         )
-    path = entry_path(model_dir, entry=file_name, flavor="python")
+    path = entry_path(model_dir, entry=_module_file(model_dir, file_name), flavor="python")
     name = f"{path.name}:{attribute}"
-    module = _import_file(path)
+    _check_requirements(model_dir / "requirements.txt")
+    module = _import_file(path, root=model_dir)
     if not hasattr(module, attribute):
         defined = sorted(
             key
@@ -150,22 +161,99 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
     )
 
 
-def _import_file(path: Path) -> Any:
-    """Run `path` as a fresh module with a unique name and return the module."""
-    module_name = f"headrace_model_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
+def _module_file(model_dir: Path, name: str) -> str:
+    """The file of an entry's module part: ``file.py`` as is, ``pkg.mod`` as ``pkg/mod.py``."""
+    if name.endswith(".py") or "/" in name:
+        return name
+    relative = name.replace(".", "/")
+    if (model_dir / relative / "__init__.py").is_file():
+        return f"{relative}/__init__.py"
+    return f"{relative}.py"
+
+
+def _check_requirements(path: Path) -> None:
+    """Refuse to import a release whose requirements.txt the environment does not meet."""
+    if not path.is_file():
+        return
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # not a dependency of headrace: then only names are checked
+        _check_names(path)
+        return
+
+    problems: list[str] = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue  # pip options (-r, --index-url) say nothing about what is installed
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as exc:
+            raise ModelLoadError(
+                f"Line {number} of the release's requirements.txt ({line!r}) is not a "
+                f"requirement: {reason(exc)}. Fix the file and register the model again."
+            ) from exc
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"{requirement} (not installed)")
+            continue
+        if requirement.specifier and not requirement.specifier.contains(
+            installed, prereleases=True
+        ):
+            problems.append(f"{requirement} (installed {installed})")
+    if problems:
+        raise ModelLoadError(
+            f"The python model needs {', '.join(problems)} (its requirements.txt): install "
+            f"them where it is served, e.g. pip install -r {path.name} from the release."
+        )
+
+
+def _check_names(path: Path) -> None:
+    missing = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        found = _NAME.match(raw.split("#", 1)[0].strip())
+        if found is None:
+            continue
+        try:
+            importlib.metadata.version(found.group(0))
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(found.group(0))
+    if missing:
+        raise ModelLoadError(
+            f"The python model needs {', '.join(missing)} (its requirements.txt), which "
+            "is not installed: install it where the model is served."
+        )
+
+
+def _import_file(path: Path, *, root: Path | None = None) -> Any:
+    """Run `path` as a fresh module of a package made of `root` (its directory by
+    default), under a unique name, and return the module."""
+    root = path.parent if root is None else root
+    package_name = f"headrace_model_{uuid.uuid4().hex}"
+    relative = path.relative_to(root).with_suffix("")
+    parts = list(relative.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    if not path.name.endswith(".py") or not parts:
         raise ModelLoadError(
             f"Cannot load '{path}' with the python flavor: it looks like "
             f"{sniff(path).description}, not a .py file. Register a Python source file "
             "as 'file.py:attribute'."
         )
-    module = importlib.util.module_from_spec(spec)
-    # Registered while it runs (dataclasses and typing look their module up there), then
-    # removed: the loaded model keeps the module alive, and evicting it frees the memory.
-    sys.modules[module_name] = module
+    package = types.ModuleType(package_name)
+    package.__path__ = [str(root)]
+    module_name = ".".join([package_name, *parts])
+    # Registered while they run (relative imports, dataclasses and typing look modules up
+    # there), then removed: the loaded model keeps its modules alive, and evicting it
+    # frees the memory. No bytecode is written into the release's verified copy.
+    sys.modules[package_name] = package
+    writes_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
     try:
-        spec.loader.exec_module(module)
+        module = importlib.import_module(module_name)
     except (SyntaxError, ValueError, UnicodeDecodeError) as exc:
         if sniff(path).flavor == "python":
             raise ModelLoadError(
@@ -182,5 +270,7 @@ def _import_file(path: Path) -> Any:
             f"{type(exc).__name__}: {reason(exc)}. Fix the file or install what it imports."
         ) from exc
     finally:
-        sys.modules.pop(module_name, None)
+        sys.dont_write_bytecode = writes_bytecode
+        for loaded in [m for m in sys.modules if m.split(".", 1)[0] == package_name]:
+            del sys.modules[loaded]
     return module

@@ -204,3 +204,41 @@ def test_wrong_number_of_predictions_fails_the_batch(model_dir: Path) -> None:
 
     with pytest.raises(ValueError, match=r"returned \(1,\) predictions for 3 rows"):
         loaded.predict(np.zeros((3, 2)))
+
+
+def test_a_dotted_module_entry_imports_its_siblings_relatively(model_dir: Path) -> None:
+    """Code that ships with the model: a package in the release, imported from it."""
+    (model_dir / "pkg").mkdir()
+    write(model_dir, "SCALE = 3\n", name="pkg/__init__.py")
+    write(model_dir, "def double(x):\n    return 2 * x\n", name="pkg/helpers.py")
+    write(
+        model_dir,
+        """
+        import numpy as np
+
+        from . import SCALE
+        from .helpers import double
+
+
+        class Model:
+            def predict(self, matrix):
+                return double(np.asarray(matrix)[:, 0]) * SCALE
+        """,
+        name="pkg/model.py",
+    )
+    before = set(sys.modules)
+    model = load_model("python", model_dir=model_dir, entry="pkg.model:Model")
+    np.testing.assert_array_equal(model.predict(np.array([[1.0], [2.0]])).predictions, [6, 12])
+    assert set(sys.modules) == before
+    assert not list(model_dir.rglob("__pycache__"))  # the verified copy stays as hashed
+
+
+def test_an_unmet_requirement_is_a_load_error(model_dir: Path) -> None:
+    write(model_dir, "def predict(matrix):\n    return matrix[:, 0]\n")
+    (model_dir / "requirements.txt").write_text(
+        "numpy>=1\n# a comment\nnumpy<1 ; python_version<'3'\n"
+    )
+    assert load_model("python", model_dir=model_dir, entry="model:predict").flavor == "python"
+    (model_dir / "requirements.txt").write_text("numpy<1\n")
+    with pytest.raises(ModelLoadError, match=r"numpy<1 \(installed "):
+        load_model("python", model_dir=model_dir, entry="model.py:predict")
