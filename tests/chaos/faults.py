@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,15 @@ from typing import TypeVar
 
 import pytest
 
-from conftest import LOCALHOST, free_port, port_open, service_unavailable, stop_process
+from conftest import (
+    LOCALHOST,
+    free_port,
+    port_open,
+    service_unavailable,
+    start_process,
+    stop_process,
+    wait_for_port,
+)
 from support.kafka import Producer, TopicReader, WorkerProcess
 
 LONG_ENV = "HEADRACE_CHAOS_LONG"
@@ -265,3 +274,132 @@ def worker_with_env(
             env=full,
         )
     return worker
+
+
+# --- a Kafka broker that survives a restart ---------------------------------------------
+
+
+class DurableTansu:
+    """A Tansu broker of the test's own keeping its data in S3 (a moto server of its
+    own), so a SIGKILL and a restart on the same port lose nothing it acknowledged (the
+    default memory storage would lose every topic)."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        import boto3
+
+        self.binary = binary
+        self.directory = directory
+        moto_port = free_port()
+        self.moto = start_process(
+            [sys.executable, "-m", "moto.server", "-H", LOCALHOST, "-p", str(moto_port)],
+            log=directory / "moto.log",
+        )
+        wait_for_port(self.moto, moto_port, name="moto S3 server", log=directory / "moto.log")
+        endpoint = f"http://{LOCALHOST}:{moto_port}"
+        credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", **credentials
+        )
+        client.create_bucket(Bucket="tansu")
+        client.close()
+        self.env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k not in {"SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT", "STORAGE_ENGINE"}
+                and not k.startswith("AWS_")
+            },
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+        self.port = free_port()
+        self.bootstrap = f"{LOCALHOST}:{self.port}"
+        self.starts = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.starts += 1
+        url = f"tcp://{LOCALHOST}:{self.port}"
+        log = self.directory / f"tansu-{self.starts}.log"
+        self.proc = start_process(
+            [
+                self.binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "s3://tansu/",
+            ],
+            log=log,
+            env=self.env,
+        )
+        wait_for_port(self.proc, self.port, name="durable Tansu broker", log=log)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to any client."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        self.kill()
+        stop_process(self.moto)
+
+
+class BurstProducer:
+    """Produces ``(key, value)`` pairs in bursts of `chunk` every `every_s` seconds from a
+    thread, lingering so each burst lands in a few large batches (a broker storing each
+    batch as an object, Tansu on S3, serves few large batches far faster than many)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Producer as KafkaProducer
+
+        self.topic = topic
+        self.produced = 0
+        self.failures: list[str] = []
+        self._producer = KafkaProducer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 50,
+                "enable.idempotence": True,
+                "on_delivery": self._delivered,
+            }
+        )
+        self._thread: threading.Thread | None = None
+
+    def _delivered(self, error: object, message: object) -> None:
+        if error is not None:
+            self.failures.append(str(error))
+
+    def start(self, items: list[tuple[bytes, bytes]], *, chunk: int, every_s: float) -> None:
+        def run() -> None:
+            for begin in range(0, len(items), chunk):
+                for key, value in items[begin : begin + chunk]:
+                    while True:
+                        try:
+                            self._producer.produce(self.topic, value, key)
+                            break
+                        except BufferError:
+                            self._producer.poll(0.05)
+                    self.produced += 1
+                self._producer.poll(0)
+                time.sleep(every_s)
+            if self._producer.flush(120):
+                self.failures.append("unacknowledged after 120 s")
+
+        self._thread = threading.Thread(target=run, name="chaos-producer", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float = 150.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise AssertionError(f"producer to {self.topic} still running after {timeout}s")
+        if self.failures:
+            raise AssertionError(f"producing to {self.topic} failed: {self.failures[:3]}")
