@@ -95,3 +95,39 @@ def test_duplicate_unverified_alias_and_checkpoint(tmp_path: Path) -> None:
     failed = run("audit", "verify", "--checkpoints", str(anchors), env=KEY, ok=False)
     assert_one_line_error(failed, "0 records but checkpoint", "saw 4")
     assert KEY["HEADRACE_AUDIT_HMAC_KEY"] not in failed.stderr + failed.stdout
+
+
+def test_signed_releases_only_when_required(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = tmp_path / "release.pem", tmp_path / "release.pub.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    run = make_runner(tmp_path / "home", tmp_path)
+    signed = write_sklearn_release(tmp_path / "m1")
+    write_sklearn_release(tmp_path / "m2", seed=8, c=0.05)
+    _register(run, tmp_path / "m1", "--sign-key", str(private))
+    _register(run, tmp_path / "m2")
+    rows = ["f0,f1,f2,f3,f4"] + [",".join(str(v) for v in r) for r in signed.features[:5]]
+    data = tmp_path / "score.csv"
+    data.write_text("\n".join(rows) + "\n")
+    strict = {"HEADRACE_REQUIRE_SIGNED": "1", "HEADRACE_TRUSTED_KEYS": str(public)}
+    scored = run(
+        "predict", "fraud:1", "--input", str(data), "--output", str(tmp_path / "o.csv"), env=strict
+    )
+    assert scored.returncode == 0
+    refused = run("predict", "fraud:2", "--input", str(data), env=strict, ok=False)
+    assert_one_line_error(refused, "'fraud:2' has no signature", "--sign-key")
+    run("predict", "fraud:2", "--input", str(data), "--output", str(tmp_path / "o2.csv"))

@@ -154,7 +154,9 @@ def test_rewritten_manifest_and_digest_fail_verify(
         ),
     )
     assert registry.get("fraud:1").digest == digest_of(forged)  # the row is consistent
-    with pytest.raises(RegistryIntegrityError, match=r"'fraud:1' was rewritten.*record #1"):
+    with pytest.raises(
+        RegistryIntegrityError, match=r"'fraud:1' was rewritten: file 'model.pkl'.*record #1"
+    ):
         registry.verify_audit()
 
 

@@ -120,6 +120,18 @@ def _check_release(
             f"Release '{ref}' has no registration in the audit chain: it was written into "
             f"the database behind the registry's back, or the chain was cut. {restore}"
         )
+    recorded_files = record.details.get("files")
+    actual_files = {entry.path: entry.sha256 for entry in manifest.all_files()}
+    if recorded_files is not None and recorded_files != actual_files:
+        changed = sorted(
+            path
+            for path in set(recorded_files) | set(actual_files)
+            if recorded_files.get(path) != actual_files.get(path)
+        )
+        raise RegistryIntegrityError(
+            f"Release '{ref}' was rewritten: file '{changed[0]}' differs from the sha256 "
+            f"audit record #{record.seq} registered. {restore}"
+        )
     if record.details.get("digest") != digest:
         raise RegistryIntegrityError(
             f"Release '{ref}' was rewritten: audit record #{record.seq} registered digest "

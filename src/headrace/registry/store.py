@@ -338,6 +338,7 @@ class Registry:
                 "parent": manifest.parent,
                 "code_version": manifest.code_version,
                 "verification": verification,
+                "files": {entry.path: entry.sha256 for entry in manifest.all_files()},
             }
             if sign_key is not None:
                 signed = sign_release(sign_key, digest=digest)
