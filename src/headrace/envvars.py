@@ -70,7 +70,19 @@ def load_yaml(
             if node is None:
                 return None
             _check_size(node, where=where, error=error)
-            return loader.construct_document(node)
+            try:
+                return loader.construct_document(node)
+            except yaml.YAMLError:
+                raise
+            except Exception as exc:
+                # PyYAML's constructors raise what they meet on a malformed tagged or
+                # resolved scalar (ValueError for 2026-02-30, AttributeError for
+                # `!!timestamp x`): a value that cannot be read, never a crash.
+                raise error(
+                    f"{where}: a value cannot be read ({type(exc).__name__}: "
+                    f"{_one_line(str(exc))[:80]}) at line {node.start_mark.line + 1}: "
+                    "quote it if it is a string"
+                ) from None
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
@@ -86,11 +98,6 @@ def load_yaml(
     except RecursionError:
         raise error(
             f"{where}: nesting is too deep to read (at most {MAX_YAML_DEPTH} levels)"
-        ) from None
-    except (ValueError, OverflowError) as exc:
-        # A scalar the resolver took for a timestamp but no calendar has (2026-02-30).
-        raise error(
-            f"{where}: invalid value: {_one_line(str(exc))}: quote it if it is a string"
         ) from None
 
 

@@ -54,7 +54,7 @@ BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         (BILLION_LAUGHS, "once its aliases are expanded"),
         ("[" * (MAX_YAML_DEPTH + 5) + "]" * (MAX_YAML_DEPTH + 5), "nesting deeper"),
         ("[" * 5000 + "]" * 5000, "nest"),
-        ("a: 2026-02-30\n", "invalid value"),
+        ("a: 2026-02-30\n", "cannot be read"),
         ("a: *nope\n", "invalid YAML at line 1"),
         ("a: [1, 2\n", "invalid YAML"),
         ("a: 1\n---\nb: 2\n", "invalid YAML"),
