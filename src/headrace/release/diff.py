@@ -58,6 +58,12 @@ def _changed(a: Any, b: Any) -> dict[str, Any]:
     }
 
 
+def _signature_inputs(manifest: Manifest) -> list[str] | None:
+    """The model's input order from its signature (None for a release without one)."""
+    signature = manifest.input_signature
+    return None if signature is None else signature.names
+
+
 def diff_manifests(a: Manifest, b: Manifest) -> ReleaseDiff:
     """Compare two manifests: model digest, schema, features, config, data, metrics."""
     model: dict[str, Any] = {}
@@ -68,6 +74,9 @@ def diff_manifests(a: Manifest, b: Manifest) -> ReleaseDiff:
         model["digest"] = [digest_a, digest_b]
     if a.model.entry != b.model.entry:
         model["entry"] = [a.model.entry, b.model.entry]
+    inputs_a, inputs_b = _signature_inputs(a), _signature_inputs(b)
+    if inputs_a != inputs_b:
+        model["signature"] = [inputs_a, inputs_b]
 
     fields_a = {f.name: msgspec.to_builtins(f) for f in a.schema.fields}
     fields_b = {f.name: msgspec.to_builtins(f) for f in b.schema.fields}

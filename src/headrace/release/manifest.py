@@ -149,7 +149,8 @@ class Signature(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
         order came from the feature spec or the schema and only the count was checked.
     frame
         Hand the model a pandas DataFrame with the fitted names and dtypes instead of a
-        numpy matrix (a model fitted on a DataFrame with non-numeric columns).
+        numpy matrix: a model fitted on a DataFrame with non-numeric columns, or one
+        that refused a numpy matrix at registration (it selects columns by name).
     outputs
         What the model returns.
     classes
