@@ -115,7 +115,7 @@ class S3CheckpointStore:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def write(self, checkpoint: Checkpoint) -> str:
-        """Put a new object (``If-None-Match: *`` where the server supports it)."""
+        """Put a new object under a name no earlier checkpoint has (sequence and time)."""
         key = self._key(checkpoint.name())
         body = msgspec.json.encode(checkpoint)
         try:
