@@ -62,17 +62,21 @@ def copy_verified(source: Path, dest: Path, *, sha256: str, label: str, where: s
 
 
 class PrivateCopies:
-    """Per-process directories of verified release files, one per release digest."""
+    """Per-process directories of verified release files, one per release digest.
+
+    Keyed by process id too: a forked child neither reuses nor, at its exit, removes
+    the copies its parent made.
+    """
 
     def __init__(self) -> None:
-        self._dirs: dict[str, Path] = {}
+        self._dirs: dict[tuple[int, str], Path] = {}
         self._lock = threading.Lock()
         atexit.register(self.clear)
 
     def get(self, digest: str) -> Path | None:
         """The verified directory of release `digest`, if this process made one."""
         with self._lock:
-            found = self._dirs.get(digest)
+            found = self._dirs.get((os.getpid(), digest))
         return found if found is not None and found.is_dir() else None
 
     def new_dir(self, digest: str) -> Path:
@@ -81,26 +85,28 @@ class PrivateCopies:
 
     def keep(self, digest: str, directory: Path) -> Path:
         """Remember `directory` as the copy of `digest` (first one wins under a race)."""
+        key = (os.getpid(), digest)
         with self._lock:
-            current = self._dirs.get(digest)
+            current = self._dirs.get(key)
             if current is not None and current.is_dir():
                 shutil.rmtree(directory, ignore_errors=True)
                 return current
-            self._dirs[digest] = directory
+            self._dirs[key] = directory
             return directory
 
     def forget(self, digest: str) -> None:
-        """Remove the copy of `digest`."""
+        """Remove this process's copy of `digest`."""
         with self._lock:
-            directory = self._dirs.pop(digest, None)
+            directory = self._dirs.pop((os.getpid(), digest), None)
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
 
     def clear(self) -> None:
-        """Remove every copy (at exit)."""
+        """Remove every copy this process made (at exit)."""
+        pid = os.getpid()
         with self._lock:
-            dirs = list(self._dirs.values())
-            self._dirs.clear()
+            mine = [key for key in self._dirs if key[0] == pid]
+            dirs = [self._dirs.pop(key) for key in mine]
         for directory in dirs:
             shutil.rmtree(directory, ignore_errors=True)
 

@@ -147,3 +147,21 @@ def test_private_copy_is_unreachable_by_others(
     assert not root.is_relative_to(registry.cache_dir)
     registry.clear_cache(release)
     assert not root.exists()
+
+
+def test_a_forked_child_leaves_its_parents_copies_alone(
+    registry: Registry, files: ModelFiles, tmp_path: Path
+) -> None:
+    release = registry.register(draft_from(files, tmp_path))
+    root = registry.fetch(release)
+    pid = os.fork()
+    if pid == 0:  # the child: its own copy, and its exit handlers remove only that
+        try:
+            child_root = registry.fetch(release)
+            store_module._COPIES.clear()
+            os._exit(0 if child_root != root and root.is_dir() else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (root / "model.pkl").is_file()
