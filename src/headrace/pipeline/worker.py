@@ -30,7 +30,13 @@ from headrace.errors import CommitRefusedError, ConfigError
 from headrace.inference.service import InferenceResult, InferenceService
 from headrace.inference.validate import records_to_columns
 from headrace.monitoring.metrics import WorkerMetrics, source_lag
-from headrace.pipeline.decode import DecodedEvents, EventDecoder, Failure, event_kind
+from headrace.pipeline.decode import (
+    TEXT_ROW_HEADERS,
+    DecodedEvents,
+    EventDecoder,
+    Failure,
+    event_kind,
+)
 from headrace.pipeline.dedupe import DedupeStore
 from headrace.pipeline.observe import BatchView, Monitors
 from headrace.pipeline.records import dead_letter_record, output_records
@@ -107,17 +113,21 @@ class Worker:
         At the bound of `BatchSpec.max_in_flight` unsettled events, pauses the source and
         settles before returning, so at most that many events are ever in flight.
         """
-        kinds = [event_kind(m) for m in messages]
-        cut = next((j for j in range(1, len(kinds)) if kinds[j] != kinds[0]), None)
-        if cut is not None:  # CSV rows among JSON events: each run decoded as its kind
-            self.process(messages[:cut])
-            self.process(messages[cut:])
-            return
+        csv = False
+        names = {name for m in messages for name, _ in m.headers}
+        if not names.isdisjoint(TEXT_ROW_HEADERS):  # CSV-like rows (file, Redis sources)
+            kinds = [event_kind(m) for m in messages]
+            cut = next((j for j in range(1, len(kinds)) if kinds[j] != kinds[0]), None)
+            if cut is not None:  # CSV rows among JSON events: each run decoded as its kind
+                self.process(messages[:cut])
+                self.process(messages[cut:])
+                return
+            csv = kinds[0] == "csv"
         started = time.perf_counter()
         started_ns = time.time_ns()
         spec = self.spec
 
-        decoded = self._decoder.decode(messages, csv=bool(kinds) and kinds[0] == "csv")
+        decoded = self._decoder.decode(messages, csv=csv)
         decoded_at = time.perf_counter()
 
         decoded = self._drop_repeats(decoded)
@@ -135,10 +145,14 @@ class Worker:
         scored = result.rows.tolist()
         scored_messages = [messages[candidates[r]] for r in scored]
         scored_ids = [event_ids[r] for r in scored]
-        times = [
-            t if t is not None else scored_messages[j].timestamp_ms
-            for j, t in enumerate(decoded.times_ms[r] for r in scored)
-        ]
+        if self.spec.event_time_field is None:
+            times = [m.timestamp_ms for m in scored_messages]
+        else:
+            event_times = decoded.times_ms
+            times = [
+                t if (t := event_times[r]) is not None else scored_messages[j].timestamp_ms
+                for j, r in enumerate(scored)
+            ]
         now_ms = int(time.time() * 1000)
         outputs = self._outputs(
             result, scored, scored_messages, scored_ids, times, failures, candidates, now_ms
@@ -238,8 +252,18 @@ class Worker:
                 probabilities=None if probabilities is None else [probabilities[j] for j in rows],
             )
 
-        try:
-            return build(list(range(len(scored))))
+        try:  # the whole batch as it is: no copies on the hot path
+            return output_records(
+                messages,
+                event_ids=ids,
+                predictions=predictions,
+                scores=scores,
+                event_times_ms=times,
+                release=result.release,
+                release_digest=result.release_digest,
+                processed_at_ms=now_ms,
+                probabilities=probabilities,
+            )
         except Exception:
             outputs: list[OutRecord] = []
             for j in range(len(scored)):  # find the rows at fault, one by one
