@@ -394,3 +394,11 @@ def test_require_signed_refuses_unsigned_and_untrusted(
             strict.fetch(unsigned)
     with pytest.raises(ConfigError, match="HEADRACE_TRUSTED_KEYS"):
         SigningPolicy.from_env({"HEADRACE_REQUIRE_SIGNED": "1"})
+
+
+def test_the_hmac_secret_is_masked_once_seen() -> None:
+    from headrace.redaction import redact_text
+
+    secret = "a-checkpoint-secret-7f3a9c"
+    HmacKey(secret.encode())
+    assert secret not in redact_text(f"failed with key {secret}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from headrace.errors import ConfigError, DependencyMissingError
+from headrace.redaction import note_secret
 
 __all__ = [
     "Ed25519Signer",
@@ -62,6 +63,7 @@ class HmacKey:
                 "(e.g. `openssl rand -hex 32`)."
             )
         self._secret = secret
+        note_secret(secret.decode("utf-8", errors="ignore"))  # masked in any later message
         self.key_id = hashlib.sha256(b"headrace-hmac-key-id\0" + secret).hexdigest()[:16]
 
     def sign(self, payload: bytes) -> str:
