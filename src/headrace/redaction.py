@@ -117,6 +117,9 @@ def install_log_redaction() -> None:
         redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            # Formatted once here (handlers reuse exc_text): a traceback quotes URLs too.
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
         return record
 
     factory._headrace_redacting = True  # type: ignore[attr-defined]

@@ -81,3 +81,14 @@ def test_a_remembered_secret_holding_an_at_sign_is_masked_whole() -> None:
     redact_url("kafka://u:Ab3secret@pw@broker:9092")
     shown = redact_text("Kafka at u:Ab3secret@pw@127.0.0.1:9092 is not reachable")
     assert "Ab3secret" not in shown and "@pw@" not in shown
+
+
+def test_a_logged_traceback_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    install_log_redaction()
+    with caplog.at_level(logging.ERROR):
+        try:
+            raise ConnectionError("cannot reach redis://:Tb6secret@10.1.1.1:6379/0")
+        except ConnectionError:
+            logging.getLogger("headrace.test").exception("dedupe store failed")
+    assert "Tb6secret" not in caplog.text
+    assert "ConnectionError: cannot reach redis://:***@10.1.1.1:6379/0" in caplog.text
