@@ -32,9 +32,10 @@ pytestmark = pytest.mark.chaos
 DURATION_S = sized(60.0, 600.0)
 CLIENTS = 4
 WARM_UP = 0.25  # the first quarter of the samples: caches, allocator arenas, batchers
-# Generous: at the ~290 requests/s this machine sustains, 1 MiB a minute is ~60 bytes per
-# request (a leak of one small object per request); the measured slope was 81 KiB/min.
-MAX_SLOPE_KIB_PER_MIN = 1024.0
+# Generous, as a one-minute fit on a shared machine is noisy (measured: 81 and 314 KiB/min,
+# RSS +0.6 MiB in all): at the ~230-290 requests/s this machine sustains, 2 MiB a minute is
+# ~150 bytes per request, so a leak of a kilobyte per request still fails it many times over.
+MAX_SLOPE_KIB_PER_MIN = 2048.0
 
 
 def test_serving_soak(tmp_path: Path) -> None:
