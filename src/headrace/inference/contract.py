@@ -16,6 +16,7 @@ prediction is the worst outcome a serving platform can have.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -263,7 +264,8 @@ def _compare_with_fitted(
         return
     runtime = service.model.predict(service.model_input(batch.columns))
     names = service.inputs
-    frame = table.select(names).to_pandas().iloc[batch.rows].reset_index(drop=True)
+    as_text = draft.signature is not None and draft.signature.frame
+    frame = _reference_frame(table, draft.schema, names, rows=batch.rows, as_text=as_text)
     try:
         reference = model.reference_predict(frame)
     except Exception as exc:
@@ -279,6 +281,32 @@ def _compare_with_fitted(
             f"reference sample: {difference}. Check that the schema types and the column "
             "names match the training data; nothing was registered."
         )
+
+
+def _reference_frame(
+    table: Any, schema: Schema, names: Sequence[str], *, rows: Any, as_text: bool
+) -> Any:
+    """The training rows straight from pandas, encoded as the schema documents what the
+    model sees: a category as its index in `values` (as text for a DataFrame model), a
+    timestamp as epoch seconds, a bool as 0/1 for a matrix model."""
+    frame = table.select(list(names)).to_pandas().iloc[rows].reset_index(drop=True)
+    for name in names:
+        field = schema.field(name)
+        column = frame[name]
+        if field.type == "category":
+            if as_text:
+                frame[name] = column.astype(object).where(column.notna(), None)
+            else:
+                categorical = column.astype("category").cat.set_categories(field.values or [])
+                codes = categorical.cat.codes.astype(np.float64)
+                frame[name] = codes.where(codes >= 0, np.nan)
+        elif field.type == "timestamp" and hasattr(column, "dt"):
+            pandas: Any = importlib.import_module("pandas")  # no type stubs: imported as Any
+            epoch = pandas.Timestamp(0, tz=column.dt.tz)
+            frame[name] = (column - epoch) / pandas.Timedelta(seconds=1)
+        elif field.type == "bool" and not as_text:
+            frame[name] = column.astype(np.float64)
+    return frame
 
 
 def check_draft(draft: ReleaseDraft, *, schema_given: bool = True) -> tuple[ReleaseDraft, int]:

@@ -323,3 +323,49 @@ def test_a_numeric_model_selecting_columns_by_name_gets_a_dataframe(
         {c: x[c].to_numpy() for c in COLUMNS}, n_rows=len(x)
     )
     assert list(result.predictions) == list(fitted.predict(x))
+
+
+def test_categories_and_timestamps_reach_a_numeric_model_as_documented(tmp_path: Path) -> None:
+    """The reference call encodes like the schema says (category code, epoch seconds), so a
+    booster fitted on those numbers registers and is checked, not refused."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(6)
+    n = 200
+    merchants = ["fuel", "grocery", "travel"]
+    codes = rng.integers(0, 3, n)
+    seconds = rng.integers(1_700_000_000, 1_800_000_000, n).astype(np.float64)
+    numbers = pd.DataFrame({"amount": rng.gamma(2.0, 50.0, n), "merchant": codes, "when": seconds})
+    target = (numbers["amount"] > 100) & (codes == 2)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "min_data_in_leaf": 5},
+        lgb.Dataset(numbers.astype(np.float64), target.astype(int)),
+        num_boost_round=10,
+    )
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    booster.save_model(str(model_dir / "model.txt"))
+    data = pd.DataFrame(
+        {
+            "when": pd.to_datetime(seconds, unit="s", utc=True),
+            "merchant": pd.Categorical.from_codes(codes, categories=merchants),
+            "amount": numbers["amount"],
+        }
+    )
+    data_path = tmp_path / "train.parquet"
+    data.to_parquet(data_path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    draft = build_draft(
+        model_dir / "model.txt",
+        name="t",
+        flavor="lightgbm",
+        workdir=scratch,
+        data_path=data_path,
+        code_version="test",
+    )
+    signed, rows = check_draft(draft, schema_given=False)
+    assert rows == n
+    assert signed.signature is not None
+    assert signed.signature.names == ["amount", "merchant", "when"]
+    assert [i.type for i in signed.signature.inputs] == ["float", "category", "timestamp"]
