@@ -136,7 +136,7 @@ def _probe_pipeline(
 
     The probes run side by side, so unreachable services cost one timeout, not one each.
     """
-    from headrace.pipeline.build import default_dead_letter_url
+    from headrace.pipeline.build import default_dead_letter_url, source_options
     from headrace.streams.urls import probe_endpoint
 
     dead_letter = spec.dead_letter
@@ -149,7 +149,7 @@ def _probe_pipeline(
                 role="source",
                 topic=spec.source.topic,
                 group=spec.group,
-                options=spec.source.options,
+                options=source_options(spec, home=settings.home),
                 timeout=timeout,
             ),
         )

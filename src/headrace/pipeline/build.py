@@ -26,9 +26,16 @@ def default_dead_letter_url(spec: PipelineSpec, *, home: Path) -> str:
     return f"file://{(home / 'dead-letters' / f'{spec.name}.jsonl').absolute()}"
 
 
-def checkpoint_dir(*, home: Path) -> Path:
-    """Where workers keep file-source checkpoints: ``HEADRACE_HOME/checkpoints``."""
-    return (home / "checkpoints").absolute()
+def source_options(spec: PipelineSpec, *, home: Path) -> dict[str, Any]:
+    """The source's options as a worker opens it (``headrace doctor`` probes the same).
+
+    A file source keeps its checkpoint under ``HEADRACE_HOME/checkpoints``: the worker's
+    own state lives under its home, never beside the user's data.
+    """
+    options = dict(spec.source.options)
+    if spec.source.url.lower().startswith("file://") and "checkpoint" not in options:
+        options.setdefault("checkpoint_dir", str((home / "checkpoints").absolute()))
+    return options
 
 
 def tune_worker_process() -> None:
@@ -82,12 +89,9 @@ def build_worker(
         metrics.observe_load(
             service.release, seconds=time.perf_counter() - loading, memory_bytes=footprint
         )
-    options = dict(spec.source.options)
+    options = source_options(spec, home=home)
     if start is not None:
         options["start"] = start
-    if spec.source.url.lower().startswith("file://") and "checkpoint" not in options:
-        # the worker's own state lives under its home, never beside the user's data
-        options.setdefault("checkpoint_dir", str(checkpoint_dir(home=home)))
     source = open_source(
         spec.source.url, topic=spec.source.topic, group=spec.group, options=options
     )
