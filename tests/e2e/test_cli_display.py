@@ -81,7 +81,13 @@ def test_help_has_defaults_and_plain_usage(two: tuple[Run, ModelFiles]) -> None:
 def test_reading_a_missing_registry_says_where_it_looked(tmp_path: Path) -> None:
     home = tmp_path / "elsewhere"
     run = make_runner(home, tmp_path)
-    for args in (["releases", "list"], ["releases", "show", "fraud:1"], ["audit", "log"]):
+    for args in (
+        ["releases", "list"],
+        ["releases", "show", "fraud:1"],
+        ["audit", "log"],
+        ["alias", "history", "fraud"],
+        ["rollback", "fraud"],
+    ):
         result = run(*args, ok=False)
         assert result.returncode == 1
         assert f"No registry at 'sqlite:///{home / 'registry.db'}'" in result.stderr

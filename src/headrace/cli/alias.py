@@ -32,7 +32,7 @@ def set_alias(
     ] = False,
 ) -> None:
     """Point NAME@ALIAS at VERSION (a release that passed verification, unless --force)."""
-    with open_registry(ctx) as registry:
+    with open_registry(ctx, must_exist=True) as registry:
         moved = registry.set_alias(name, alias, version, reason=reason, force=force)
     typer.echo(f"{name}@{alias}: {moved.from_version or '-'} -> {moved.to_version}")
 
@@ -45,7 +45,7 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every move of NAME's aliases: who, when, from, to, why."""
-    with open_registry(ctx) as registry:
+    with open_registry(ctx, must_exist=True) as registry:
         events = registry.alias_history(name, alias)
     if as_json:
         print_json(events)
@@ -67,6 +67,6 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why (kept in the alias history).")] = "",
 ) -> None:
     """Move NAME@champion back to its previous target (or --to VERSION)."""
-    with open_registry(ctx) as registry:
+    with open_registry(ctx, must_exist=True) as registry:
         moved = registry.rollback(name, to=to, reason=reason)
     typer.echo(f"{name}@champion: {moved.from_version} -> {moved.to_version}")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from headrace.cli.context import open_registry
-from headrace.cli.output import print_json, print_table
+from headrace.cli.output import print_aligned, print_json
 
 if TYPE_CHECKING:
     from headrace.audit.keys import Signer, Verifier
@@ -169,13 +169,13 @@ def log(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List audit records, oldest first."""
-    with open_registry(ctx) as registry:
+    with open_registry(ctx, must_exist=True) as registry:
         records = registry.audit_log(subject=subject, action=action)
     if as_json:
         print_json(records)
         return
-    print_table(
-        "audit log",
-        ["#", "at", "actor", "action", "subject", "details", "hash"],
-        [(r.seq, r.at[:19], r.actor, r.action, r.subject, r.details, r.hash[:12]) for r in records],
+    # aligned plain values (k=v details, short digests), one line per record in a pipe too
+    print_aligned(
+        ["#", "at", "actor", "action", "subject", "hash", "details"],
+        [(r.seq, r.at[:19], r.actor, r.action, r.subject, r.hash, r.details) for r in records],
     )

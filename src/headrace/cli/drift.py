@@ -23,7 +23,7 @@ def _load_reference(ctx: typer.Context, ref: str) -> Any:
     path = Path(ref)
     if path.exists() or path.suffix.lower() in DRIFT_FILE_SUFFIXES:
         return DriftReference.from_table(read_drift_file(path, role="reference"), source=ref)
-    with open_registry(ctx) as registry:
+    with open_registry(ctx, must_exist=True) as registry:
         release = registry.get(ref)
         return DriftReference.from_release(registry, release)
 

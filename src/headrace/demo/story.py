@@ -145,6 +145,8 @@ def _train(home: Path, *, rows: int, seed: int) -> tuple[Path, float, float, dic
             "distance_km": data.distance_km,
             "card_present": data.card_present,
             "tx_last_24h": data.tx_last_24h,
+            # every schema field is a column of the training data (registration checks it)
+            "user_id": pa.array([f"user-{int(u):05d}" for u in data.user]),
             "is_fraud": data.is_fraud,
         }
     )
