@@ -28,7 +28,7 @@ import numpy as np
 
 from headrace.errors import CommitRefusedError, ConfigError
 from headrace.inference.service import InferenceResult, InferenceService
-from headrace.inference.validate import records_to_columns
+from headrace.inference.validate import records_to_columns, validate
 from headrace.monitoring.metrics import WorkerMetrics, source_lag
 from headrace.pipeline.decode import (
     TEXT_ROW_HEADERS,
@@ -44,6 +44,7 @@ from headrace.pipeline.spec import PipelineSpec
 from headrace.pipeline.stats import WorkerStats
 from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord, Partition, Sink, Source
+from headrace.types import Array, Columns
 
 __all__ = ["Worker"]
 
@@ -128,6 +129,7 @@ class Worker:
         spec = self.spec
 
         decoded = self._decoder.decode(messages, csv=csv)
+        everyone = decoded  # (its columns are indexed by message: the view's too)
         decoded_at = time.perf_counter()
 
         decoded = self._drop_repeats(decoded)
@@ -172,8 +174,11 @@ class Worker:
         view = None
         if self.monitors is not None:
             ns = [started_ns + int((t - started) * 1e9) for t in (decoded_at, fresh_at)]
+            columns = everyone.columns
+            if decoded.coerce_strings:  # monitors read typed values, never CSV text
+                columns, records = self._typed_columns(everyone, len(messages)), []
             view = BatchView(
-                messages, candidates, event_ids, records, decoded.columns, result, scored,
+                messages, candidates, event_ids, records, columns, result, scored,
                 scored_ids, failures, outputs, dead, (started_ns, ns[0], ns[1]), now_ms,
             )  # fmt: skip
             self.monitors.on_batch(view)  # may set trace headers on the records
@@ -273,6 +278,25 @@ class Worker:
                     reason = f"Cannot encode the output of this event ({type(exc).__name__})"
                     failures.append((candidates[scored[j]], "output", reason, None))
             return outputs
+
+    def _typed_columns(self, decoded: DecodedEvents, n_messages: int) -> Columns:
+        """The schema fields of CSV-like rows parsed by their types, indexed by message
+        (NaN or None where a row did not validate), for the monitors."""
+        schema = self.service.schema
+        text = decoded.columns
+        if text is None:
+            text = records_to_columns(decoded.records, names=schema.names)
+        checked = validate(schema, text, n_rows=len(decoded.candidates), coerce_strings=True)
+        at = np.asarray(decoded.candidates, dtype=np.intp)[checked.rows]
+        typed: dict[str, Array] = {}
+        for name, column in checked.columns.items():
+            if column.dtype.kind in "biuf":
+                full: Array = np.full(n_messages, np.nan)
+            else:
+                full = np.full(n_messages, None, dtype=object)
+            full[at] = column
+            typed[name] = full
+        return typed
 
     def _drop_repeats(self, decoded: DecodedEvents) -> DecodedEvents:
         """`decoded` without the events emitted before (or earlier in the batch)."""

@@ -132,3 +132,51 @@ def test_bad_csv_cells_and_rows_are_dead_letters(
     reasons = sorted((d["stage"], d["error"]) for d in dead)
     assert reasons[0][0] == "decode" and "row has 2 cells" in reasons[0][1]
     assert reasons[1][0] == "validate" and "$.alcohol" in reasons[1][1]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_monitors_see_typed_features_of_the_right_events(
+    suffix: str, wine: tuple[pd.DataFrame, InferenceService, Any], tmp_path: Path
+) -> None:
+    """Payload samples get each event's own values, typed (not CSV text), also when
+    repeats were dropped from the batch (the view's columns are indexed by message)."""
+    import pyarrow.parquet as pq
+
+    from headrace.pipeline.dedupe import MemoryDedupe
+    from headrace.pipeline.observe import build_monitors
+
+    events, service, _ = wine
+    rows = pd.concat([events.head(6), events.iloc[[1, 3]], events.iloc[6:10]])
+    path = tmp_path / f"events{suffix}"
+    if suffix == ".csv":
+        rows.to_csv(path, index=False)
+    else:
+        rows.to_json(path, orient="records", lines=True)
+    spec = pipeline_spec_from_dict(
+        {
+            "name": "wine",
+            "model": "wine:1",
+            "source": {"url": f"file://{path}"},
+            "outputs": [{"url": f"file://{tmp_path / 'scores.jsonl'}"}],
+            "dead_letter": {"url": f"file://{tmp_path / 'dlq.jsonl'}"},
+            "id_field": "event_id",
+            "samples": {"url": f"file://{tmp_path / 'samples'}", "ratio": 1.0},
+            "batch": {"max_size": 64},
+        }
+    )
+    stats = Worker(
+        spec,
+        service=service,
+        source=FileSource(f"file://{path}"),
+        outputs=[FileSink(f"file://{tmp_path / 'scores.jsonl'}")],
+        dead_letter=FileSink(f"file://{tmp_path / 'dlq.jsonl'}"),
+        dedupe=MemoryDedupe(ttl_s=60, max_keys=100),
+        monitors=build_monitors(spec, service=service, home=tmp_path / "home"),
+    ).run(until_exhausted=True)
+    assert (stats.outputs, stats.deduplicated) == (10, 2)
+    (sample_file,) = (tmp_path / "samples").rglob("*.parquet")
+    samples = pq.read_table(sample_file).to_pylist()
+    assert len(samples) == 10
+    by_id = events.set_index("event_id")
+    for sample in samples:
+        assert sample["features"]["alcohol"] == by_id.loc[sample["event_id"], "alcohol"]
