@@ -92,3 +92,17 @@ def test_a_logged_traceback_is_redacted(caplog: pytest.LogCaptureFixture) -> Non
             logging.getLogger("headrace.test").exception("dedupe store failed")
     assert "Tb6secret" not in caplog.text
     assert "ConnectionError: cannot reach redis://:***@10.1.1.1:6379/0" in caplog.text
+
+
+def test_library_errors_show_urls_redacted() -> None:
+    from headrace.errors import ConfigError
+    from headrace.registry.artifacts import open_artifact_store
+    from headrace.streams.urls import open_sink
+
+    for call in (
+        lambda: open_sink("ftp://u:Lb5secret@host/x", topic="t"),
+        lambda: open_artifact_store("ftp://u:Lb5secret@host/x"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            call()
+        assert "Lb5secret" not in str(caught.value) and "***" in str(caught.value)

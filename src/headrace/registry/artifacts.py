@@ -18,6 +18,7 @@ from headrace.errors import (
     ArtifactUnavailableError,
     ConfigError,
 )
+from headrace.redaction import redact_url
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "blob_key", "open_artifact_store"]
 
@@ -129,6 +130,7 @@ def open_artifact_store(url: str) -> ArtifactStore:
 
         return S3ArtifactStore.from_url(url)
     raise ConfigError(
-        f"Unsupported artifact store URL '{url}': use file:///path or s3://bucket/prefix "
+        f"Unsupported artifact store URL '{redact_url(url)}': use file:///path or "
+        "s3://bucket/prefix "
         "(set HEADRACE_ARTIFACTS or --artifacts)."
     )

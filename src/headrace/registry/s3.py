@@ -19,6 +19,7 @@ from headrace.errors import (
     ConfigError,
     DependencyMissingError,
 )
+from headrace.redaction import redact_url
 from headrace.registry.artifacts import blob_key
 
 __all__ = ["ENDPOINT_ENV", "S3ArtifactStore"]
@@ -116,7 +117,7 @@ class S3ArtifactStore:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ConfigError(
-                f"Invalid S3 artifact store URL '{url}': expected s3://bucket or "
+                f"Invalid S3 artifact store URL '{redact_url(url)}': expected s3://bucket or "
                 "s3://bucket/prefix (set HEADRACE_ARTIFACTS or --artifacts)."
             )
         return cls(parsed.netloc, prefix=parsed.path)
@@ -183,7 +184,8 @@ class S3ArtifactStore:
         except Exception as exc:
             if _error_code(exc) in _NOT_FOUND_CODES | _NO_BUCKET_CODES:
                 raise ArtifactNotFoundError(
-                    f"Blob {sha256} is missing from artifact store '{self.url}' (bucket "
+                    f"Blob {sha256} is missing from artifact store "
+                    f"'{redact_url(self.url)}' (bucket "
                     f"'{self.bucket}', key '{key}', endpoint {self.endpoint}). Restore it "
                     "or re-register the release; `headrace doctor` checks the store."
                 ) from exc
@@ -220,7 +222,7 @@ class S3ArtifactStore:
         )
 
         cause = _unwrap(exc)
-        where = f"artifact store '{self.url}' at {self.endpoint}"
+        where = f"artifact store '{redact_url(self.url)}' at {self.endpoint}"
         if isinstance(cause, NoCredentialsError | PartialCredentialsError):
             hint = (
                 f"no usable AWS credentials ({cause}). Set AWS_ACCESS_KEY_ID and "

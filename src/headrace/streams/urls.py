@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
 from headrace.errors import ConfigError, HeadraceError
+from headrace.redaction import redact_url
 from headrace.streams.base import Sink, Source
 from headrace.streams.probe import ProbeResult, Role, describe_endpoint
 
@@ -65,14 +66,14 @@ def _connector(url: str, *, role: str) -> tuple[_Connector, str]:
     found = _CONNECTORS.get(scheme.lower()) if sep else None
     if found is None:
         raise ConfigError(
-            f"Unsupported {role} URL '{url}': use one of {', '.join(SCHEMES)} "
+            f"Unsupported {role} URL '{redact_url(url)}': use one of {', '.join(SCHEMES)} "
             "(e.g. kafka://127.0.0.1:9092, file:///data/events.jsonl, memory://default)"
         )
     if found.address == "netloc":
         address = rest.split("/", 1)[0].split("?", 1)[0]
         if not address:
             raise ConfigError(
-                f"{role} URL '{url}' names no servers: use {scheme}://host:port[,host:port]"
+                f"{role} URL '{redact_url(url)}' names no servers: use {scheme}://host:port[,host:port]"
             )
         return found, address
     return found, url
