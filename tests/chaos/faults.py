@@ -403,3 +403,75 @@ class BurstProducer:
                 raise AssertionError(f"producer to {self.topic} still running after {timeout}s")
         if self.failures:
             raise AssertionError(f"producing to {self.topic} failed: {self.failures[:3]}")
+
+
+class PacedProducer:
+    """Produces ``(key, value)`` pairs from a thread at `rate` a second; past `hold_at`
+    events it slows to a trickle (`trickle` a second) until `release` is called, then
+    sends the rest at once. A test injecting faults at moments it cannot schedule (a
+    rebalance takes as long as it takes on a loaded machine) keeps the stream live until
+    its last fault, without a stream long enough for the slowest machine.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Producer as KafkaProducer
+
+        self.topic = topic
+        self.produced = 0
+        self.failures: list[str] = []
+        self._producer = KafkaProducer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 5,
+                "enable.idempotence": True,
+                "on_delivery": self._delivered,
+            }
+        )
+        self._released = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _delivered(self, error: object, message: object) -> None:
+        if error is not None:
+            self.failures.append(str(error))
+
+    def release(self) -> None:
+        """Send what is left at once."""
+        self._released.set()
+
+    def start(
+        self, items: list[tuple[bytes, bytes]], *, rate: float, hold_at: int, trickle: float
+    ) -> None:
+        def run() -> None:
+            position = 0
+            while position < len(items):
+                if self._released.is_set():
+                    pace, chunk = 0.0, 1_000
+                elif position >= hold_at:
+                    pace, chunk = trickle, max(1, int(trickle / 10))
+                else:
+                    pace, chunk = rate, max(1, int(rate / 50))
+                for key, value in items[position : position + chunk]:
+                    while True:
+                        try:
+                            self._producer.produce(self.topic, value, key)
+                            break
+                        except BufferError:
+                            self._producer.poll(0.05)
+                    self.produced += 1
+                position += chunk
+                self._producer.poll(0)
+                if pace:
+                    self._released.wait(chunk / pace)
+            if self._producer.flush(120):
+                self.failures.append("unacknowledged after 120 s")
+
+        self._thread = threading.Thread(target=run, name="chaos-producer", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float = 150.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise AssertionError(f"producer to {self.topic} still running after {timeout}s")
+        if self.failures:
+            raise AssertionError(f"producing to {self.topic} failed: {self.failures[:3]}")

@@ -27,9 +27,9 @@ from conftest import LOCALHOST, free_port, start_process, stop_process, wait_for
 from support.models import N_FEATURES, local_registry
 from support.serving import register_models
 
-pytestmark = pytest.mark.chaos
-
 DURATION_S = sized(60.0, 600.0)
+# the load itself, plus start-up and the stop, past the suite's 300 s default
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(DURATION_S + 240)]
 CLIENTS = 4
 WARM_UP = 0.25  # the first quarter of the samples: caches, allocator arenas, batchers
 # Generous, as a one-minute fit on a shared machine is noisy (measured: 81 and 314 KiB/min,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chaos.faults import Harness, IdTracker, Release, sized
+from chaos.faults import Harness, IdTracker, PacedProducer, Release, sized
 from support.kafka import WorkerProcess, create_topic, demo_events, output_counts, write_pipeline
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka]
@@ -68,7 +68,7 @@ def test_random_sigkills_across_two_workers_lose_nothing(
     )
     reader = harness.reader(kafka_broker, outputs)
     seen = IdTracker(reader)
-    producer = harness.producer(kafka_broker, source)
+    producer = PacedProducer(kafka_broker, source)
     started = 0
 
     def start() -> WorkerProcess:
@@ -82,30 +82,34 @@ def test_random_sigkills_across_two_workers_lose_nothing(
         for worker in live:
             worker.check_alive()
 
-    producer.start(events.items, rate=rate)
+    # Live until the last kill: past 80% of the events, a trickle until then.
+    producer.start(events.items, rate=rate, hold_at=count * 4 // 5, trickle=200)
 
     def both_busy() -> bool:
         return all(worker.progress()[0] > 0 for worker in live)
 
-    reader.wait_for(both_busy, timeout=60, what="both workers consuming", alive=alive)
-    killed_at: list[tuple[int, int, float]] = []  # (produced, scored, s since resumed)
-    for _ in range(kills):
-        # A random moment once scoring goes on again after the last kill's rebalance,
-        # so each kill finds work in flight (not a worker still joining).
-        floor = seen.count()
-        reader.wait_for(
-            seen.at_least(floor + MAX_BATCH), timeout=60, what="scoring resumed", alive=alive
-        )
-        pause = float(rng.uniform(0.2, 2.0))
-        deadline = time.monotonic() + pause
-        while time.monotonic() < deadline:
-            alive()
-            reader.poll(0.05)
-        victim = int(rng.integers(len(live)))
-        live[victim].kill()
-        killed_at.append((producer.produced, seen.count(), round(pause, 2)))
-        live[victim] = start()
-    assert killed_at[-1][0] < count, "the last kill came after the stream ended"
+    try:
+        reader.wait_for(both_busy, timeout=60, what="both workers consuming", alive=alive)
+        killed_at: list[tuple[int, int, float]] = []  # (produced, scored, s since resumed)
+        for _ in range(kills):
+            # A random moment once scoring goes on again after the last kill's rebalance,
+            # so each kill finds work in flight (not a worker still joining).
+            floor = seen.count()
+            reader.wait_for(
+                seen.at_least(floor + MAX_BATCH), timeout=60, what="scoring resumed", alive=alive
+            )
+            pause = float(rng.uniform(0.2, 2.0))
+            deadline = time.monotonic() + pause
+            while time.monotonic() < deadline:
+                alive()
+                reader.poll(0.05)
+            victim = int(rng.integers(len(live)))
+            live[victim].kill()
+            killed_at.append((producer.produced, seen.count(), round(pause, 2)))
+            live[victim] = start()
+        assert killed_at[-1][0] < count, "the last kill came after the stream ended"
+    finally:
+        producer.release()
 
     reader.wait_for(seen.at_least(count), timeout=sized(120, 600), what="every event", alive=alive)
     producer.join()
