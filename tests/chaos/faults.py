@@ -92,14 +92,16 @@ class RedisServer:
     """A redis-server on a free port, its data kept on disk (AOF, fsync per write) so a
     SIGKILL and a restart lose nothing it acknowledged; killed and restarted by pid."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             service_unavailable("redis-server", "PATH", "apt-get install redis-server")
         self.binary = binary
         self.directory = directory
         self.port = free_port()
-        self.url = f"redis://{LOCALHOST}:{self.port}/0"
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}{LOCALHOST}:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -122,6 +124,7 @@ class RedisServer:
                     "yes",
                     "--appendfsync",
                     "always",
+                    *(["--requirepass", self.password] if self.password else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,

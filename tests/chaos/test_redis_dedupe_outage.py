@@ -48,6 +48,32 @@ def test_a_store_call_waits_for_redis_to_come_back_and_then_answers(
         store.close()
 
 
+def test_a_bounded_wait_gives_up_with_one_line_and_no_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`give_up_after_s` turns a long outage into `StreamUnavailableError`; neither it nor
+    the log carries the URL's password."""
+    from headrace.errors import StreamUnavailableError
+    from headrace.pipeline.dedupe import RedisDedupe
+
+    secret = "s3cr3t-dedupe-pw"  # noqa: S105 - a planted test secret
+    server = RedisServer(tmp_path / "redis", password=secret)
+    store = RedisDedupe(server.url, namespace=uuid.uuid4().hex, ttl_s=60, give_up_after_s=0.5)
+    try:
+        store.record(["a"])
+        server.kill()
+        with pytest.raises(StreamUnavailableError) as failed:
+            store.seen(["a"])
+        message = str(failed.value)
+        assert secret not in message and "\n" not in message
+        assert f"redis://:***@127.0.0.1:{server.port}/0" in message
+        assert secret not in caplog.text and "pausing until it answers" in caplog.text
+        assert store.outages == 1
+    finally:
+        store.close()
+        server.stop()
+
+
 def test_a_worker_pauses_while_redis_is_down_and_emits_each_event_once(
     kafka_broker: str,
     private_redis: RedisServer,
