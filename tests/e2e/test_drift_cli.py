@@ -130,7 +130,7 @@ def test_reference_can_be_a_release(run: Run, tmp_path: Path) -> None:
         ("empty", "error: The current file '{cur}' has no rows"),
         ("no_common", "error: No common columns: the window has ['other']"),
         ("type", "error: Column 'amount' is numeric in the reference (reference.parquet) but "),
-        ("release", "error: Release 'nosuch@champion' not found in registry"),
+        ("release", "error: No registry at 'sqlite:///"),
         ("correction", "error: Unknown --correction 'holm': use bonferroni, bh or none."),
     ],
 )
