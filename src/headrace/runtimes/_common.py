@@ -148,6 +148,16 @@ def entry_path(model_dir: Path, *, entry: str, flavor: str) -> Path:
     return path
 
 
+def module_file(model_dir: Path, name: str) -> str:
+    """The file of an entry's module part: ``file.py`` as is, ``pkg.mod`` as ``pkg/mod.py``."""
+    if name.endswith(".py") or "/" in name:
+        return name
+    relative = name.replace(".", "/")
+    if (model_dir / relative / "__init__.py").is_file():
+        return f"{relative}/__init__.py"
+    return f"{relative}.py"
+
+
 def import_optional(module: str, *, package: str, extra: str, flavor: str) -> ModuleType:
     """Import `module`, or raise `DependencyMissingError` with the install command."""
     try:

@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Final, cast
 
+from headrace.runtimes._common import module_file
+
 __all__ = ["import_runtime", "pickle_modules"]
 
 _log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ def import_runtime(flavor: str, *, model_dir: Path, entry: str) -> list[str]:
         names.append(runtime)
         names.extend(_LIBRARIES[flavor])
     path = model_dir / entry.partition(":")[0] if entry else None
+    if flavor == "python" and entry:
+        path = model_dir / module_file(model_dir, entry.rpartition(":")[0])
     if path is not None and path.is_file():
         if flavor == "sklearn" or path.suffix.lower() in _PICKLE_SUFFIXES:
             names.extend(pickle_modules(path))

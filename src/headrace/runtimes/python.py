@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from headrace.errors import ModelLoadError
-from headrace.runtimes._common import as_probabilities, entry_path, reason, sniff
+from headrace.runtimes._common import (
+    as_probabilities,
+    entry_path,
+    module_file,
+    reason,
+    sniff,
+)
 from headrace.runtimes.base import LoadedModel, ModelOutput
 from headrace.runtimes.sklearn import EstimatorModel
 from headrace.types import Array, Matrix
@@ -122,7 +128,7 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
             f"Python model entry {entry!r} must be 'file.py:attribute' or 'module:attribute', "
             "e.g. 'model.py:predict'. Register the model with that entry."
         )
-    path = entry_path(model_dir, entry=_module_file(model_dir, file_name), flavor="python")
+    path = entry_path(model_dir, entry=module_file(model_dir, file_name), flavor="python")
     name = f"{path.name}:{attribute}"
     _check_requirements(model_dir / "requirements.txt")
     module = _import_file(path, root=model_dir)
@@ -159,16 +165,6 @@ def load(model_dir: Path, entry: str, options: dict[str, Any]) -> LoadedModel:
         f"Cannot load {name} from '{path}': '{attribute}' is a {type(target).__name__}, not a "
         "function or a class with predict(). Point the entry at one of those."
     )
-
-
-def _module_file(model_dir: Path, name: str) -> str:
-    """The file of an entry's module part: ``file.py`` as is, ``pkg.mod`` as ``pkg/mod.py``."""
-    if name.endswith(".py") or "/" in name:
-        return name
-    relative = name.replace(".", "/")
-    if (model_dir / relative / "__init__.py").is_file():
-        return f"{relative}/__init__.py"
-    return f"{relative}.py"
 
 
 def _check_requirements(path: Path) -> None:

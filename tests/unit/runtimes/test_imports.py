@@ -119,3 +119,11 @@ def test_a_broken_or_missing_entry_imports_only_the_runtime(tmp_path: Path) -> N
     assert import_runtime("python", model_dir=tmp_path, entry="model.py:predict") == expected
     assert import_runtime("sklearn", model_dir=tmp_path, entry="absent.pkl") == []
     assert import_runtime("no-such-flavor", model_dir=tmp_path, entry="model.py") == []
+
+
+def test_a_module_entry_of_a_code_directory_is_scanned(tmp_path: Path) -> None:
+    """``wrapper:Model`` names ``wrapper.py``: its top-level imports are pre-imported."""
+    sys.modules.pop("wave", None)  # a stdlib leaf module nothing else here imports
+    (tmp_path / "wrapper.py").write_text("import wave\nfrom .features import x\n")
+    assert "wave" in import_runtime("python", model_dir=tmp_path, entry="wrapper:Model")
+    assert "wave" in sys.modules
