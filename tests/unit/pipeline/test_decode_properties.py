@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from tests.unit.pipeline.test_worker import Threshold
 
 from headrace.inference.service import InferenceService
+from headrace.inference.validate import records_to_columns
 from headrace.pipeline.decode import DecodedEvents, EventDecoder
 from headrace.pipeline.spec import pipeline_spec_from_dict
 from headrace.pipeline.worker import Worker
@@ -126,8 +127,12 @@ def _messages(values: list[bytes]) -> list[Message]:
 
 def _outcome(decoded: DecodedEvents) -> dict[int, tuple[str, ...]]:
     """Each event's fate: ("scored", id, prediction, time) or (stage, reason)."""
+    n = len(decoded.candidates)
     if decoded.columns is not None:
-        result = SERVICE.infer(decoded.columns, n_rows=len(decoded.candidates))
+        result = SERVICE.infer(decoded.columns, n_rows=n, coerce_strings=decoded.coerce_strings)
+    elif decoded.coerce_strings:
+        columns = records_to_columns(decoded.records, names=SCHEMA.names)
+        result = SERVICE.infer(columns, n_rows=n, coerce_strings=True)
     else:
         result = SERVICE.infer_records(decoded.records)
     fate: dict[int, tuple[str, ...]] = {}
@@ -151,13 +156,48 @@ def _outcome(decoded: DecodedEvents) -> dict[int, tuple[str, ...]]:
 
 
 @CI
-@given(_BATCH)
+@given(_BATCH | st.lists(_near_valid(), min_size=1, max_size=3))
 def test_both_paths_agree_and_partition_the_batch(values: list[bytes]) -> None:
     messages = _messages(values)
     fast = DECODER._decode_fast(messages, csv=False)
     slow = DECODER._decode_each(messages, csv=False)
     slow_fate = _outcome(slow)
     assert sorted(slow_fate) == list(range(len(values)))  # a partition: each once
+    if fast is not None:
+        assert _outcome(fast) == slow_fate
+
+
+_CELL = st.sampled_from(["", "1.5", "12", "food", "travel", "nan", "1e400", "true", "x"]) | st.text(
+    max_size=6
+)
+
+
+@st.composite
+def _csv_row(draw: st.DrawFn) -> bytes:
+    """A CSV row as a file source sends it: a JSON object of text cells."""
+    row = {
+        name: draw(_CELL)
+        for name in ("event_id", "amount", "merchant", "count", "note", "ts")
+        if draw(st.integers(min_value=0, max_value=5)) > 0
+    }
+    if draw(st.booleans()):
+        row["amount"] = str(draw(st.floats(min_value=0, max_value=1000)))
+        row["merchant"] = "food"
+        row["event_id"] = draw(st.text(min_size=1, max_size=4))
+    return json.dumps(row).encode()
+
+
+@CI
+@given(st.lists(_csv_row(), min_size=1, max_size=12))
+def test_both_paths_agree_on_csv_rows(values: list[bytes]) -> None:
+    messages = [
+        Message(value=v, topic="f.csv", offset=i, headers=[("content-type", b"csv")])
+        for i, v in enumerate(values)
+    ]
+    fast = DECODER._decode_fast(messages, csv=True)
+    slow = DECODER._decode_each(messages, csv=True)
+    slow_fate = _outcome(slow)
+    assert sorted(slow_fate) == list(range(len(values)))
     if fast is not None:
         assert _outcome(fast) == slow_fate
 
