@@ -30,7 +30,7 @@ from headrace.release.features import load_features
 from headrace.release.schema import load_schema
 from headrace.serving.config import load_serve_config
 
-EXAMPLES = int(os.environ.get("HEADRACE_PROPERTY_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("HEADRACE_PROPERTY_EXAMPLES", "100"))
 PROFILE = settings(
     max_examples=EXAMPLES,
     deadline=None,
