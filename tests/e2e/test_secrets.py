@@ -108,7 +108,7 @@ def pipeline_yaml(
             }
         ],
         "dead_letter": {
-            "url": f"kafka://u:{SECRETS['dead_letter']}@127.0.0.1:{dead}",
+            "url": f"kafka://127.0.0.1:{dead}",
             "topic": "dlq",
             "options": {"sasl.password": SECRETS["option"]},
         }
@@ -142,6 +142,13 @@ def test_no_command_prints_a_planted_secret(registered: tuple[Run, Path]) -> Non
             root, source=f"nats://{SECRETS['source']}@127.0.0.1:{port}", dedupe=dedupe
         ),
         "env source": pipeline_yaml(root, source=env_source, dedupe="memory://"),
+        # credentials in a Kafka URL, which the spec refuses (without showing them)
+        "kafka userinfo": pipeline_yaml(
+            root,
+            source=f"file://{events}",
+            dedupe="memory://",
+            dead_letter=f"kafka://u:{SECRETS['dead_letter']}@127.0.0.1:{port}",
+        ),
         # a file source that ends: the unreachable Redis dedupe store is what fails
         "file source": pipeline_yaml(
             root,
@@ -173,6 +180,7 @@ def test_no_command_prints_a_planted_secret(registered: tuple[Run, Path]) -> Non
     assert "--until-end needs a source with an end" in results["run redis source"].stderr
     assert "--until-end needs a source with an end" in results["run nats source"].stderr
     assert "Dedupe store" in results["run file source"].stderr
+    assert "carries credentials" in results["run kafka userinfo"].stderr
 
 
 def test_serve_with_a_bad_config_prints_no_secret(registered: tuple[Run, Path]) -> None:

@@ -265,14 +265,7 @@ def _check(spec: PipelineSpec, *, where: str) -> PipelineSpec:
         + [(f"$.outputs[{i}]", o) for i, o in enumerate(spec.outputs)]
         + ([("$.dead_letter", spec.dead_letter)] if spec.dead_letter else [])
     ):
-        if "://" not in endpoint.url:
-            problems.append(
-                (
-                    f"{key}.url",
-                    f"'{show_value(endpoint.url)}' is not a URL (kafka://, redis://, nats://, "
-                    "file://, memory://)",
-                )
-            )
+        problems.extend(_url_problems(f"{key}.url", endpoint.url))
     if problems:
         key, problem = problems[0]
         raise PipelineSpecError(f"{where}: {problem} - at `{key}`")
@@ -315,15 +308,7 @@ def _monitoring_problems(spec: PipelineSpec) -> list[tuple[str, str]]:
             problems.append(("$.samples.key_env", "name the variable holding the hash key"))
     feedback = spec.feedback
     if feedback is not None:
-        if "://" not in feedback.url:
-            problems.append(
-                (
-                    "$.feedback.url",
-                    f"'{show_value(feedback.url)}' is not a URL (kafka://, redis://, nats://, "
-                    "file://, "
-                    "memory://)",
-                )
-            )
+        problems.extend(_url_problems("$.feedback.url", feedback.url))
         if not feedback.id_field or not feedback.label_field:
             problems.append(("$.feedback", "id_field and label_field must not be empty"))
         problems.extend(
@@ -365,16 +350,33 @@ def _drift_problems(drift: DriftSpec | None) -> list[tuple[str, str]]:
         )
     if drift.columns is not None and (not drift.columns or "" in drift.columns):
         problems.append(("$.drift.columns", "name at least one column (or leave it out)"))
-    if drift.sink is not None and "://" not in drift.sink.url:
-        problems.append(
+    if drift.sink is not None:
+        problems.extend(_url_problems("$.drift.sink.url", drift.sink.url))
+    return problems
+
+
+def _url_problems(key: str, url: str) -> list[tuple[str, str]]:
+    """A source or sink URL: a scheme, and no credentials where the client ignores them."""
+    if "://" not in url:
+        return [
             (
-                "$.drift.sink.url",
-                f"'{show_value(drift.sink.url)}' is not a URL (kafka://, redis://, nats://, "
-                "file://, "
+                key,
+                f"'{show_value(url)}' is not a URL (kafka://, redis://, nats://, file://, "
                 "memory://)",
             )
-        )
-    return problems
+        ]
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "kafka" and "@" in rest.split("/", 1)[0]:
+        # The Kafka client takes host:port only: a user part would be sent as a broker
+        # name (and printed by the client's own logs, past any redaction).
+        return [
+            (
+                key,
+                f"'{redact_url(url)}' carries credentials, which Kafka URLs cannot: give them "
+                "as options (sasl.username, sasl.password: ${KAFKA_PASSWORD})",
+            )
+        ]
+    return []
 
 
 def pipeline_spec_from_dict(data: Any, *, where: str = "pipeline spec") -> PipelineSpec:

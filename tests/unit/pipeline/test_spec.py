@@ -122,3 +122,16 @@ def test_alias_bomb_in_a_spec_is_refused_before_expansion(tmp_path: Path) -> Non
     )
     with pytest.raises(PipelineSpecError, match="once its aliases are expanded"):
         load_pipeline_spec(write(tmp_path, GOOD + bomb))
+
+
+def test_kafka_urls_carry_no_credentials(tmp_path: Path) -> None:
+    # The client would take "u:pw@host" for a broker name and log it past any redaction.
+    text = GOOD.replace(
+        'kafka://127.0.0.1:9092", topic: fraud-scores',
+        'kafka://u:Kq7pass@b:9092", topic: fraud-scores',
+    )
+    with pytest.raises(PipelineSpecError) as caught:
+        load_pipeline_spec(write(tmp_path, text))
+    message = str(caught.value)
+    assert "carries credentials" in message and message.endswith("- at `$.outputs[0].url`")
+    assert "Kq7pass" not in message
