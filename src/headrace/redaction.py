@@ -66,9 +66,12 @@ def redact_url(url: str, *, _in_text: bool = False) -> str:
             shown_user = "" if _looks_secret(user) else user
             rest = f"{shown_user}:{MASK}@{after}"
         elif not (_in_text and userinfo.isalpha() and len(userinfo) <= 12):
-            # A bare token in the user part (nats://TOKEN@host). In free text a short
-            # word is a placeholder (``postgresql://user@host/db`` in a hint), kept.
-            note_secret(userinfo)
+            # A bare token in the user part (nats://TOKEN@host), or a user name: hidden
+            # in the URL either way. Remembered only when it looks like a token, so a
+            # user called "headrace" does not mask the word everywhere. In free text a
+            # short word is a placeholder (``postgresql://user@host/db`` in a hint), kept.
+            if _looks_secret(userinfo):
+                note_secret(userinfo)
             rest = f"{MASK}@{after}"
     return f"{scheme}://{_mask_params(rest)}"
 
@@ -143,5 +146,5 @@ def _mask_params(rest: str) -> str:
 
 
 def _looks_secret(user: str) -> bool:
-    """An access key id or long random token in the user part is shown as ``***`` too."""
-    return len(user) >= 16 and not user.isalpha()
+    """An access key id or a random token, not a name: long, and not only letters."""
+    return len(user) >= 12 and not user.replace("_", "").replace("-", "").isalpha()

@@ -106,3 +106,10 @@ def test_library_errors_show_urls_redacted() -> None:
         with pytest.raises(ConfigError) as caught:
             call()
         assert "Lb5secret" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_a_user_name_is_hidden_in_its_url_but_not_masked_everywhere() -> None:
+    assert redact_url("postgresql://headrace@db/registry") == "postgresql://***@db/registry"
+    assert redact_text("run `headrace doctor`") == "run `headrace doctor`"
+    redact_url("nats://Tq1x9ZpL0aa7bb8@127.0.0.1:4222")  # a token: remembered
+    assert redact_text("token Tq1x9ZpL0aa7bb8 refused") == "token *** refused"
