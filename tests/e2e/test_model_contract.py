@@ -348,7 +348,7 @@ def test_schema_field_absent_from_data_is_refused_and_registry_unchanged(
 
 def test_a_model_failing_on_its_own_sample_or_count_is_refused(cli: Cli, tmp_path: Path) -> None:
     """Issue 9, register refuses what cannot work: the registry stays empty."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.ensemble import RandomForestClassifier
 
     x, y = _dataset("wine")
     failing = tmp_path / "failing.py"
@@ -359,7 +359,7 @@ def test_a_model_failing_on_its_own_sample_or_count_is_refused(cli: Cli, tmp_pat
     assert code == 1
     assert "raised on 178 of 178 rows" in out and "cannot score this" in out
 
-    model = LogisticRegression(max_iter=5000).fit(x.to_numpy(), y)  # no column names
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(x.to_numpy(), y)
     joblib.dump(model, tmp_path / "array.joblib")
     x.assign(batch=1.0).to_parquet(data)
     code, out = cli(
