@@ -8,13 +8,15 @@ NaN/Infinity tokens, unicode) or near-valid events:
 - scored rows and rejections partition the batch;
 - nothing raises, in decoding nor in the whole `Worker.process`.
 
-Examples are bounded (``max_examples``) so CI spends seconds here; the atheris harness in
-``tests/fuzz/`` runs the same entry point for as long as one likes.
+Examples are bounded (150 a property) so CI spends seconds here;
+``HEADRACE_PROPERTY_EXAMPLES=N`` runs N by hand, and the atheris harness in ``tests/fuzz/``
+runs the same entry point for as long as one likes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 
@@ -50,8 +52,11 @@ SERVICE = InferenceService(
     release_digest="d" * 64,
 )
 DECODER = EventDecoder(SCHEMA, id_field="event_id", time_field="ts", max_event_bytes=8192)
+# CI runs 150 examples a property (seconds); a long run by hand:
+# HEADRACE_PROPERTY_EXAMPLES=5000 pytest tests/unit/pipeline/test_decode_properties.py
+EXAMPLES = int(os.environ.get("HEADRACE_PROPERTY_EXAMPLES", "150"))
 CI = settings(
-    max_examples=150,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=False,
