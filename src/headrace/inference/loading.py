@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from headrace.errors import HeadraceError, ReleaseError
-from headrace.inference.arrow import columns_from_arrow
+from headrace.errors import ReleaseError
+from headrace.inference.contract import verify_with_reference
 from headrace.inference.service import InferenceService
 from headrace.registry.refs import ReleaseRef
 from headrace.registry.store import Registry, Release
@@ -73,36 +73,10 @@ def verify_draft(draft: ReleaseDraft) -> int:
     """
     if draft.model_dir is None:
         raise ReleaseError(f"Draft '{draft.name}' has no model directory to verify.")
-    service = _service(
-        draft.model_dir,
-        flavor=draft.model.flavor,
+    model = load_model(
+        draft.model.flavor,
+        model_dir=draft.model_dir,
         entry=draft.model.entry,
-        schema=draft.schema,
-        features=draft.features,
-        config=draft.config,
-        release=f"{draft.name}:draft",
-        digest="",
-        signature=draft.signature,
+        options=dict(draft.config.runtime),
     )
-    if draft.profile is None or draft.profile.sample is None:
-        return 0
-    import pyarrow.parquet as pq
-
-    sample_path = draft.sources[draft.profile.sample.sha256]
-    table = pq.read_table(sample_path)
-    columns = columns_from_arrow(table)
-    try:
-        result = service.infer(columns, n_rows=table.num_rows)
-    except HeadraceError as exc:
-        raise ReleaseError(
-            f"Model '{draft.name}' ({draft.model.flavor}) fails on its own training sample: "
-            f"{exc}. Check the schema and feature order match what the model was trained on."
-        ) from exc
-    failed = [r for r in result.rejections if r.stage == "predict"]
-    if failed:
-        raise ReleaseError(
-            f"Model '{draft.name}' ({draft.model.flavor}) raised on {len(failed)} of "
-            f"{table.num_rows} rows of its training sample, e.g. row {failed[0].row}: "
-            f"{failed[0].reason}. Check the schema and feature order match the model."
-        )
-    return len(result.rows)
+    return verify_with_reference(draft, model)
