@@ -22,7 +22,7 @@ Every case scores the same 512-row batch through the real `InferenceService.infe
 
 With ``--before SRC`` the ``array`` case also runs in a subprocess importing headrace from
 SRC (a checkout of the commit before the model contract, e.g. ``git worktree add
-/tmp/hr-before 9249cf0~2``), alternating with this tree's run, so both sit in one run.
+/tmp/hr-before 6cb9259^``), alternating with this tree's run, so both sit in one run.
 
 Nothing asserts; results go to benchmarks/README.md by hand.
 """
