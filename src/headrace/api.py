@@ -138,6 +138,7 @@ def register(
     flavor: str | None = None,
     registry: str | None = None,
     artifacts: str | None = None,
+    allow_duplicate: bool = False,
 ) -> Release:
     """Register a live model object as a release, as ``headrace register`` does for files.
 
@@ -163,6 +164,9 @@ def register(
     registry, artifacts
         Registry and artifact store URLs; by default ``HEADRACE_REGISTRY`` /
         ``HEADRACE_ARTIFACTS`` or the local store under ``HEADRACE_HOME``.
+    allow_duplicate
+        Make a new version even when a release with identical content exists; by default
+        that release is returned instead (its ``duplicate_of`` names it).
 
     Returns
     -------
@@ -212,7 +216,10 @@ def register(
         )
         draft, _ = check_draft(draft, schema_given=schema is not None)
         with _open_registry(registry, artifacts) as store:
-            return store.register(draft, alias=alias)
+            # The contract check above is the verification: the release may take aliases.
+            return store.register(
+                draft, alias=alias, allow_duplicate=allow_duplicate, verification="passed"
+            )
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,13 @@ def test_signed_releases_only_when_required(tmp_path: Path) -> None:
     refused = run("predict", "fraud:2", "--input", str(data), env=strict, ok=False)
     assert_one_line_error(refused, "'fraud:2' has no signature", "--sign-key")
     run("predict", "fraud:2", "--input", str(data), "--output", str(tmp_path / "o2.csv"))
+
+
+def test_rollback_to_an_unverified_release_is_refused(tmp_path: Path) -> None:
+    run = make_runner(tmp_path / "home", tmp_path)
+    write_sklearn_release(tmp_path / "m1")
+    write_sklearn_release(tmp_path / "m2", seed=8, c=0.05)
+    _register(run, tmp_path / "m1", "--alias", "champion")
+    _register(run, tmp_path / "m2", "--no-verify")
+    refused = run("rollback", "fraud", "--to", "2", ok=False)
+    assert_one_line_error(refused, "'fraud:2' skipped verification")

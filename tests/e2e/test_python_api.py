@@ -97,3 +97,24 @@ def test_a_live_dataframe_pipeline_with_strings_registers(home: Path) -> None:
         pd.DataFrame({"amount": [9.0, 9.0], "merchant": ["travel", "grocery"]})
     )
     assert list(out["prediction"]) == list(expected)
+
+
+def test_api_releases_are_verified_and_content_addressed(home: Path) -> None:
+    from sklearn.datasets import load_wine
+    from sklearn.tree import DecisionTreeClassifier
+
+    import headrace
+    from headrace.api import _open_registry
+
+    x, y = load_wine(return_X_y=True, as_frame=True)
+    model = DecisionTreeClassifier(random_state=0).fit(x, y)
+    first = headrace.register(model, name="wine", data=x)
+    again = headrace.register(model, name="wine", data=x)
+    assert again.ref == "wine:1" and again.duplicate_of == "wine:1"
+    forced = headrace.register(model, name="wine", data=x, allow_duplicate=True)
+    assert forced.ref == "wine:2" and forced.duplicate_of is None
+    assert forced.content_digest == first.content_digest
+    with _open_registry(None, None) as registry:
+        # Verified by the contract check: no --force needed to take an alias.
+        registry.set_alias("wine", "champion", 2)
+        assert registry.get("wine@champion").ref == "wine:2"

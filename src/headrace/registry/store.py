@@ -548,6 +548,9 @@ class Registry:
                     (aliases.c.name == name) & (aliases.c.alias == DEFAULT_ALIAS)
                 )
             ).scalar()
+            # A target named by hand is held to verification like `alias set`; one from the
+            # alias's own history already passed that check when it was set.
+            explicit = to is not None
             if to is None:
                 # Targets form a stack: a set pushes, a rollback pops, so repeated
                 # rollbacks walk further back instead of bouncing between two versions.
@@ -563,7 +566,9 @@ class Registry:
                         f"Use `headrace rollback {name} --to VERSION`."
                     )
                 to = stack[-2]
-            self._get(conn, ReleaseRef(name, version=to))
+            target = self._get(conn, ReleaseRef(name, version=to))
+            if explicit:
+                self._check_verified(conn, target, force=False)
             if current == to:
                 raise RegistryError(
                     f"'{name}@{DEFAULT_ALIAS}' already points at version {to}; "
