@@ -144,8 +144,10 @@ def _v3(conn: Connection) -> None:
     ).all()
     for row in rows:
         try:
-            digest = content_digest(decode_manifest(bytes(row.manifest)))
-        except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+            raw = row.manifest
+            data = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+            digest = content_digest(decode_manifest(data))
+        except (msgspec.MsgspecError, TypeError, ValueError):
             continue  # left NULL: `audit verify` names the unreadable row
         conn.execute(
             releases.update()
