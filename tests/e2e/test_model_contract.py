@@ -208,6 +208,11 @@ def test_show_records_the_signature(cli: Cli, tmp_path: Path) -> None:
     assert [i["name"] for i in signature["inputs"]] == list(case.frame.columns)
     assert signature["named"] is True
     assert signature["classes"] == [0, 1, 2]
+    code, out = cli("releases", "show", "wine:1")
+    assert code == 0, out
+    line = next(li for li in out.splitlines() if li.startswith("signature"))
+    assert line.endswith(", ".join(case.frame.columns)), line
+    assert "feature_names_in_" in line
 
 
 def _registered(cli: Cli) -> set[str]:

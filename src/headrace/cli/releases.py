@@ -86,6 +86,15 @@ def show(
         + ", ".join(f"{f.path} ({f.size} B, {f.sha256[:12]})" for f in manifest.all_files()),
         "schema       " + ", ".join(f"{f.name}:{f.type}" for f in manifest.schema.fields),
     ]
+    signature = manifest.input_signature
+    if signature is not None:
+        how = "a DataFrame" if signature.frame else "a matrix"
+        lines.append(
+            f"signature    {len(signature.inputs)} inputs in the model's order, as {how} "
+            f"({signature.source or 'from the schema'}): {', '.join(signature.names)}"
+        )
+        if signature.classes is not None:
+            lines.append(f"classes      {', '.join(str(c) for c in signature.classes)}")
     if manifest.data is not None:
         lines.append(
             f"data         {manifest.data.source}: {manifest.data.rows} rows, "
