@@ -34,3 +34,8 @@ def test_demo_text_in_a_pipe(tmp_path: Path) -> None:
     )
     assert summary["capacity_per_s"] > 0 and summary["busy_s"] > 0
     assert summary["threshold"] == threshold and summary["validation"]["recall"] > 0.1
+    # registered as `headrace register` does: the model's own signature recorded
+    shown = headrace(home, "releases", "show", "fraud:1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    signature = json.loads(shown.stdout)["manifest"]["signature"]
+    assert [i["name"] for i in signature["inputs"]]

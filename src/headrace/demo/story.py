@@ -279,7 +279,7 @@ def run_demo(
     say, progress
         Where narration goes, and a callback ``(done, total)`` while streaming.
     """
-    from headrace.inference.loading import verify_draft
+    from headrace.inference.contract import check_draft
     from headrace.pipeline.build import build_worker
     from headrace.pipeline.spec import pipeline_spec_from_dict
     from headrace.registry.store import Registry
@@ -323,8 +323,11 @@ def run_demo(
             metrics_path=model_dir / "metrics.json",
             config_path=model_dir / "config.yaml",
         )
-        verify_draft(draft)
-        release = registry.register(draft, alias="champion", reason="demo: first model")
+        # The model's own signature decides the columns, as `headrace register` does.
+        draft, _ = check_draft(draft)
+        release = registry.register(
+            draft, alias="champion", reason="demo: first model", verification="passed"
+        )
         result.release, result.digest = release.ref, release.digest
         say(f"    {release.ref} digest {release.digest[:16]}..., inputs {', '.join(FEATURES)}")
 
