@@ -18,7 +18,7 @@ TORCH ?= torch==2.13.0
 ARGS ?=
 
 # Folders that exist (git does not keep empty ones, so a fresh clone may lack some).
-LINT_PATHS := $(wildcard src tests benchmarks examples)
+LINT_PATHS := $(wildcard src tests benchmarks examples fuzz)
 BENCHMARKS := $(sort $(wildcard benchmarks/*.py))
 
 .PHONY: help install demo quickstart fmt check test bench

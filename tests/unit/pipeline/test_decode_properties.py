@@ -9,7 +9,7 @@ NaN/Infinity tokens, unicode) or near-valid events:
 - nothing raises, in decoding nor in the whole `Worker.process`.
 
 Examples are bounded (150 a property) so CI spends seconds here;
-``HEADRACE_PROPERTY_EXAMPLES=N`` runs N by hand, and the atheris harness in ``tests/fuzz/``
+``HEADRACE_PROPERTY_EXAMPLES=N`` runs N by hand, and the atheris harness in ``fuzz/``
 runs the same entry point for as long as one likes.
 """
 

@@ -7,11 +7,11 @@ out of `Worker.process`, or an event neither scored nor dead-lettered, is a find
 
 Run (from the repository root; ``pip install atheris`` comes with the dev extra)::
 
-    .venv/bin/python tests/fuzz/fuzz_event_decode.py tests/fuzz/corpus/event_decode \
+    .venv/bin/python fuzz/fuzz_event_decode.py fuzz/corpus/event_decode \
         -max_total_time=300 -max_len=8192
 
 (the first directory collects new inputs: give a scratch one first to keep the
-committed corpus small, e.g. `/tmp/fuzz-out tests/fuzz/corpus/event_decode`)
+committed corpus small, e.g. `/tmp/fuzz-out fuzz/corpus/event_decode`)
 
 New inputs that reach new code are added to the corpus directory; keep the few that
 matter (small, distinct) and commit them with a fix they found.
