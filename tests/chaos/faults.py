@@ -355,68 +355,19 @@ class DurableTansu:
         stop_process(self.moto)
 
 
-class BurstProducer:
-    """Produces ``(key, value)`` pairs in bursts of `chunk` every `every_s` seconds from a
-    thread, lingering so each burst lands in a few large batches (a broker storing each
-    batch as an object, Tansu on S3, serves few large batches far faster than many)."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        from confluent_kafka import Producer as KafkaProducer
-
-        self.topic = topic
-        self.produced = 0
-        self.failures: list[str] = []
-        self._producer = KafkaProducer(
-            {
-                "bootstrap.servers": bootstrap,
-                "linger.ms": 50,
-                "enable.idempotence": True,
-                "on_delivery": self._delivered,
-            }
-        )
-        self._thread: threading.Thread | None = None
-
-    def _delivered(self, error: object, message: object) -> None:
-        if error is not None:
-            self.failures.append(str(error))
-
-    def start(self, items: list[tuple[bytes, bytes]], *, chunk: int, every_s: float) -> None:
-        def run() -> None:
-            for begin in range(0, len(items), chunk):
-                for key, value in items[begin : begin + chunk]:
-                    while True:
-                        try:
-                            self._producer.produce(self.topic, value, key)
-                            break
-                        except BufferError:
-                            self._producer.poll(0.05)
-                    self.produced += 1
-                self._producer.poll(0)
-                time.sleep(every_s)
-            if self._producer.flush(120):
-                self.failures.append("unacknowledged after 120 s")
-
-        self._thread = threading.Thread(target=run, name="chaos-producer", daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float = 150.0) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise AssertionError(f"producer to {self.topic} still running after {timeout}s")
-        if self.failures:
-            raise AssertionError(f"producing to {self.topic} failed: {self.failures[:3]}")
-
-
 class PacedProducer:
-    """Produces ``(key, value)`` pairs from a thread at `rate` a second; past `hold_at`
-    events it slows to a trickle (`trickle` a second) until `release` is called, then
-    sends the rest at once. A test injecting faults at moments it cannot schedule (a
-    rebalance takes as long as it takes on a loaded machine) keeps the stream live until
-    its last fault, without a stream long enough for the slowest machine.
+    """Produces ``(key, value)`` pairs from a thread at `rate` a second, in `chunks_per_s`
+    bursts; past `hold_at` events it slows to a trickle (`trickle` a second) until
+    `release` is called, then sends the rest at once.
+
+    A test injecting faults at moments it cannot schedule (a rebalance takes as long as
+    it takes on a loaded machine) keeps the stream live until its last fault, without a
+    stream long enough for the slowest machine. Few bursts with a long `linger_ms` make
+    few large batches, which a broker storing each batch as an object (Tansu on S3)
+    serves far faster than many small ones.
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5) -> None:
         from confluent_kafka import Producer as KafkaProducer
 
         self.topic = topic
@@ -425,7 +376,7 @@ class PacedProducer:
         self._producer = KafkaProducer(
             {
                 "bootstrap.servers": bootstrap,
-                "linger.ms": 5,
+                "linger.ms": linger_ms,
                 "enable.idempotence": True,
                 "on_delivery": self._delivered,
             }
@@ -442,17 +393,25 @@ class PacedProducer:
         self._released.set()
 
     def start(
-        self, items: list[tuple[bytes, bytes]], *, rate: float, hold_at: int, trickle: float
+        self,
+        items: list[tuple[bytes, bytes]],
+        *,
+        rate: float,
+        chunks_per_s: int = 50,
+        hold_at: int | None = None,
+        trickle: float = 100.0,
     ) -> None:
+        hold = len(items) if hold_at is None else hold_at
+
         def run() -> None:
             position = 0
             while position < len(items):
                 if self._released.is_set():
                     pace, chunk = 0.0, 1_000
-                elif position >= hold_at:
+                elif position >= hold:
                     pace, chunk = trickle, max(1, int(trickle / 10))
                 else:
-                    pace, chunk = rate, max(1, int(rate / 50))
+                    pace, chunk = rate, max(1, int(rate / chunks_per_s))
                 for key, value in items[position : position + chunk]:
                     while True:
                         try:

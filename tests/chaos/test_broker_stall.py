@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.faults import BurstProducer, DurableTansu, Harness, IdTracker, Release, sized
+from chaos.faults import DurableTansu, Harness, IdTracker, PacedProducer, Release, sized
 from support.kafka import Tansu, create_topic, demo_events, output_counts, write_pipeline
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka]
@@ -144,24 +144,28 @@ def test_two_workers_recover_on_their_own_after_the_broker_was_killed_and_restar
     )
     reader = harness.reader(kafka_broker, outputs)
     seen = IdTracker(reader)
-    producer = BurstProducer(bootstrap, source)
+    producer = PacedProducer(bootstrap, source, linger_ms=50)
     workers = [harness.worker(spec, label="first"), harness.worker(spec, label="second")]
 
     def alive() -> None:
         for worker in workers:
             worker.check_alive()
 
-    producer.start(events.items, chunk=rate, every_s=1.0)
-    for _ in range(kills):
-        floor = seen.count()
-        reader.wait_for(seen.at_least(floor + 500), timeout=60, what="scoring", alive=alive)
-        durable_broker.kill()
-        deadline = time.monotonic() + down_s
-        while time.monotonic() < deadline:
-            alive()
-            time.sleep(0.2)
-        assert seen.count() < count, "the kill came too late to be mid-stream"
-        durable_broker.start()
+    # Live until the last kill: past 80% of the events, a trickle until then.
+    producer.start(events.items, rate=rate, chunks_per_s=1, hold_at=count * 4 // 5)
+    try:
+        for _ in range(kills):
+            floor = seen.count()
+            reader.wait_for(seen.at_least(floor + 500), timeout=60, what="scoring", alive=alive)
+            durable_broker.kill()
+            deadline = time.monotonic() + down_s
+            while time.monotonic() < deadline:
+                alive()
+                time.sleep(0.2)
+            assert seen.count() < count, "the kill came too late to be mid-stream"
+            durable_broker.start()
+    finally:
+        producer.release()
     producer.join()
     # What the source broker still holds once it is back for good, read afresh.
     held_reader = harness.reader(bootstrap, source)
