@@ -117,13 +117,6 @@ def test_scoring_goes_on_and_the_log_says_samples_were_lost(full_disk_run: Outco
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "monitoring: PayloadSampler counts failed/dropped rows (sampler.failed, .dropped) "
-        "but no metric exports them, so no alert can see lost samples"
-    ),
-)
 def test_lost_samples_are_a_metric(full_disk_run: Outcome) -> None:
     lines = [
         line
@@ -131,3 +124,5 @@ def test_lost_samples_are_a_metric(full_disk_run: Outcome) -> None:
         if "sample" in line and not line.startswith("#") and re.search(r"fail|drop|lost", line)
     ]
     assert lines and any(float(line.rsplit(" ", 1)[1]) > 0 for line in lines), lines
+    failed = [line for line in lines if line.startswith("headrace_samples_lost_total{")]
+    assert any('reason="failed"' in line and float(line.rsplit(" ", 1)[1]) > 0 for line in failed)

@@ -33,6 +33,8 @@ series                                                 type       extra labels
 ``headrace_pipeline_consumer_lag_events``              gauge      ``topic``, ``partition``
 ``headrace_drift_p_value``                             gauge      ``column``
 ``headrace_drift_alarms_total``                        counter    ``column``
+``headrace_samples_written_total``                     counter    pipeline only
+``headrace_samples_lost_total``                        counter    ``reason`` (dropped, failed)
 =====================================================  =========  =========================
 """
 
@@ -42,7 +44,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +62,8 @@ __all__ = [
     "STAGES",
     "DriftMetrics",
     "MetricsServer",
+    "SampleCounts",
+    "SampleMetrics",
     "WorkerMetrics",
     "exposition",
     "new_registry",
@@ -436,6 +440,64 @@ class _LagCollector:
         return [family]
 
     def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+
+class SampleCounts(Protocol):
+    """What `SampleMetrics` reads of a payload sampler (`PayloadSampler` has these)."""
+
+    written: int
+    dropped: int
+    failed: int
+
+
+class SampleMetrics:
+    """Payload-sample rows written and lost, read from the sampler at scrape time.
+
+    Samples are best effort (scoring never waits for them), so a full disk or a slow
+    sink loses rows silently unless something counts them where an alert can see it:
+    ``reason="dropped"`` (the buffer was full) and ``reason="failed"`` (the sink raised,
+    e.g. no space left on device).
+
+    Parameters
+    ----------
+    registry
+        Where the series are registered.
+    pipeline
+        The ``pipeline`` label.
+    sampler
+        The sampler whose counters are read.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, *, pipeline: str, sampler: SampleCounts
+    ) -> None:
+        self.pipeline = pipeline
+        self.sampler = sampler
+        registry.register(self)
+
+    def collect(self) -> Iterable[Metric]:
+        """The two counter families, as of now (a `CollectorRegistry` hook)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        written = CounterMetricFamily(
+            "headrace_samples_written",
+            "Payload-sample rows handed to the sample sink.",
+            labels=["pipeline"],
+        )
+        written.add_metric([self.pipeline], self.sampler.written)
+        lost = CounterMetricFamily(
+            "headrace_samples_lost",
+            "Payload-sample rows lost: the buffer was full (dropped) or the sink failed "
+            "(failed, e.g. a full disk). Scoring is never affected.",
+            labels=["pipeline", "reason"],
+        )
+        lost.add_metric([self.pipeline, "dropped"], self.sampler.dropped)
+        lost.add_metric([self.pipeline, "failed"], self.sampler.failed)
+        return [written, lost]
+
+    def describe(self) -> Iterable[Metric]:
+        """The families, so a registry refuses a duplicate name at registration."""
         return self.collect()
 
 

@@ -446,6 +446,10 @@ def build_monitors(
             masker=PiiMasker(schema, mode="hash" if key else "redact", key=key),
             max_buffer=samples.max_buffer,
         )
+        if metrics is not None:
+            from headrace.monitoring.metrics import SampleMetrics
+
+            SampleMetrics(metrics.registry, pipeline=spec.name, sampler=monitors.sampler)
     feedback = spec.feedback
     if feedback is not None:
         positive, classes = positive_class(service.config)

@@ -193,3 +193,20 @@ def test_scrub_replaces_quoted_values_but_not_tiny_ones() -> None:
     assert masker.scrub("bad value 4150.25", {"email": np.float64(4150.25)}) == (
         f"bad value {REDACTED}"
     )
+
+
+def test_lost_samples_are_counted_in_metrics(tmp_path: Path) -> None:
+    from headrace.monitoring.metrics import SampleMetrics, exposition, new_registry
+
+    registry = new_registry(process=False)
+    broken = PayloadSampler(
+        SCHEMA, sink=BrokenSink(), ratio=1.0, masker=PiiMasker(SCHEMA, mode="redact"), max_buffer=2
+    )
+    SampleMetrics(registry, pipeline="p", sampler=broken)
+    for i in range(5):  # two buffered, three dropped
+        add(broken, i)
+    broken.flush()  # the two buffered fail in the sink
+    text = exposition(registry)[0].decode()
+    assert 'headrace_samples_lost_total{pipeline="p",reason="dropped"} 3.0' in text
+    assert 'headrace_samples_lost_total{pipeline="p",reason="failed"} 2.0' in text
+    assert 'headrace_samples_written_total{pipeline="p"} 0.0' in text
