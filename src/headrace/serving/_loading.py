@@ -51,6 +51,9 @@ class ServedRelease:
         Open Inference Protocol datatype of the predictions the warm-up produced, if any.
     has_scores
         Whether the warm-up produced scores (None when there was no warm-up).
+    classes
+        The class names of the probabilities the warm-up produced (the ``probabilities``
+        output's columns), or None (no probabilities, or no warm-up).
     """
 
     service: InferenceService
@@ -59,6 +62,7 @@ class ServedRelease:
     warmup_seconds: float
     prediction_datatype: str | None
     has_scores: bool | None
+    classes: tuple[str, ...] | None = None
 
 
 def oip_datatype(dtype: np.dtype[Any]) -> str:
@@ -152,6 +156,7 @@ def load_release(
         warmup_seconds=seconds,
         prediction_datatype=oip_datatype(np.asarray(result.predictions).dtype),
         has_scores=result.scores is not None,
+        classes=result.classes if result.probabilities is not None else None,
     )
 
 

@@ -525,7 +525,8 @@ class InferenceApp:
         inputs
             The request's decoded tensors.
         requested
-            The output names asked for, or None for all.
+            The output names asked for, or None for the default ones (``probabilities``
+            is sent only when asked for).
 
         Returns
         -------
@@ -554,7 +555,14 @@ class InferenceApp:
                 "(limits.timeout_s): retry, send fewer rows, or raise the timeout"
             ) from None
         raise_for_rejections(part.rejections, model=name, release=part.release, n_rows=part.n_rows)
-        outputs = outputs_from_part(part.predictions, part.scores, requested=requested, model=name)
+        outputs = outputs_from_part(
+            part.predictions,
+            part.scores,
+            requested=requested,
+            model=name,
+            probabilities=part.probabilities,
+            classes=part.classes,
+        )
         return part, outputs
 
     def _batcher(self, name: str, version: str | None) -> AdaptiveBatcher:

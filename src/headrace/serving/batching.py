@@ -68,6 +68,11 @@ class BatchPart:
         The request's row count.
     batch_rows
         The row count of the batch the request ran in (for tests and metrics).
+    probabilities
+        float64 ``(len(predictions), classes)``: every class's probability for the
+        request's predicted rows, or None when the model gives none.
+    classes
+        The class names of the `probabilities` columns, or None.
     """
 
     predictions: Array
@@ -77,6 +82,8 @@ class BatchPart:
     release_digest: str
     n_rows: int
     batch_rows: int
+    probabilities: npt.NDArray[np.float64] | None = None
+    classes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +447,7 @@ def _split(batch: list[_Pending], result: InferenceResult) -> None:
     rejections = result.rejections
     rejected_rows = [r.row for r in rejections]
     batch_rows = result.n_rows
+    probabilities = result.probabilities
     start = 0
     for pending in batch:
         stop = start + pending.n_rows
@@ -457,6 +465,8 @@ def _split(batch: list[_Pending], result: InferenceResult) -> None:
             release_digest=result.release_digest,
             n_rows=pending.n_rows,
             batch_rows=batch_rows,
+            probabilities=None if probabilities is None else probabilities[lo:hi],
+            classes=result.classes,
         )
         if not pending.future.done():
             pending.future.set_result(part)

@@ -13,15 +13,19 @@ A request carries either
 
 The answer holds ``prediction`` (one value per row) and, when the model gives class
 probabilities, ``score`` (the positive class's probability for a binary classifier, the
-predicted class's otherwise). Every problem is a `ProtocolError` naming the input and
-what to send instead; a row that fails the schema fails the whole request with 400.
+predicted class's otherwise). A classifier also has the opt-in ``probabilities`` output,
+FP64 ``[rows, classes]`` with the class names as its ``classes`` parameter, sent only when
+the request names it in ``outputs`` (default answers stay two small 1-D tensors, which is
+what most clients read and what the latency benchmarks measure). Every problem is a
+`ProtocolError` naming the input and what to send instead; a row that fails the schema
+fails the whole request with 400.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,6 +43,7 @@ __all__ = [
     "FIELD_DATATYPES",
     "MAX_DIMS",
     "OUTPUT_NAMES",
+    "OUTPUT_PROBABILITIES",
     "InputTensor",
     "OutputTensor",
     "array_from_bytes",
@@ -81,8 +86,13 @@ FIELD_DATATYPES: Final[dict[str, str]] = {
 sent as FP64 epoch seconds, a ``float`` as any INT or FP datatype)."""
 
 OUTPUT_NAMES: Final = ("prediction", "score")
-"""The outputs a model answers with (as `ModelRepository.metadata` lists them); ``score``
-only when the model has class probabilities."""
+"""The outputs a model answers with by default (as `ModelRepository.metadata` lists them);
+``score`` only when the model has class probabilities."""
+
+OUTPUT_PROBABILITIES: Final = "probabilities"
+"""The opt-in output of a classifier with probabilities: FP64 ``[rows, classes]``, every
+class's probability, the class names in its ``classes`` parameter. Sent only when a
+request asks for it by name."""
 
 DEFAULT_MAX_ELEMENTS: Final = 1 << 24
 """The most values one tensor may declare (``limits.max_elements`` overrides it): a
@@ -136,24 +146,28 @@ class InputTensor:
 
 @dataclass(frozen=True, slots=True)
 class OutputTensor:
-    """One output of a response: a 1-D tensor of one value per row.
+    """One output of a response: one value (or one row of values) per request row.
 
     Attributes
     ----------
     name
-        ``prediction`` or ``score``.
+        ``prediction``, ``score`` or ``probabilities``.
     datatype
         One of `DATATYPES` (see `datatype_of`).
     shape
-        ``(rows,)``.
+        ``(rows,)``, or ``(rows, classes)`` for ``probabilities``.
     data
-        The values as a 1-D numpy array (``object`` of ``str`` for BYTES).
+        The values as a numpy array of `shape` (``object`` of ``str`` for BYTES).
+    parameters
+        The tensor's parameters for the response (``probabilities``: ``{"classes":
+        [...]}``, the class name of each column); None for none.
     """
 
     name: str
     datatype: str
     shape: tuple[int, ...]
     data: Array
+    parameters: Mapping[str, Any] | None = None
 
 
 def _check_datatype(datatype: str, *, name: str) -> None:
@@ -631,6 +645,8 @@ def outputs_from_part(
     *,
     requested: Sequence[str] | None = None,
     model: str,
+    probabilities: Array | None = None,
+    classes: Sequence[str] | None = None,
 ) -> list[OutputTensor]:
     """The response tensors for one request's predictions.
 
@@ -641,14 +657,20 @@ def outputs_from_part(
     scores
         One float64 score per row, or None when the model gives none.
     requested
-        The output names the request asks for, or None for every output.
+        The output names the request asks for, or None for the default outputs.
     model
         The model's name as requested, for messages.
+    probabilities
+        float64 ``(rows, classes)``, every class's probability, or None when the model
+        gives none; sent only when `requested` names `OUTPUT_PROBABILITIES`.
+    classes
+        The class name of each `probabilities` column.
 
     Returns
     -------
     list[OutputTensor]
-        ``prediction`` and, when there are scores, ``score``, in the order requested.
+        ``prediction`` and, when there are scores, ``score`` (or what was requested, in
+        the order requested).
 
     Raises
     ------
@@ -660,14 +682,20 @@ def outputs_from_part(
     if scores is not None:
         available[score] = scores
     names = list(available) if requested is None else list(requested)
+    if probabilities is not None:
+        available[OUTPUT_PROBABILITIES] = probabilities
     outputs: list[OutputTensor] = []
     for name in names:
         values = available.get(name)
         if values is None:
             raise InvalidInputError(
-                f"Request asks for output '{name}' but model '{model}' has outputs "
-                f"{', '.join(available)}: request one of those, or no outputs for all"
+                f"Request asks for output '{_shown_name(name)}' but model '{model}' has "
+                f"outputs {', '.join(available)}: request one of those, or no outputs for "
+                "the default ones"
             )
+        if name == OUTPUT_PROBABILITIES:
+            outputs.append(_probabilities(values, classes))
+            continue
         datatype = datatype_of(values)
         outputs.append(
             OutputTensor(
@@ -678,3 +706,20 @@ def outputs_from_part(
             )
         )
     return outputs
+
+
+def _probabilities(values: Array, classes: Sequence[str] | None) -> OutputTensor:
+    data = np.asarray(values, dtype=np.float64)
+    names = list(classes) if classes is not None else [str(j) for j in range(data.shape[1])]
+    return OutputTensor(
+        name=OUTPUT_PROBABILITIES,
+        datatype="FP64",
+        shape=(int(data.shape[0]), int(data.shape[1])),
+        data=data,
+        parameters={"classes": names},
+    )
+
+
+def _shown_name(name: str) -> str:
+    """A client's output name, cut short for a message."""
+    return name if len(name) <= 64 else f"{name[:64]}..."

@@ -5,11 +5,14 @@ so on, one field per datatype family) or, as tritonclient sends it, one raw litt
 byte string per input in ``raw_input_contents``. Both become the same `InputTensor` the
 HTTP transport builds, so that every check after decoding is shared. Answers always go out
 as ``raw_output_contents``: one bytes value per tensor instead of one protobuf element per
-value, and the form Triton itself answers with, so every client reads it.
+value, and the form Triton itself answers with, so every client reads it. An output's
+parameters go out as ``InferParameter`` values; one that is a list (the ``classes`` of the
+``probabilities`` output) travels as its JSON text, as ``InferParameter`` holds no list.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -181,6 +184,23 @@ def response_for(
     for key, value in (parameters or {}).items():
         response.parameters[key].string_param = value
     for output in outputs:
-        response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        tensor = response.outputs.add(
+            name=output.name, datatype=output.datatype, shape=output.shape
+        )
+        for key, value in (output.parameters or {}).items():
+            _set_parameter(tensor.parameters[key], value)
         response.raw_output_contents.append(array_to_bytes(output.data, datatype=output.datatype))
     return response
+
+
+def _set_parameter(parameter: pb.InferParameter, value: Any) -> None:
+    """One output parameter: ``InferParameter`` holds a bool, an int or a string, so a
+    list (the ``classes`` of ``probabilities``) travels as its JSON text."""
+    if isinstance(value, bool):
+        parameter.bool_param = value
+    elif isinstance(value, int):
+        parameter.int64_param = value
+    elif isinstance(value, str):
+        parameter.string_param = value
+    else:
+        parameter.string_param = json.dumps(value)

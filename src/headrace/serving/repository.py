@@ -39,6 +39,7 @@ from headrace.serving._loading import (
     prepare_release,
 )
 from headrace.serving._watch import AliasWatcher
+from headrace.serving.codec import OUTPUT_PROBABILITIES
 
 if TYPE_CHECKING:
     import prometheus_client
@@ -141,7 +142,8 @@ class ModelMetadata:
     inputs
         One 1-D tensor per schema field, in schema order.
     outputs
-        `OUTPUT_PREDICTION`, and `OUTPUT_SCORE` when the model gives scores.
+        `OUTPUT_PREDICTION`, and `OUTPUT_SCORE` when the model gives scores, and the
+        opt-in `OUTPUT_PROBABILITIES` ``[-1, classes]`` when it gives class probabilities.
     version
         The version this metadata describes.
     """
@@ -357,6 +359,10 @@ class ModelRepository:
         ]
         if described is not None and described.has_scores:
             outputs.append(TensorMetadata(OUTPUT_SCORE, "FP64", (-1,)))
+        if described is not None and described.classes is not None:
+            # opt-in: answered only when a request names it in its outputs
+            shape = (-1, len(described.classes))
+            outputs.append(TensorMetadata(OUTPUT_PROBABILITIES, "FP64", shape))
         versions = [str(r.version) for r in self.registry.list_releases(name)]
         return ModelMetadata(
             name=name,
@@ -444,7 +450,7 @@ class ModelRepository:
             raise ModelUnavailableError(reason) from exc
         self._failures.pop(key, None)
         self._described[key] = _Described(
-            served.release, served.prediction_datatype, served.has_scores
+            served.release, served.prediction_datatype, served.has_scores, served.classes
         )
         return served
 
@@ -576,6 +582,7 @@ class _Described:
     release: Release
     prediction_datatype: str | None
     has_scores: bool | None
+    classes: tuple[str, ...] | None = None
 
 
 def _prediction_datatype(described: _Described | None, release: Release) -> str:

@@ -317,14 +317,18 @@ def encode_infer_response(
             "datatype": output.datatype,
             "shape": output.shape,
         }
+        parameters_of = dict(output.parameters) if output.parameters else {}
         if binary_outputs is None or output.name in binary_outputs:
             blob = array_to_bytes(output.data, datatype=output.datatype)
-            tensor["parameters"] = {"binary_data_size": len(blob)}
+            parameters_of["binary_data_size"] = len(blob)
             blobs.append(blob)
         elif output.data.dtype.kind == "O":
-            tensor["data"] = output.data.tolist()
+            tensor["data"] = output.data.reshape(-1).tolist()
         else:
-            tensor["data"] = output.data
+            # Flat, row-major, as the protocol lays out tensor data of any shape.
+            tensor["data"] = output.data.reshape(-1)
+        if parameters_of:
+            tensor["parameters"] = parameters_of
         tensors.append(tensor)
     document: dict[str, Any] = {"model_name": model, "model_version": version}
     if request_id is not None:

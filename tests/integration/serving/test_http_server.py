@@ -114,7 +114,8 @@ def test_model_metadata_and_readiness(server: RunningServer) -> None:
     assert [(t["name"], t["datatype"]) for t in meta["inputs"]] == [
         (f"f{i}", "FP64") for i in range(5)
     ]
-    assert [t["name"] for t in meta["outputs"]] == ["prediction", "score"]
+    assert [t["name"] for t in meta["outputs"]] == ["prediction", "score", "probabilities"]
+    assert meta["outputs"][2] == {"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]}
     ready = requests.get(f"{server.url}/v2/models/fraud/ready", headers=AUTH, timeout=10)
     assert (ready.status_code, ready.json()) == (200, {"name": "fraud", "ready": True})
     v2 = requests.get(f"{server.url}/v2/models/fraud/versions/2", headers=AUTH, timeout=10)
