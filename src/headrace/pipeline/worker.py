@@ -3,11 +3,11 @@
 Each batch is decoded, deduplicated, scored and sent to the sinks as soon as it is
 polled; acknowledgements are awaited together when the worker *settles* (every
 `BatchSpec.settle_ms`, when the source runs dry, before partitions are revoked, at the
-`BatchSpec.max_in_flight` bound and on shutdown). Settling waits for every sink's
-acknowledgement, then records the emitted ids, then commits the offsets, so the promise
-stays simple to check: an offset is committed only after every output and dead letter of
-the events before it was acknowledged, and an id is recorded as emitted only after that
-too. A crash anywhere before the commit redelivers the unsettled events; with a dedupe
+`BatchSpec.max_in_flight` bound and on shutdown). Settling (`Checkpoint.commit`) waits
+for every sink's acknowledgement, then records the emitted ids, then commits the offsets,
+so the promise stays simple to check: an offset is committed only after every output and
+dead letter of the events before it was acknowledged, and an id is recorded as emitted
+only after that too. A crash anywhere before the commit redelivers the unsettled events; with a dedupe
 store, repeats of settled ones are dropped, and ids sent but unsettled are dropped too
 while this worker lives.
 
@@ -26,10 +26,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from headrace.errors import CommitRefusedError, ConfigError
+from headrace.errors import ConfigError
 from headrace.inference.service import InferenceResult, InferenceService
 from headrace.inference.validate import records_to_columns, validate
 from headrace.monitoring.metrics import WorkerMetrics, source_lag
+from headrace.pipeline.checkpoint import Checkpoint
 from headrace.pipeline.decode import (
     TEXT_ROW_HEADERS,
     DecodedEvents,
@@ -93,8 +94,9 @@ class Worker:
         self.dedupe = dedupe
         self.on_stats = on_stats
         self.stats = WorkerStats()
-        self._flush_timeout = max(spec.shutdown_timeout_s, 1.0)
-        self._in_flight = _InFlight()
+        self._in_flight = Checkpoint(
+            flush_timeout=max(spec.shutdown_timeout_s, 1.0), name=spec.name
+        )
         self._decoder = EventDecoder(
             service.schema,
             id_field=spec.id_field,
@@ -359,35 +361,21 @@ class Worker:
         if outputs:
             for sink in self.outputs:
                 sink.send(outputs)
-                self._in_flight.sinks[id(sink)] = sink
+                self._in_flight.sent_to(sink)
         if dead:
             self.dead_letter.send(dead)
-            self._in_flight.sinks[id(self.dead_letter)] = self.dead_letter
+            self._in_flight.sent_to(self.dead_letter)
 
     def settle(self) -> None:
-        """Wait for every sink's acknowledgement, record the ids, commit the offsets.
+        """Wait for every sink's acknowledgement, record the ids, commit the offsets
+        (`Checkpoint.commit`), then tell the metrics and monitors.
 
-        In that order, so a crash anywhere in between can only repeat events (with the
-        same idempotency keys), never lose one. Raises `SinkError` when a sink cannot
-        acknowledge: nothing is committed and a restart redelivers.
+        Raises `SinkError` when a sink cannot acknowledge: nothing is committed and a
+        restart redelivers.
         """
-        pending = self._in_flight
-        if not pending.messages:
-            return
         started = time.perf_counter()
-        for sink in pending.sinks.values():
-            sink.flush(timeout=self._flush_timeout)
-        if self.dedupe is not None and pending.ids:
-            self.dedupe.record(list(pending.ids))
-        try:
-            self.source.commit(pending.messages)
-        except CommitRefusedError as exc:
-            # Every output was acknowledged: a refused commit (the group moved on while
-            # the broker stalled, a rebalance) only means these events come again, to
-            # this worker or the partition's next owner, as repeats with the same
-            # idempotency keys. Stopping would turn a blip into an outage.
-            log.warning("%s: %s", self.spec.name, exc)
-        pending.clear()
+        if not self._in_flight.commit(source=self.source, dedupe=self.dedupe):
+            return
         if self.metrics is not None:
             self.metrics.observe_settle(time.perf_counter() - started)
         if self.monitors is not None:
@@ -473,33 +461,6 @@ class Worker:
             self.monitors.close()
         if errors:
             log.warning("%s: error while closing: %s", self.spec.name, errors[0])
-
-
-class _InFlight:
-    """What was sent but not yet settled: the messages to commit, the ids to record,
-    the sinks to wait for, and since when."""
-
-    __slots__ = ("ids", "messages", "since", "sinks")
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.ids: set[str] = set()
-        self.sinks: dict[int, Sink] = {}
-        self.since = 0.0
-
-    def __len__(self) -> int:
-        return len(self.messages)
-
-    def add(self, messages: Sequence[Message], ids: Sequence[str]) -> None:
-        if not self.messages:
-            self.since = time.monotonic()
-        self.messages.extend(messages)
-        self.ids.update(ids)
-
-    def clear(self) -> None:
-        self.messages = []
-        self.ids = set()
-        self.sinks = {}
 
 
 def _subset(decoded: DecodedEvents, keep: list[int]) -> DecodedEvents:
