@@ -3,52 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from support.cli import Run, assert_one_line_error, make_runner
 from support.models import ModelFiles, write_sklearn_release
-
-Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
-
-
-def make_runner(home: Path, cwd: Path) -> Run:
-    """`headrace ...` in a subprocess with its own home; `ok` asserts exit 0."""
-
-    def invoke(
-        *args: str, env: dict[str, str] | None = None, ok: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        environment = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("HEADRACE_") or k in ("HEADRACE_REQUIRE_SERVICES",)
-        }
-        environment.update({"HEADRACE_HOME": str(home), "HEADRACE_ACTOR": "e2e@test"})
-        environment.update(env or {})
-        result = subprocess.run(
-            [sys.executable, "-m", "headrace", *args],
-            capture_output=True,
-            text=True,
-            env=environment,
-            cwd=cwd,
-            timeout=120,
-        )
-        if ok and result.returncode != 0:
-            raise AssertionError(f"headrace {' '.join(args)} failed:\n{result.stderr}")
-        return result
-
-    return invoke
 
 
 @pytest.fixture
@@ -90,14 +59,6 @@ def register(
         *extra,
         ok=ok,
     )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *parts: str) -> None:
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 def registry_state(run: Run) -> tuple[str, str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e.test_cli import Run, make_runner, register
+from e2e.test_cli import register
+from support.cli import Run, make_runner
 from support.models import ModelFiles, write_sklearn_release
 
 

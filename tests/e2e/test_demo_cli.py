@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from e2e.test_run import headrace
+from support.cli import headrace
 
 
 def test_demo_text_in_a_pipe(tmp_path: Path) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import LOCALHOST
 from headrace.registry import Registry
+from support.cli import headrace
 from support.models import draft_from, write_sklearn_release
 
 
@@ -31,15 +30,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def doctor(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "headrace", "doctor", *args],
-        capture_output=True,
-        text=True,
-        env={**env, "HEADRACE_HOME": str(home)},
-        cwd=cwd,
-        timeout=120,
-    )
+    return headrace(home, "doctor", *args, cwd=cwd)
 
 
 def write_pipeline(directory: Path, *, outputs: str) -> Path:

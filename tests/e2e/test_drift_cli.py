@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,32 +14,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from support.cli import Run, make_runner
 from support.models import synthetic, write_sklearn_release
 
-Run = Callable[..., subprocess.CompletedProcess[str]]
 CHROMIUM_INSTALL = "apt-get install -y chromium"
 
 
 @pytest.fixture
 def run(tmp_path: Path) -> Run:
     """`headrace ...` in a subprocess with its own home; `ok` asserts exit 0."""
-
-    def invoke(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-        env.update({"HEADRACE_HOME": str(tmp_path / "home"), "HEADRACE_ACTOR": "e2e@test"})
-        result = subprocess.run(
-            [sys.executable, "-m", "headrace", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=120,
-        )
-        if ok and result.returncode != 0:
-            raise AssertionError(f"headrace {' '.join(args)} failed:\n{result.stderr}")
-        return result
-
-    return invoke
+    return make_runner(tmp_path / "home", tmp_path)
 
 
 def _table(rng: np.random.Generator, rows: int, *, drift: bool) -> pa.Table:

@@ -5,10 +5,7 @@ fresh process after its source directory is gone."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -16,6 +13,8 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+
+from support.cli import make_runner
 
 WRAPPER = textwrap.dedent(
     """
@@ -50,23 +49,6 @@ FEATURES = textwrap.dedent(
 )
 
 
-def _headrace(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("HEADRACE_") or k == "HEADRACE_REQUIRE_SERVICES"
-    }
-    environment.update({"HEADRACE_HOME": str(home), "HEADRACE_ACTOR": "code@test"})
-    return subprocess.run(
-        [sys.executable, "-m", "headrace", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=cwd,
-        timeout=180,
-    )
-
-
 @pytest.fixture
 def bundle(tmp_path: Path) -> tuple[Path, pd.DataFrame, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
@@ -91,10 +73,8 @@ def test_a_code_directory_scores_after_its_source_is_deleted(
     tmp_path: Path, bundle: tuple[Path, pd.DataFrame, np.ndarray]
 ) -> None:
     source, frame, expected = bundle
-    home = tmp_path / "home"
-    registered = _headrace(
-        home,
-        tmp_path,
+    run = make_runner(tmp_path / "home", tmp_path, actor="code@test", ok=False)
+    registered = run(
         "register",
         str(source),
         "--name",
@@ -110,9 +90,7 @@ def test_a_code_directory_scores_after_its_source_is_deleted(
     shutil.rmtree(source)
     frame[["b", "a"]].to_csv(tmp_path / "input.csv", index=False)
 
-    scored = _headrace(
-        home,
-        tmp_path,
+    scored = run(
         "predict",
         "wrapped:1",
         "--input",
@@ -124,7 +102,7 @@ def test_a_code_directory_scores_after_its_source_is_deleted(
     got = pd.read_csv(tmp_path / "out.csv")["prediction"].to_numpy()
     assert list(got) == list(expected)
 
-    shown = _headrace(home, tmp_path, "releases", "show", "wrapped:1", "--json")
+    shown = run("releases", "show", "wrapped:1", "--json")
     assert shown.returncode == 0, shown.stderr
     model = json.loads(shown.stdout)["manifest"]["model"]
     assert model["entry"] == "wrapper:Model"

@@ -4,7 +4,6 @@ written, and links that stay inside the repository."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from support.cli import clean_env, headrace
 from support.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,16 +34,8 @@ def readme_curl() -> str:
     return "\n".join(lines)
 
 
-def _env(home: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    return {**clean, "HEADRACE_HOME": str(home)}
-
-
 def _headrace(home: Path, *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "headrace", *args], env=_env(home), timeout=180,
-        capture_output=True, text=True,
-    )  # fmt: skip
+    done = headrace(home, *args)
     assert done.returncode == 0, done.stderr
 
 
@@ -63,7 +55,7 @@ def test_the_readme_curl_example_works_against_the_quickstart_model(tmp_path: Pa
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "headrace", "serve", "--port", str(port)],
-        env=_env(home),
+        env=clean_env(home),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from headrace.registry import Registry
+from support.cli import clean_env, headrace
 from support.models import draft_from, write_sklearn_release
 
 
@@ -28,11 +28,6 @@ def home(tmp_path: Path) -> Path:
     ) as registry:
         registry.register(draft_from(files, tmp_path), alias="champion")
     return home
-
-
-def env_for(home: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    return {**clean, "HEADRACE_HOME": str(home)}
 
 
 def write_events(path: Path, start: int, count: int, *, bad_every: int = 0) -> int:
@@ -61,16 +56,6 @@ def pipeline(tmp_path: Path, *, follow: bool = False) -> Path:
         "stats_interval_s: 0.2\n"
     )
     return spec
-
-
-def headrace(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headrace", *args],
-        capture_output=True,
-        text=True,
-        env=env_for(home),
-        timeout=180,
-    )
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -103,7 +88,7 @@ def test_sigterm_drains_commits_and_exits_zero(home: Path, tmp_path: Path) -> No
     spec = pipeline(tmp_path, follow=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "headrace", "run", str(spec)],
-        env=env_for(home),
+        env=clean_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

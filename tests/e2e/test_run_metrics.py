@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port
 from headrace.registry import Registry
+from support.cli import clean_env, headrace
 from support.models import draft_from, write_sklearn_release
 
 
@@ -35,11 +35,6 @@ def home(tmp_path: Path) -> Path:
         registry.register(draft_from(files, tmp_path), alias="champion")
         registry.register(draft_from(files, tmp_path), alias="champion", allow_duplicate=True)
     return home
-
-
-def env_for(home: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    return {**clean, "HEADRACE_HOME": str(home)}
 
 
 def pipeline(tmp_path: Path, events: int, *, bad_every: int) -> Path:
@@ -78,7 +73,7 @@ def worker(home: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], 
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "headrace", "run", str(spec), "--metrics-port", str(port)],
-        env=env_for(home),
+        env=clean_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -122,7 +117,7 @@ def test_a_running_worker_serves_its_metrics_and_sees_a_rollback(
 
     rollback = subprocess.run(
         [sys.executable, "-m", "headrace", "rollback", "fraud"],
-        env=env_for(home),
+        env=clean_env(home),
         capture_output=True,
         text=True,
         timeout=120,
@@ -136,16 +131,6 @@ def test_a_running_worker_serves_its_metrics_and_sees_a_rollback(
     assert f"metrics at {url}" in err
     with pytest.raises(OSError):
         scrape(url)  # the metrics server stopped with the worker
-
-
-def headrace(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headrace", *args],
-        capture_output=True,
-        text=True,
-        env=env_for(home),
-        timeout=120,
-    )
 
 
 def test_a_taken_metrics_port_is_one_clear_error(home: Path, tmp_path: Path) -> None:

@@ -13,19 +13,15 @@ password.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from support.cli import Run, make_runner
 from support.models import ModelFiles, write_sklearn_release
-
-Run = Callable[..., subprocess.CompletedProcess[str]]
 
 SECRETS = {
     "registry": "Reg5ecret/Pw",  # the "/" defeated urllib's parse
@@ -49,29 +45,12 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_runner(home: Path, cwd: Path) -> Run:
-    def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-        environment.update({"HEADRACE_HOME": str(home), "HEADRACE_ACTOR": "e2e@test"})
-        environment.update(env or {})
-        return subprocess.run(
-            [sys.executable, "-m", "headrace", *args],
-            capture_output=True,
-            text=True,
-            env=environment,
-            cwd=cwd,
-            timeout=120,
-        )
-
-    return invoke
-
-
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
     """A local registry with fraud@champion, for the commands that load a model first."""
     root = tmp_path_factory.mktemp("secrets")
     files: ModelFiles = write_sklearn_release(root / "model")
-    run = make_runner(root / "home", root)
+    run = make_runner(root / "home", root, ok=False)
     result = run(
         "register",
         str(files.model),
@@ -226,7 +205,7 @@ def test_an_unreadable_manifest_row_is_one_line(
             conn.execute("UPDATE headrace_releases SET manifest = ?", (bytes(raw).decode(),))
         else:
             conn.execute("UPDATE headrace_releases SET manifest = ?", (manifest,))
-    other = make_runner(home, tmp_path)
+    other = make_runner(home, tmp_path, ok=False)
     result = other("releases", "show", "fraud:1")
     assert "Traceback" not in result.stderr, f"{what}: {result.stderr}"
     if manifest == "TEXT":

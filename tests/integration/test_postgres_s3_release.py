@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -19,6 +17,7 @@ import pytest
 from headrace.errors import ArtifactIntegrityError
 from headrace.inference.loading import load_service
 from headrace.registry import Registry, blob_key
+from support.cli import run_headrace
 from support.models import draft_from, write_sklearn_release
 
 
@@ -57,17 +56,6 @@ def test_register_load_and_score_on_postgres_and_s3(
         assert registry.verify_audit() == 2
 
 
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headrace", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
-
-
 def test_cli_on_postgres_and_s3(postgres_url: str, s3_bucket_url: str, tmp_path: Path) -> None:
     files = write_sklearn_release(tmp_path / "model")
     env = {
@@ -76,7 +64,7 @@ def test_cli_on_postgres_and_s3(postgres_url: str, s3_bucket_url: str, tmp_path:
         "HEADRACE_ARTIFACTS": s3_bucket_url,
         "HEADRACE_HOME": str(tmp_path / "home"),
     }
-    registered = _cli(
+    registered = run_headrace(
         "register",
         str(files.model),
         "--name",
@@ -100,15 +88,15 @@ def test_cli_on_postgres_and_s3(postgres_url: str, s3_bucket_url: str, tmp_path:
         )
         + "\n{not json\n"
     )
-    scored = _cli("predict", "fraud", "--input", str(data), "--json", env=env, cwd=tmp_path)
+    scored = run_headrace("predict", "fraud", "--input", str(data), "--json", env=env, cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr
     summary = json.loads(scored.stdout)
     assert (summary["predicted"], summary["rejected"]) == (20, 1)
-    doctor = _cli("doctor", env=env, cwd=tmp_path)
+    doctor = run_headrace("doctor", env=env, cwd=tmp_path)
     assert doctor.returncode == 0, doctor.stderr
     assert "ok    registry" in doctor.stdout and "ok    artifacts s3://" in doctor.stdout
 
     missing = {**env, "HEADRACE_ARTIFACTS": "s3://no-such-bucket/x"}
-    broken = _cli("doctor", env=missing, cwd=tmp_path)
+    broken = run_headrace("doctor", env=missing, cwd=tmp_path)
     assert broken.returncode == 1
     assert "FAIL  artifacts s3://no-such-bucket/x" in broken.stderr
