@@ -1,15 +1,17 @@
 """The stream engine: a worker that turns a live event stream into predictions.
 
 source -> decode -> validate -> dedupe -> predict -> postprocess -> sinks, one
-micro-batch at a time, committing source offsets only after every sink acknowledged the
-batch (at-least-once), with idempotency keys on every output and a dead letter, with its
+micro-batch at a time (`Worker.process` calls each stage by name; a `Checkpoint`
+settles), committing source offsets only after every sink acknowledged the batch
+(at-least-once), with idempotency keys on every output and a dead letter, with its
 reason, for every bad event. Monitors (traces, samples, live accuracy, drift) read each
-batch as it passes.
+batch's `BatchOutcome` as it passes.
 """
 
 from __future__ import annotations
 
 from headrace.pipeline.build import build_worker, default_dead_letter_url, tune_worker_process
+from headrace.pipeline.checkpoint import Checkpoint
 from headrace.pipeline.dedupe import DedupeStore, MemoryDedupe, RedisDedupe, open_dedupe
 from headrace.pipeline.drift import (
     CALIBRATION_DIR,
@@ -19,7 +21,8 @@ from headrace.pipeline.drift import (
     calibration_path,
 )
 from headrace.pipeline.feedback import FeedbackReader
-from headrace.pipeline.observe import BatchView, Monitors, build_monitors, positive_class
+from headrace.pipeline.observe import Monitors, build_monitors, positive_class
+from headrace.pipeline.outcome import BatchOutcome
 from headrace.pipeline.records import (
     IDEMPOTENCY_HEADER,
     RELEASE_HEADER,
@@ -50,8 +53,9 @@ __all__ = [
     "IDEMPOTENCY_HEADER",
     "RELEASE_HEADER",
     "STAGE_HEADER",
+    "BatchOutcome",
     "BatchSpec",
-    "BatchView",
+    "Checkpoint",
     "DedupeSpec",
     "DedupeStore",
     "DriftSpec",

@@ -40,7 +40,7 @@ from headrace.streams.base import OutRecord, Sink
 if TYPE_CHECKING:
     from headrace.inference.service import InferenceService
     from headrace.monitoring.metrics import DriftMetrics
-    from headrace.pipeline.observe import BatchView
+    from headrace.pipeline.outcome import BatchOutcome
     from headrace.registry.store import Registry
 
 __all__ = [
@@ -130,7 +130,7 @@ class DriftWatch:
         if self.sink is not None:
             self.sink.close()
 
-    def on_batch(self, view: BatchView) -> list[DriftAlarm]:
+    def on_batch(self, view: BatchOutcome) -> list[DriftAlarm]:
         """Feed the batch's scored rows; act on (and return) the alarms they raise."""
         result = view.result
         if not view.scored:
@@ -251,7 +251,7 @@ def _as_float(values: Any) -> FloatArray:
     return np.array([np.nan if v is None else v for v in array.tolist()], dtype=np.float64)
 
 
-def _feature_matrix(view: BatchView, columns: Sequence[str]) -> FloatArray:
+def _feature_matrix(view: BatchOutcome, columns: Sequence[str]) -> FloatArray:
     """``(scored rows, columns)``: the validated values of the monitored columns."""
     if view.records:  # the per-event path: decoded dicts
         records = [view.records[row] for row in view.scored]

@@ -1,6 +1,6 @@
 """The worker's monitors: traces, payload samples, live accuracy and drift, fed per batch.
 
-The worker hands each batch to `Monitors.on_batch` as a `BatchView` (after scoring,
+The worker hands each batch to `Monitors.on_batch` as a `BatchOutcome` (after scoring,
 before sending, so trace headers can still be set on the records) and tells it when it
 settled. Everything here works per batch and touches single events only for the few it
 samples; with every monitor on at its default share, a worker loses a few percent of its
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,17 +21,16 @@ import numpy as np
 import orjson
 
 from headrace.errors import ConfigError
-from headrace.inference.service import InferenceResult, InferenceService
+from headrace.inference.service import InferenceService
 from headrace.monitoring.accuracy import AccuracyMonitor
 from headrace.monitoring.samples import ParquetSampleSink, PayloadSampler, PiiMasker
 from headrace.monitoring.tracing import EventTracer
 from headrace.monitoring.tracing import tracer_provider as make_tracer_provider
 from headrace.pipeline.feedback import FeedbackReader
+from headrace.pipeline.outcome import BatchOutcome
 from headrace.pipeline.spec import PipelineSpec
 from headrace.release.config import ReleaseConfig
-from headrace.streams.base import Message, OutRecord
 from headrace.streams.urls import open_source
-from headrace.types import Columns
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from headrace.pipeline.drift import DriftWatch
     from headrace.registry.store import Registry
 
-__all__ = ["BatchView", "Monitors", "build_monitors", "positive_class"]
+__all__ = ["Monitors", "build_monitors", "positive_class"]
 
 log = logging.getLogger("headrace.pipeline")
 
@@ -51,69 +50,9 @@ _REACHED = {"decode": 1, "validate": 2, "predict": 3}
 
 
 @dataclass(slots=True)
-class BatchView:
-    """One batch as the worker made of it (rows are the events that passed decoding and
-    deduplication; `candidates` maps a row to its message).
-
-    Attributes
-    ----------
-    messages
-        The batch as polled.
-    candidates, event_ids
-        Per row: its index in `messages`, its event id.
-    records
-        Per row, the decoded event (the per-event path), or empty.
-    columns
-        The fast path's decoded columns, indexed like `messages`, or None.
-    result
-        The inference result over the rows.
-    scored, scored_ids
-        The rows with an output, and their event ids (aligned with `outputs`).
-    failures
-        ``(message index, stage, error, field)`` per dead letter (aligned with `dead`).
-    outputs, dead
-        The records about to be sent; a monitor may replace their headers.
-    stamps_ns
-        `time.time_ns` at the batch's start, after decoding, after deduplication.
-    at_ms
-        The processing time stamped on the outputs.
-    sent_ns
-        Set by the worker once the records were handed to the sinks.
-    """
-
-    messages: Sequence[Message]
-    candidates: list[int]
-    event_ids: list[str]
-    records: list[Any]
-    columns: Columns | None
-    result: InferenceResult
-    scored: list[int]
-    scored_ids: list[str]
-    failures: list[tuple[int, str, str, str | None]]
-    outputs: list[OutRecord]
-    dead: list[OutRecord]
-    stamps_ns: tuple[int, int, int]
-    at_ms: int
-    sent_ns: int = 0
-
-    def features(self, row: int) -> Mapping[str, Any]:
-        """The decoded fields of one row."""
-        if self.records:
-            record = self.records[row]
-            return record if isinstance(record, Mapping) else {}
-        return self.features_of(self.candidates[row])
-
-    def features_of(self, message: int) -> Mapping[str, Any]:
-        """The decoded fields of one message (fast path only; else empty)."""
-        if self.columns is None:
-            return {}
-        return {name: column[message] for name, column in self.columns.items()}
-
-
-@dataclass(slots=True)
 class _Traced:
     span: Span
-    view: BatchView
+    view: BatchOutcome
     send_from_ns: int
 
 
@@ -144,7 +83,7 @@ class Monitors:
         if self.drift is not None:
             self.drift.open()
 
-    def on_batch(self, view: BatchView) -> None:
+    def on_batch(self, view: BatchOutcome) -> None:
         """Keep predictions, sample rows and start trace spans for one batch."""
         if self.scrubber is not None and view.failures:
             self._scrub_dead_letters(view)
@@ -165,7 +104,9 @@ class Monitors:
         if self.drift is not None:
             self.drift.on_batch(view)
 
-    def _sample(self, view: BatchView, predictions: list[Any], scores: list[float] | None) -> None:
+    def _sample(
+        self, view: BatchOutcome, predictions: list[Any], scores: list[float] | None
+    ) -> None:
         sampler = self.sampler
         if sampler is None:
             return
@@ -202,7 +143,7 @@ class Monitors:
                 error=error,
             )
 
-    def _trace(self, tracer: EventTracer, view: BatchView) -> None:
+    def _trace(self, tracer: EventTracer, view: BatchOutcome) -> None:
         failed = {index: k for k, (index, *_rest) in enumerate(view.failures)}
         traced = tracer.select(view.messages, always=failed)
         if not traced:
@@ -267,7 +208,7 @@ class Monitors:
                 continue
             self._pending.append(_Traced(span, view, last))
 
-    def _scrub_dead_letters(self, view: BatchView) -> None:
+    def _scrub_dead_letters(self, view: BatchOutcome) -> None:
         """Mask ``pii`` values a model quoted in its exception (validation reasons never
         show them) in the dead letters' ``error`` before they are sent."""
         for k, (index, stage, error, field_name) in enumerate(view.failures):
@@ -282,7 +223,7 @@ class Monitors:
             letter["error"] = scrubbed
             record.value = orjson.dumps(letter)
 
-    def _scrub(self, view: BatchView, index: int, error: str) -> str:
+    def _scrub(self, view: BatchOutcome, index: int, error: str) -> str:
         if self.scrubber is None or not self.scrubber.fields:
             return error
         try:

@@ -7,9 +7,9 @@ polled; acknowledgements are awaited together when the worker *settles* (every
 for every sink's acknowledgement, then records the emitted ids, then commits the offsets,
 so the promise stays simple to check: an offset is committed only after every output and
 dead letter of the events before it was acknowledged, and an id is recorded as emitted
-only after that too. A crash anywhere before the commit redelivers the unsettled events; with a dedupe
-store, repeats of settled ones are dropped, and ids sent but unsettled are dropped too
-while this worker lives.
+only after that too. A crash anywhere before the commit redelivers the unsettled events;
+with a dedupe store, repeats of settled ones are dropped, and ids sent but unsettled are
+dropped too while this worker lives.
 
 Bad events (oversized, undecodable, invalid, missing id, poisonous for the model) become
 dead letters with their reason; they never stop the worker nor delay the good events of
@@ -39,7 +39,8 @@ from headrace.pipeline.decode import (
     event_kind,
 )
 from headrace.pipeline.dedupe import DedupeStore
-from headrace.pipeline.observe import BatchView, Monitors
+from headrace.pipeline.observe import Monitors
+from headrace.pipeline.outcome import BatchOutcome
 from headrace.pipeline.records import dead_letter_record, output_records
 from headrace.pipeline.spec import PipelineSpec
 from headrace.pipeline.stats import WorkerStats
@@ -113,54 +114,96 @@ class Worker:
     def process(self, messages: Sequence[Message]) -> None:
         """Score one batch and send its records; `settle` commits it later.
 
-        At the bound of `BatchSpec.max_in_flight` unsettled events, pauses the source and
-        settles before returning, so at most that many events are ever in flight.
+        The stages of DESIGN.md's flow, each one named call: decode, dedupe, (enrich,
+        route: not built yet), validate and predict (one call into the inference core,
+        after dedupe so repeats cost no model time), postprocess, sinks. At the bound of
+        `BatchSpec.max_in_flight` unsettled events, pauses the source and settles before
+        returning, so at most that many events are ever in flight.
         """
-        csv = False
-        names = {name for m in messages for name, _ in m.headers}
-        if not names.isdisjoint(TEXT_ROW_HEADERS):  # CSV-like rows (file, Redis sources)
-            kinds = [event_kind(m) for m in messages]
-            cut = next((j for j in range(1, len(kinds)) if kinds[j] != kinds[0]), None)
-            if cut is not None:  # CSV rows among JSON events: each run decoded as its kind
-                self.process(messages[:cut])
-                self.process(messages[cut:])
-                return
-            csv = kinds[0] == "csv"
+        cut, csv = _first_kind_change(messages)
+        if cut is not None:  # CSV rows among JSON events: each run decoded as its kind
+            self.process(messages[:cut])
+            self.process(messages[cut:])
+            return
         started = time.perf_counter()
         started_ns = time.time_ns()
-        spec = self.spec
-
         decoded = self._decoder.decode(messages, csv=csv)
-        everyone = decoded  # (its columns are indexed by message: the view's too)
         decoded_at = time.perf_counter()
-
-        decoded = self._drop_repeats(decoded)
-        duplicates = len(messages) - len(decoded.failures) - len(decoded.candidates)
+        fresh = self._drop_repeats(decoded)
+        deduplicated = len(messages) - len(decoded.failures) - len(fresh.candidates)
         fresh_at = time.perf_counter()
-
-        result, decoded = self._score(decoded)
-        candidates, event_ids = decoded.candidates, decoded.ids
-        records, failures = decoded.records, decoded.failures
+        # enrich: online features would join `fresh` here (features part, not built yet).
+        # route: a rollout would pick each row's release arm here; one release for now.
+        result, scored = self._score(fresh)
         scored_at = time.perf_counter()
+        outcome = self._postprocess(
+            messages,
+            decoded=decoded,
+            scored=scored,
+            result=result,
+            deduplicated=deduplicated,
+            stamps_ns=(
+                started_ns,
+                started_ns + int((decoded_at - started) * 1e9),
+                started_ns + int((fresh_at - started) * 1e9),
+            ),
+        )
+        if self.monitors is not None:
+            self.monitors.on_batch(outcome)  # may set trace headers on the records
+        self._send(outcome.outputs, outcome.dead)
+        if self.monitors is not None:
+            outcome.sent_ns = time.time_ns()
+        self._in_flight.add(messages, outcome.scored_ids if self.dedupe is not None else ())
+        self._account(outcome, marks=(started, decoded_at, fresh_at, scored_at))
+        self._hold_back()
+
+    def _hold_back(self) -> None:
+        """At the in-flight bound, stop fetching until every sink caught up (settled)."""
+        if len(self._in_flight) >= self.spec.batch.max_in_flight:
+            self.source.pause()
+            try:
+                self.settle()
+            finally:
+                self.source.resume()
+
+    def _postprocess(
+        self,
+        messages: Sequence[Message],
+        *,
+        decoded: DecodedEvents,
+        scored: DecodedEvents,
+        result: InferenceResult,
+        deduplicated: int,
+        stamps_ns: tuple[int, int, int],
+    ) -> BatchOutcome:
+        """The batch's outcome: an output record per scored row, a dead letter per
+        failure (the model's rejections and unencodable outputs included).
+
+        `decoded` is the whole batch as decoded (its columns indexed by message, as the
+        monitors read them); `scored` the events handed to the inference core.
+        """
+        candidates, event_ids = scored.candidates, scored.ids
+        failures = scored.failures
         for rejection in result.rejections:
             failures.append(
                 (candidates[rejection.row], rejection.stage, rejection.reason, rejection.field)
             )
-        scored = result.rows.tolist()
-        scored_messages = [messages[candidates[r]] for r in scored]
-        scored_ids = [event_ids[r] for r in scored]
+        rows = result.rows.tolist()
+        row_messages = [messages[candidates[r]] for r in rows]
+        row_ids = [event_ids[r] for r in rows]
         if self.spec.event_time_field is None:
-            times = [m.timestamp_ms for m in scored_messages]
+            times = [m.timestamp_ms for m in row_messages]
         else:
-            event_times = decoded.times_ms
+            event_times = scored.times_ms
             times = [
-                t if (t := event_times[r]) is not None else scored_messages[j].timestamp_ms
-                for j, r in enumerate(scored)
+                t if (t := event_times[r]) is not None else row_messages[j].timestamp_ms
+                for j, r in enumerate(rows)
             ]
         now_ms = int(time.time() * 1000)
         outputs = self._outputs(
-            result, scored, scored_messages, scored_ids, times, failures, candidates, now_ms
+            result, rows, row_messages, row_ids, times, failures, candidates, now_ms
         )
+        spec = self.spec
         dead: list[OutRecord] = [
             dead_letter_record(
                 messages[i],
@@ -173,55 +216,59 @@ class Worker:
             )
             for i, stage, error, field in failures
         ]
-        view = None
-        if self.monitors is not None:
-            ns = [started_ns + int((t - started) * 1e9) for t in (decoded_at, fresh_at)]
-            columns = everyone.columns
-            if decoded.coerce_strings:  # monitors read typed values, never CSV text
-                columns, records = self._typed_columns(everyone, len(messages)), []
-            view = BatchView(
-                messages, candidates, event_ids, records, columns, result, scored,
-                scored_ids, failures, outputs, dead, (started_ns, ns[0], ns[1]), now_ms,
-            )  # fmt: skip
-            self.monitors.on_batch(view)  # may set trace headers on the records
-        self._send(outputs, dead)
-        if view is not None:
-            view.sent_ns = time.time_ns()
-        self._in_flight.add(messages, scored_ids if self.dedupe is not None else ())
+        columns, records = decoded.columns, scored.records
+        if self.monitors is not None and scored.coerce_strings:
+            # Monitors read typed values, never CSV text.
+            columns, records = self._typed_columns(decoded, len(messages)), []
+        return BatchOutcome(
+            messages=messages,
+            candidates=candidates,
+            event_ids=event_ids,
+            records=records,
+            columns=columns,
+            result=result,
+            scored=rows,
+            scored_ids=row_ids,
+            event_times_ms=times,
+            failures=failures,
+            outputs=outputs,
+            dead=dead,
+            deduplicated=deduplicated,
+            stamps_ns=stamps_ns,
+            at_ms=now_ms,
+        )
 
+    def _account(self, outcome: BatchOutcome, *, marks: tuple[float, float, float, float]) -> None:
+        """Count the batch in the stats and the metrics; `marks` are the perf_counter
+        readings at its start, after decoding, after dedupe and after scoring."""
+        started = marks[0]
+        n = len(outcome.messages)
+        failures = outcome.failures
         stats = self.stats
         stats.batches += 1
-        stats.events += len(messages)
-        stats.outputs += len(outputs)
-        stats.dead_letters += len(dead)
-        stats.deduplicated += duplicates
+        stats.events += n
+        stats.outputs += len(outcome.outputs)
+        stats.dead_letters += len(outcome.dead)
+        stats.deduplicated += outcome.deduplicated
         for _, stage, error, _ in failures:
             stats.dead_letter_reasons[f"{stage}: {_reason_class(error)}"] += 1
         done = time.perf_counter()
         stats.busy_s += done - started
-        stats.batch_latency_ms.add(np.full(len(messages), (done - started) * 1000.0))
-        stamped = [t for t in times if t is not None]
-        latencies = now_ms - np.asarray(stamped, dtype=np.float64) if stamped else None
+        stats.batch_latency_ms.add(np.full(n, (done - started) * 1000.0))
+        stamped = [t for t in outcome.event_times_ms if t is not None]
+        latencies = outcome.at_ms - np.asarray(stamped, dtype=np.float64) if stamped else None
         if latencies is not None:
             stats.end_to_end_ms.add(latencies)
         if self.metrics is not None:
             self.metrics.observe_batch(
-                result.release,
-                events=len(messages),
-                outputs=len(outputs),
-                deduplicated=duplicates,
+                outcome.result.release,
+                events=n,
+                outputs=len(outcome.outputs),
+                deduplicated=outcome.deduplicated,
                 dead_letter_stages=[stage for _, stage, _, _ in failures],
                 end_to_end_ms=latencies,
-                marks=(started, decoded_at, fresh_at, scored_at, done),
+                marks=(*marks, done),
             )
-
-        if len(self._in_flight) >= spec.batch.max_in_flight:
-            # Full: stop fetching until every sink caught up (backpressure).
-            self.source.pause()
-            try:
-                self.settle()
-            finally:
-                self.source.resume()
 
     def _outputs(
         self,
@@ -461,6 +508,17 @@ class Worker:
             self.monitors.close()
         if errors:
             log.warning("%s: error while closing: %s", self.spec.name, errors[0])
+
+
+def _first_kind_change(messages: Sequence[Message]) -> tuple[int | None, bool]:
+    """Where the batch's first run of one kind (CSV-like row or JSON event) ends, or
+    None when it is all one kind; and whether that first run is CSV-like rows."""
+    names = {name for m in messages for name, _ in m.headers}
+    if names.isdisjoint(TEXT_ROW_HEADERS):  # only the file and Redis sources send rows
+        return None, False
+    kinds = [event_kind(m) for m in messages]
+    cut = next((j for j in range(1, len(kinds)) if kinds[j] != kinds[0]), None)
+    return cut, kinds[0] == "csv"
 
 
 def _subset(decoded: DecodedEvents, keep: list[int]) -> DecodedEvents:
