@@ -81,7 +81,7 @@ def _serve(tmp_path: Path, files: ModelFiles, config: dict[str, Any]) -> Iterato
             {"host": "127.0.0.1", "port": 0, **config}, where="test config"
         )
         app = build_app(registry, settings)
-        server = GrpcServer(app, host="127.0.0.1", port=0)
+        server = GrpcServer(app.dataplane, host="127.0.0.1", port=0)
         server.attach()
         loop = _LoopThread()
         try:
@@ -328,7 +328,7 @@ def test_a_taken_port_is_a_clear_error(served: Served) -> None:
     from headrace.errors import ConfigError
 
     taken = int(served.url.rsplit(":", 1)[1])
-    server = GrpcServer(served.app, host="127.0.0.1", port=taken)
+    server = GrpcServer(served.app.dataplane, host="127.0.0.1", port=taken)
     with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{taken} \(grpc_port\)"):
         asyncio.run(server.start())
 

@@ -59,11 +59,13 @@ def serve(
 
         async def announce() -> None:  # after start-up: the gRPC port is bound by then
             sys.stderr.write(
-                _start_banner(settings, port=port, grpc_port=app.grpc_port, releases=releases)
+                _start_banner(
+                    settings, port=port, grpc_port=app.dataplane.grpc_port, releases=releases
+                )
             )
             sys.stderr.flush()
 
-        app.on_startup.append(announce)
+        app.dataplane.on_startup.append(announce)
         server.run(sockets=[sock])
         if not server.started:
             raise typer.Exit(1)

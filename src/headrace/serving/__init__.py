@@ -3,8 +3,10 @@
 Sits beside `headrace.pipeline` and never uses `headrace.streams`: a request goes through
 the same validate -> predict -> postprocess path as a stream event. `ModelRepository`
 turns model names into loaded, warmed-up inference services under a memory budget and
-follows alias moves (promotions, rollbacks) with an atomic hot swap; the transports ask
-it for a service per request.
+follows alias moves (promotions, rollbacks) with an atomic hot swap. `DataPlane` is what
+a request means (inference through the adaptive batchers, metadata, readiness, the
+lifecycle); the HTTP app (`InferenceApp`) and the gRPC server only translate their wire
+formats to it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ from headrace.serving.config import (
     TracingConfig,
     load_serve_config,
     serve_config_from_dict,
+)
+from headrace.serving.dataplane import (
+    DataPlane,
 )
 from headrace.serving.errors import (
     InferenceFailedError,
@@ -115,6 +120,7 @@ __all__ = [
     "BatchReport",
     "BatchingConfig",
     "ConnectionsConfig",
+    "DataPlane",
     "InferRequest",
     "InferenceApp",
     "InferenceFailedError",

@@ -18,6 +18,10 @@ With ``tracing`` in the config, each request gets an OpenTelemetry ``SERVER`` sp
 continues the caller's W3C ``traceparent`` (route template as its name, the status code,
 and the error of a failed request); without it no span code runs at all.
 
+What a request means (inference, metadata, readiness, the repository extension, the
+lifecycle) is the `DataPlane`'s, shared with the gRPC server; this module only routes,
+reads bodies, and renders answers and errors.
+
 Every error is ``{"error": "..."}`` with the status `status_of` gives (503 carries
 ``Retry-After``); a request that fails never stops the server. Secrets never reach a log
 line: headers are not logged, and a token is only ever compared.
@@ -26,10 +30,9 @@ line: headers are not logged, and a token is only ever compared.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -41,13 +44,10 @@ from headrace.serving.batching import AdaptiveBatcher, BatchPart
 from headrace.serving.codec import (
     InputTensor,
     OutputTensor,
-    columns_from_inputs,
-    outputs_from_part,
-    raise_for_rejections,
 )
 from headrace.serving.config import ServeConfig
+from headrace.serving.dataplane import DataPlane
 from headrace.serving.errors import (
-    InferenceTimeoutError,
     InvalidInputError,
     NotFoundError,
     OverloadedError,
@@ -131,46 +131,98 @@ class InferenceApp:
 
     Parameters
     ----------
-    repository
-        Resolves model names to loaded inference services.
-    config
-        Batching, limits and tokens.
-    metrics
-        Where request and batch metrics go (share its registry with the repository).
+    dataplane
+        What every request means (inference, metadata, readiness, the repository
+        extension) and the server's lifecycle; this class only routes, reads bodies and
+        renders answers and errors.
     tracer
         Traces each HTTP request when given (`build_app` makes one from the config's
         ``tracing`` section); None traces nothing.
 
-    The ASGI lifespan starts the repository (alias watching, preloading) and, on
-    shutdown, stops the batchers and the repository; ``on_startup``/``on_shutdown`` hooks
-    (the gRPC server) run right after and right before.
+    The ASGI lifespan runs the data plane's `DataPlane.startup` and `DataPlane.shutdown`.
     """
 
-    def __init__(
-        self,
-        repository: ModelRepository,
-        *,
-        config: ServeConfig,
-        metrics: ServerMetrics,
-        tracer: Tracer | None = None,
-    ) -> None:
-        self.repository = repository
-        self.config = config
-        self.metrics = metrics
+    def __init__(self, dataplane: DataPlane, *, tracer: Tracer | None = None) -> None:
+        self.dataplane = dataplane
         self.tracer = tracer
-        self.batchers: dict[str, AdaptiveBatcher] = {}
-        self.on_startup: list[Callable[[], Awaitable[None]]] = []
-        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
-        self.started = False
-        self.stopping = False
-        self.grpc_port: int | None = None  # the gRPC server's bound port, once started
-        self._deadlines: set[asyncio.Timeout] = set()  # of body reads and inferences
-        self._drain_at: float | None = None
-        auth = config.auth
+        auth = dataplane.config.auth
         self._inference_token = _token(auth.inference_token)
         self._management_token = _token(auth.management_token)
         self._openapi: bytes | None = None
-        self._served: set[str] = set()  # names that resolved: safe as metric labels
+
+    # The data plane's parts, for callers that hold the app (tests, the CLI's banner).
+
+    @property
+    def repository(self) -> ModelRepository:
+        """The data plane's model repository."""
+        return self.dataplane.repository
+
+    @property
+    def config(self) -> ServeConfig:
+        """The server config."""
+        return self.dataplane.config
+
+    @property
+    def metrics(self) -> ServerMetrics:
+        """The server's metrics."""
+        return self.dataplane.metrics
+
+    @property
+    def batchers(self) -> dict[str, AdaptiveBatcher]:
+        """The data plane's batchers, by model (and version)."""
+        return self.dataplane.batchers
+
+    @property
+    def on_startup(self) -> list[Callable[[], Awaitable[None]]]:
+        """Hooks run after the repository started (see `DataPlane`)."""
+        return self.dataplane.on_startup
+
+    @property
+    def on_shutdown(self) -> list[Callable[[], Awaitable[None]]]:
+        """Hooks run before the batchers and the repository stop."""
+        return self.dataplane.on_shutdown
+
+    @property
+    def started(self) -> bool:
+        """Whether start-up finished."""
+        return self.dataplane.started
+
+    @property
+    def stopping(self) -> bool:
+        """Whether shutdown began."""
+        return self.dataplane.stopping
+
+    @property
+    def grpc_port(self) -> int | None:
+        """The gRPC server's bound port, once started (None without gRPC)."""
+        return self.dataplane.grpc_port
+
+    async def startup(self) -> None:
+        """Start the data plane; called by the ASGI lifespan."""
+        await self.dataplane.startup()
+
+    async def shutdown(self) -> None:
+        """Stop the data plane; called by the ASGI lifespan."""
+        await self.dataplane.shutdown()
+
+    def drain(self, *, within_s: float) -> None:
+        """See `DataPlane.drain`."""
+        self.dataplane.drain(within_s=within_s)
+
+    def is_ready(self) -> bool:
+        """See `DataPlane.is_ready`."""
+        return self.dataplane.is_ready()
+
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        inputs: Sequence[InputTensor],
+        *,
+        requested: Sequence[str] | None = None,
+    ) -> tuple[BatchPart, list[OutputTensor]]:
+        """See `DataPlane.infer`."""
+        return await self.dataplane.infer(name, version, inputs, requested=requested)
 
     # -- ASGI -------------------------------------------------------------------------
 
@@ -197,54 +249,6 @@ class InferenceApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def startup(self) -> None:
-        """Start the repository (and the hooks); called by the ASGI lifespan."""
-        await self.repository.start()
-        for hook in self.on_startup:
-            await hook()
-        self.started = True
-
-    async def shutdown(self) -> None:
-        """Stop the hooks, the batchers and the repository."""
-        self.stopping = True
-        for hook in self.on_shutdown:
-            await hook()
-        for batcher in list(self.batchers.values()):
-            await batcher.close()
-        await self.repository.stop()
-
-    def drain(self, *, within_s: float) -> None:
-        """Answer every request still waiting (for its body, or its batch) within `within_s`.
-
-        The server calls it when a stop begins, so that a stalled upload or a slow batch
-        is answered 503 before the shutdown bound, instead of being cancelled mid-way.
-        """
-        self._drain_at = asyncio.get_running_loop().time() + within_s
-        for timer in list(self._deadlines):
-            when = timer.when()
-            if when is None or when > self._drain_at:
-                timer.reschedule(self._drain_at)
-
-    @contextlib.asynccontextmanager
-    async def _deadline(self, seconds: float) -> AsyncIterator[None]:
-        """`asyncio.timeout(seconds)`, brought forward by `drain`."""
-        async with asyncio.timeout(seconds) as timer:
-            when = timer.when()
-            if self._drain_at is not None and (when is None or when > self._drain_at):
-                timer.reschedule(self._drain_at)
-            self._deadlines.add(timer)
-            try:
-                yield
-            finally:
-                self._deadlines.discard(timer)
-
-    def _raise_if_draining(self) -> None:
-        if self._drain_at is not None:
-            raise OverloadedError(
-                "The server is stopping and did not finish this request in time: send it "
-                "again (to another instance)"
-            )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.tracer is None:
@@ -274,7 +278,7 @@ class InferenceApp:
             status, body, headers = self._error(exc)
             if span is not None:
                 _span_error(span, exc, status)
-        if model not in self._served:
+        if model not in self.dataplane.served:
             model = ""  # a name no model answered to is the client's: keep it out of labels
         if span is not None:
             span.set_attribute("http.response.status_code", status)
@@ -290,7 +294,7 @@ class InferenceApp:
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
         self.metrics.observe(model, endpoint, status, elapsed)
-        if self.config.access_log:
+        if self.dataplane.config.access_log:
             _log_access(scope, model=model, status=status, elapsed=elapsed, sent=len(body))
 
     def _error(self, exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -373,11 +377,10 @@ class InferenceApp:
         self._method(request, "GET")
         self._authorize(request, self._inference_token, "inference")
         if action == "ready":
-            await asyncio.to_thread(self.repository.metadata, name, version)  # 404 if unknown
-            ready = self.repository.is_ready(name, version)
+            ready = await self.dataplane.model_ready(name, version)  # 404 if unknown
             return _json(200 if ready else _NOT_READY, {"name": name, "ready": ready})
-        meta = await asyncio.to_thread(self.repository.metadata, name, version)
-        self._served.add(name)
+        meta = await self.dataplane.metadata(name, version)
+        self.dataplane.served.add(name)
         return _json(
             200,
             {
@@ -399,8 +402,7 @@ class InferenceApp:
             only_ready = _index_filter(body)
             entries = [
                 {"name": s.name, "version": s.version, "state": s.state, "reason": s.reason}
-                for s in self.repository.index()
-                if not only_ready or s.state == "READY"
+                for s in self.dataplane.index(only_ready=only_ready)
             ]
             return _json(200, entries)
         if len(rest) == 3 and rest[0] == "models" and rest[1] and rest[2] in ("load", "unload"):
@@ -409,9 +411,9 @@ class InferenceApp:
             await self._body(request, receive)  # parameters are accepted and unused
             name = rest[1]
             if rest[2] == "load":
-                await self.repository.load(name)
+                await self.dataplane.load(name)
             else:
-                await self.repository.unload(name)
+                await self.dataplane.unload(name)
             return 200, b"{}", [_JSON]
         raise NotFoundError(
             f"No route for {request.method} /{'/'.join(request.parts)}: repository routes "
@@ -423,14 +425,6 @@ class InferenceApp:
             return _json(200, {"live": True})
         ready = self.is_ready()
         return _json(200 if ready else _NOT_READY, {"ready": ready})
-
-    def is_ready(self) -> bool:
-        """Started, not stopping, and no served name still waits for its first load."""
-        if not self.started or self.stopping:
-            return False
-        index = self.repository.index()
-        ready = {s.name for s in index if s.state == "READY"}
-        return all(s.state != "LOADING" or s.name in ready for s in index)
 
     def _authorize(self, request: _Request, expected: bytes | None, which: str) -> None:
         if expected is None:
@@ -459,7 +453,7 @@ class InferenceApp:
         try:
             # One deadline for the whole body: a client trickling bytes (or an endless
             # chunked upload) holds a connection and a task no longer than this.
-            async with self._deadline(deadline):
+            async with self.dataplane.deadline(deadline):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -475,7 +469,7 @@ class InferenceApp:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            self._raise_if_draining()
+            self.dataplane.raise_if_draining()
             raise RequestTimeoutError(
                 f"Request body did not arrive within {deadline:g} s "
                 f"(connections.body_timeout_s; {size} bytes came): send it faster, or "
@@ -492,7 +486,9 @@ class InferenceApp:
             header_length=request.header_length,
             max_elements=self.config.limits.max_elements,
         )
-        part, outputs = await self.infer(name, version, parsed.inputs, requested=parsed.outputs)
+        part, outputs = await self.dataplane.infer(
+            name, version, parsed.inputs, requested=parsed.outputs
+        )
         payload, header_length = encode_infer_response(
             model=name,
             version=part.release.rpartition(":")[2],
@@ -504,82 +500,6 @@ class InferenceApp:
         if header_length is None:
             return 200, payload, [_JSON]
         return 200, payload, [_OCTETS, (b"inference-header-content-length", b"%d" % header_length)]
-
-    async def infer(
-        self,
-        name: str,
-        version: str | None,
-        inputs: Sequence[InputTensor],
-        *,
-        requested: Sequence[str] | None = None,
-    ) -> tuple[BatchPart, list[OutputTensor]]:
-        """Answer one inference request, whatever the transport (HTTP here, gRPC beside).
-
-        Resolves the model, lays the tensors out as columns, waits for the request's
-        share of a batch (within ``limits.timeout_s``), and turns it into output tensors.
-
-        Parameters
-        ----------
-        name, version
-            The model as requested; version None serves the alias.
-        inputs
-            The request's decoded tensors.
-        requested
-            The output names asked for, or None for the default ones (``probabilities``
-            is sent only when asked for).
-
-        Returns
-        -------
-        tuple
-            The request's `BatchPart` (which release answered) and its output tensors.
-
-        Raises
-        ------
-        ProtocolError
-            Bad input (400), a model that raised (500), a full queue (503), the timeout
-            (504); the repository's `UnknownModelError` (404) and
-            `ModelUnavailableError` (503) pass through.
-        """
-        timeout = self.config.limits.timeout_s
-        try:
-            async with self._deadline(timeout):
-                service = await self.repository.get(name, version)
-                self._served.add(name)
-                columns, n_rows = columns_from_inputs(service.schema, inputs, model=name)
-                batcher = self._batcher(name, version)
-                part = await batcher.infer(service, columns, n_rows=n_rows)
-        except TimeoutError:
-            self._raise_if_draining()
-            raise InferenceTimeoutError(
-                f"Inference for model '{name}' took longer than {timeout:g} s "
-                "(limits.timeout_s): retry, send fewer rows, or raise the timeout"
-            ) from None
-        raise_for_rejections(part.rejections, model=name, release=part.release, n_rows=part.n_rows)
-        outputs = outputs_from_part(
-            part.predictions,
-            part.scores,
-            requested=requested,
-            model=name,
-            probabilities=part.probabilities,
-            classes=part.classes,
-        )
-        return part, outputs
-
-    def _batcher(self, name: str, version: str | None) -> AdaptiveBatcher:
-        key = name if version is None else f"{name}:{version}"
-        batcher = self.batchers.get(key)
-        if batcher is None:
-            batching = self.config.batching
-            batcher = self.batchers[key] = AdaptiveBatcher(
-                key,
-                max_batch_size=batching.max_batch_size,
-                max_batch_time_ms=batching.max_batch_time_ms,
-                max_queue_rows=batching.max_queue_rows,
-                mode=batching.mode,
-                inline_budget_ms=batching.inline_budget_ms,
-                on_batch=self.metrics.batch_observer(key),
-            )
-        return batcher
 
 
 class _MethodNotAllowedError(NotFoundError):

@@ -1,8 +1,9 @@
 """The Open Inference Protocol v2 over gRPC: ``inference.GRPCInferenceService``.
 
-It runs on the HTTP server's event loop (``grpc.aio``) and calls the same application:
-model names resolve through the same `ModelRepository`, requests join the same adaptive
-batchers as HTTP requests for the model, and the same limits, tokens and metrics apply.
+It runs on the HTTP server's event loop (``grpc.aio``) and calls the same `DataPlane` as
+the HTTP application: model names resolve through the same `ModelRepository`, requests
+join the same adaptive batchers as HTTP requests for the model, and the same limits,
+tokens and metrics apply.
 Only the wire differs: protobuf messages in, protobuf messages out (`grpc_codec`).
 
 RPCs: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer and
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     import grpc.aio
 
     from headrace.serving._proto import oip_v2_pb2 as pb
-    from headrace.serving.app import InferenceApp
+    from headrace.serving.dataplane import DataPlane
 
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
     Handler: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
@@ -94,13 +95,13 @@ def grpc_code(status: int) -> grpc.StatusCode:
 
 
 class GrpcServer:
-    """``inference.GRPCInferenceService`` for an `InferenceApp`, on the running loop.
+    """``inference.GRPCInferenceService`` over a `DataPlane`, on the running loop.
 
     Parameters
     ----------
-    app
-        The HTTP application whose repository, batchers, limits, tokens and metrics the
-        RPCs share.
+    dataplane
+        What every RPC means (inference, metadata, readiness, the repository extension),
+        and the repository, batchers, limits, tokens and metrics the HTTP server shares.
     host, port
         Where to listen; port 0 picks a free port (`port` tells which after `start`).
     tls
@@ -108,34 +109,34 @@ class GrpcServer:
     grace_s
         On stop, RPCs in flight get this long to finish (see `grpc_grace_s`).
 
-    Call `attach` to start and stop it with the application's lifespan, or `start` and
-    `stop` from inside the event loop.
+    Call `attach` to start and stop it with the data plane, or `start` and `stop` from
+    inside the event loop.
     """
 
     def __init__(
         self,
-        app: InferenceApp,
+        dataplane: DataPlane,
         *,
         host: str,
         port: int,
         tls: TLSConfig | None = None,
         grace_s: float = 5.0,
     ) -> None:
-        self.app = app
+        self.dataplane = dataplane
         self.grace_s = grace_s
         self.host = host
         self.port = port
         self.tls = tls
         self._server: grpc.aio.Server | None = None
-        inference = app.config.auth.inference_token
-        management = app.config.auth.management_token
+        inference = dataplane.config.auth.inference_token
+        management = dataplane.config.auth.management_token
         self._inference_token = None if inference is None else inference.encode()
         self._management_token = None if management is None else management.encode()
 
     def attach(self) -> None:
-        """Start with the application's start-up, stop with its shutdown."""
-        self.app.on_startup.append(self.start)
-        self.app.on_shutdown.append(self.stop)
+        """Start with the data plane's start-up, stop with its shutdown."""
+        self.dataplane.on_startup.append(self.start)
+        self.dataplane.on_shutdown.append(self.stop)
 
     async def start(self) -> None:
         """Bind and start serving; `port` is then the bound port.
@@ -150,8 +151,8 @@ class GrpcServer:
         grpc = _grpc()
         from headrace.serving._proto import oip_v2_pb2 as pb
 
-        limit = self.app.config.limits.max_body_bytes
-        connections = self.app.config.connections
+        limit = self.dataplane.config.limits.max_body_bytes
+        connections = self.dataplane.config.connections
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
@@ -179,7 +180,7 @@ class GrpcServer:
                 "or the host is not an address of this machine. Pick another --grpc-port, or "
                 "0 for a free one"
             )
-        self.port = self.app.grpc_port = bound
+        self.port = self.dataplane.grpc_port = bound
         await server.start()
         self._server = server
         _log.info("gRPC server listening on %s:%d", self.host, bound)
@@ -247,7 +248,7 @@ class GrpcServer:
     def _guarded(self, handler: Handler, endpoint: str, message: Any) -> Handler:
         """Run one RPC: parse its `message` type, errors become a status code, every
         answer is counted."""
-        metrics = self.app.metrics
+        metrics = self.dataplane.metrics
         label = f"grpc_{endpoint}"
 
         async def rpc(raw: bytes, context: Context) -> Any:
@@ -293,7 +294,7 @@ class GrpcServer:
     async def _server_ready(self, request: Any, context: Any) -> pb.ServerReadyResponse:
         from headrace.serving._proto import oip_v2_pb2 as pb
 
-        return pb.ServerReadyResponse(ready=self.app.is_ready())
+        return pb.ServerReadyResponse(ready=self.dataplane.is_ready())
 
     async def _model_ready(
         self, request: pb.ModelReadyRequest, context: Context
@@ -301,10 +302,8 @@ class GrpcServer:
         from headrace.serving._proto import oip_v2_pb2 as pb
 
         self._authorize(context, self._inference_token, "inference")
-        version = request.version or None
-        repository = self.app.repository
-        await asyncio.to_thread(repository.metadata, request.name, version)  # unknown: 404
-        return pb.ModelReadyResponse(ready=repository.is_ready(request.name, version))
+        ready = await self.dataplane.model_ready(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
 
     async def _server_metadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
         from headrace.serving._proto import oip_v2_pb2 as pb
@@ -319,9 +318,7 @@ class GrpcServer:
         from headrace.serving._proto import oip_v2_pb2 as pb
 
         self._authorize(context, self._inference_token, "inference")
-        meta = await asyncio.to_thread(
-            self.app.repository.metadata, request.name, request.version or None
-        )
+        meta = await self.dataplane.metadata(request.name, request.version or None)
         response = pb.ModelMetadataResponse(
             name=meta.name, versions=meta.versions, platform=meta.platform
         )
@@ -335,8 +332,9 @@ class GrpcServer:
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
         self._authorize(context, self._inference_token, "inference")
-        inputs = inputs_from_request(request, max_elements=self.app.config.limits.max_elements)
-        part, outputs = await self.app.infer(
+        limits = self.dataplane.config.limits
+        inputs = inputs_from_request(request, max_elements=limits.max_elements)
+        part, outputs = await self.dataplane.infer(
             request.model_name,
             request.model_version or None,
             inputs,
@@ -356,9 +354,7 @@ class GrpcServer:
 
         self._authorize(context, self._management_token, "management")
         response = pb.RepositoryIndexResponse()
-        for status in self.app.repository.index():
-            if request.ready and status.state != "READY":
-                continue
+        for status in self.dataplane.index(only_ready=request.ready):
             response.models.add(
                 name=status.name, version=status.version, state=status.state, reason=status.reason
             )
@@ -370,7 +366,7 @@ class GrpcServer:
         from headrace.serving._proto import oip_v2_pb2 as pb
 
         self._authorize(context, self._management_token, "management")
-        await self.app.repository.load(request.model_name)
+        await self.dataplane.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     async def _repository_unload(
@@ -379,7 +375,7 @@ class GrpcServer:
         from headrace.serving._proto import oip_v2_pb2 as pb
 
         self._authorize(context, self._management_token, "management")
-        await self.app.repository.unload(request.model_name)
+        await self.dataplane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
 

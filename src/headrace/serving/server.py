@@ -1,4 +1,9 @@
-"""Putting the server together: repository, metrics and app, served by uvicorn.
+"""Putting the server together: repository, metrics, data plane, the HTTP app and the gRPC
+server, served by uvicorn.
+
+`build_app` wires both transports to one `DataPlane`; the app's ASGI lifespan (uvicorn's)
+starts the data plane, which starts the gRPC server after the repository and stops it
+before the batchers, and `uvicorn_server`'s stop drains the data plane first.
 
 uvicorn with uvloop and httptools, without uvicorn's access log (a log line per request
 costs as much as a small model call; ``/metrics`` counts every request instead; the
@@ -23,6 +28,7 @@ from headrace.errors import ConfigError, DependencyMissingError
 from headrace.monitoring.rollbacks import RollbackCollector
 from headrace.serving.app import InferenceApp
 from headrace.serving.config import ServeConfig
+from headrace.serving.dataplane import DataPlane
 from headrace.serving.logfilter import rate_limit
 from headrace.serving.metrics import ServerMetrics, new_registry
 from headrace.serving.protocol import guarded_httptools_protocol
@@ -73,12 +79,13 @@ def build_app(
         poll_interval_s=config.poll_interval_s,
         metrics_registry=metrics_registry,
     )
-    app: InferenceApp
+    dataplane: DataPlane
 
     def batchers() -> dict[str, Any]:
-        return dict(app.batchers)
+        return dict(dataplane.batchers)
 
     metrics = ServerMetrics(metrics_registry, batchers=batchers)
+    dataplane = DataPlane(repository, config=config, metrics=metrics)
     tracer = None
     if config.tracing is not None:
         if tracer_provider is None:
@@ -88,16 +95,16 @@ def build_app(
                 "headrace-serve", sample_ratio=config.tracing.sample_ratio
             )
         tracer = tracer_provider.get_tracer("headrace.serving")
-    app = InferenceApp(repository, config=config, metrics=metrics, tracer=tracer)
+    app = InferenceApp(dataplane, tracer=tracer)
     # headrace_rollbacks_total of the models this server answered for, from the registry.
-    metrics_registry.register(RollbackCollector(registry, models=lambda: sorted(app._served)))
+    metrics_registry.register(RollbackCollector(registry, models=lambda: sorted(dataplane.served)))
     if config.grpc_port is not None:
-        # GRPCInferenceService on the same event loop, sharing the repository, batchers,
-        # limits, tokens and metrics; it starts and stops with the app's lifespan.
+        # GRPCInferenceService on the same event loop and data plane (repository,
+        # batchers, limits, tokens, metrics); it starts and stops with the data plane.
         from headrace.serving.grpc_server import GrpcServer
 
         GrpcServer(
-            app,
+            dataplane,
             host=config.host,
             port=config.grpc_port,
             tls=config.tls,
