@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from support.cli import Run, assert_one_line_error, make_runner
+from support.keys import write_ed25519_pair
 from support.models import write_sklearn_release
 
 KEY = {"HEADRACE_AUDIT_HMAC_KEY": "e2e-secret-checkpoint-key-0123456789"}
@@ -62,23 +63,7 @@ def test_duplicate_unverified_alias_and_checkpoint(tmp_path: Path) -> None:
 
 
 def test_signed_releases_only_when_required(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    key = ed25519.Ed25519PrivateKey.generate()
-    private, public = tmp_path / "release.pem", tmp_path / "release.pub.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    private, public = write_ed25519_pair(tmp_path, "release")
     run = make_runner(tmp_path / "home", tmp_path)
     signed = write_sklearn_release(tmp_path / "m1")
     write_sklearn_release(tmp_path / "m2", seed=8, c=0.05)

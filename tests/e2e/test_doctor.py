@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import LOCALHOST
-from headrace.registry import Registry
 from support.cli import headrace
-from support.models import draft_from, write_sklearn_release
+from support.models import draft_from, local_registry, write_sklearn_release
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +18,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("doctor")
     files = write_sklearn_release(root / "model")
     home = root / "home"
-    with Registry(
-        f"sqlite:///{home / 'registry.db'}",
-        artifacts=f"file://{home / 'artifacts'}",
-        actor="e2e",
-        cache_dir=home / "cache",
-    ) as registry:
+    with local_registry(home, actor="e2e") as registry:
         registry.register(draft_from(files, root), alias="champion")
     return home
 

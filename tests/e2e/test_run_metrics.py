@@ -17,21 +17,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port
-from headrace.registry import Registry
 from support.cli import clean_env, headrace
-from support.models import draft_from, write_sklearn_release
+from support.models import draft_from, local_registry, write_sklearn_release
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     files = write_sklearn_release(tmp_path / "model")
     home = tmp_path / "home"
-    with Registry(
-        f"sqlite:///{home / 'registry.db'}",
-        artifacts=f"file://{home / 'artifacts'}",
-        actor="e2e",
-        cache_dir=home / "cache",
-    ) as registry:
+    with local_registry(home, actor="e2e") as registry:
         registry.register(draft_from(files, tmp_path), alias="champion")
         registry.register(draft_from(files, tmp_path), alias="champion", allow_duplicate=True)
     return home

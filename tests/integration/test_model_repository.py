@@ -61,19 +61,6 @@ class Model:
 """
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def registry(registry_url: str, tmp_path: Path) -> Iterator[Registry]:
-    with local_registry(tmp_path, url=registry_url) as opened:
-        yield opened
-
-
 @pytest.fixture
 def sqlite_registry(tmp_path: Path) -> Iterator[Registry]:
     with local_registry(tmp_path) as opened:
@@ -554,12 +541,7 @@ def test_a_lost_notification_session_reconnects(
     from headrace.serving import _watch
 
     monkeypatch.setattr(_watch, "_RECONNECT_S", 0.1)
-    with Registry(
-        postgres_url,
-        artifacts=f"file://{tmp_path / 'artifacts'}",
-        actor="tester@ci",
-        cache_dir=tmp_path / "cache",
-    ) as registry:
+    with local_registry(tmp_path, url=postgres_url) as registry:
         register_sklearn(registry, tmp_path, seed=7)
         register_sklearn(registry, tmp_path, seed=8, alias=None)
         dsn = _watch.postgres_dsn(registry.url)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,30 +21,7 @@ from headrace.errors import (
 from headrace.registry import Registry, blob_key
 from headrace.registry.store import _COPIES
 from headrace.release.bundle import ReleaseDraft
-from support.models import ModelFiles, draft_from, register_in_subprocess, write_sklearn_release
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def registry(registry_url: str, tmp_path: Path) -> Iterator[Registry]:
-    with Registry(
-        registry_url,
-        artifacts=f"file://{tmp_path / 'artifacts'}",
-        actor="tester@ci",
-        cache_dir=tmp_path / "cache",
-    ) as opened:
-        yield opened
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> ModelFiles:
-    return write_sklearn_release(tmp_path / "model")
+from support.models import ModelFiles, draft_from, register_in_subprocess
 
 
 def draft_of(files: ModelFiles, tmp_path: Path, name: str = "fraud") -> ReleaseDraft:

@@ -6,12 +6,9 @@ and the alias refusal of unverified releases; on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import create_engine, text
 
 from headrace.audit.chain import GENESIS_HASH, record_hash
@@ -29,27 +26,10 @@ from headrace.registry.signing import SigningPolicy
 from headrace.release.identity import content_digest
 from headrace.release.manifest import canonical_json, decode_manifest
 from headrace.release.manifest import manifest_digest as digest_of
+from support.keys import write_ed25519_pair
 from support.models import ModelFiles, draft_from, local_registry, write_sklearn_release
 
 HMAC = HmacKey(b"0123456789abcdef-test-only-key")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def registry(registry_url: str, tmp_path: Path) -> Iterator[Registry]:
-    with local_registry(tmp_path, url=registry_url) as opened:
-        yield opened
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> ModelFiles:
-    return write_sklearn_release(tmp_path / "model")
 
 
 @pytest.fixture
@@ -71,25 +51,6 @@ def _rows(url: str, query: str) -> list[tuple[object, ...]]:
         rows = [tuple(r) for r in conn.execute(text(query))]
     engine.dispose()
     return rows
-
-
-def _ed25519(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = tmp_path / f"{name}.pem"
-    public = tmp_path / f"{name}.pub.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
 
 
 # -- content digest (issue 9) ----------------------------------------------------------
@@ -283,8 +244,8 @@ def test_emptied_sqlite_file_fails_against_its_checkpoint(
 def test_ed25519_checkpoints_and_forgeries(
     registry: Registry, files: ModelFiles, tmp_path: Path
 ) -> None:
-    private, public = _ed25519(tmp_path, "audit")
-    _, stranger = _ed25519(tmp_path, "stranger")
+    private, public = write_ed25519_pair(tmp_path, "audit")
+    _, stranger = write_ed25519_pair(tmp_path, "stranger")
     store = FileCheckpointStore(tmp_path / "anchors")
     registry.register(draft_from(files, tmp_path))
     written, where = registry.write_checkpoint(store, signer=load_ed25519_signer(private))
@@ -357,8 +318,8 @@ def test_alias_refuses_an_unverified_release_unless_forced(
 def test_require_signed_refuses_unsigned_and_untrusted(
     registry_url: str, files: ModelFiles, other: ModelFiles, tmp_path: Path
 ) -> None:
-    private, public = _ed25519(tmp_path, "release")
-    stranger, _ = _ed25519(tmp_path, "stranger")
+    private, public = write_ed25519_pair(tmp_path, "release")
+    stranger, _ = write_ed25519_pair(tmp_path, "stranger")
     with local_registry(tmp_path, url=registry_url) as writer:
         signed = writer.register(draft_from(files, tmp_path), sign_key=load_ed25519_signer(private))
         unsigned = writer.register(draft_from(other, tmp_path))

@@ -3,7 +3,6 @@ adds them to a registry created before they existed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,34 +11,7 @@ from sqlalchemy import create_engine, select
 from headrace.errors import ConfigError, ReleaseNotFoundError
 from headrace.registry import Registry
 from headrace.registry.tables import MIGRATIONS, schema_version
-from support.models import ModelFiles, draft_from, write_sklearn_release
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'registry.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-def open_registry(url: str, tmp_path: Path) -> Registry:
-    return Registry(
-        url,
-        artifacts=f"file://{tmp_path / 'artifacts'}",
-        actor="tester@ci",
-        cache_dir=tmp_path / "cache",
-    )
-
-
-@pytest.fixture
-def registry(registry_url: str, tmp_path: Path) -> Iterator[Registry]:
-    with open_registry(registry_url, tmp_path) as opened:
-        yield opened
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> ModelFiles:
-    return write_sklearn_release(tmp_path / "model")
+from support.models import ModelFiles, draft_from, local_registry
 
 
 def test_tags_are_set_overwritten_and_audited(
@@ -88,7 +60,7 @@ def test_a_registry_from_before_tags_is_migrated(
         step(conn)
         conn.execute(schema_version.insert().values(version=version, applied_at="then"))
     engine.dispose()
-    with open_registry(registry_url, tmp_path) as registry:
+    with local_registry(tmp_path, url=registry_url) as registry:
         registry.register(draft_from(files, tmp_path))
         registry.tag_release("fraud:1", "drift", "alarm")
         assert registry.release_tags("fraud:1") == {"drift": "alarm"}
