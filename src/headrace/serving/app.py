@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -40,12 +40,6 @@ import orjson
 from headrace import __version__
 from headrace.errors import HeadraceError
 from headrace.serving.auth import token_matches
-from headrace.serving.batching import AdaptiveBatcher, BatchPart
-from headrace.serving.codec import (
-    InputTensor,
-    OutputTensor,
-)
-from headrace.serving.config import ServeConfig
 from headrace.serving.dataplane import DataPlane
 from headrace.serving.errors import (
     InvalidInputError,
@@ -57,9 +51,7 @@ from headrace.serving.errors import (
     status_of,
 )
 from headrace.serving.logfilter import rate_limit
-from headrace.serving.metrics import ServerMetrics
 from headrace.serving.openapi import openapi_document
-from headrace.serving.repository import ModelRepository
 from headrace.serving.rest import encode_infer_response, parse_infer_request
 
 if TYPE_CHECKING:
@@ -150,52 +142,12 @@ class InferenceApp:
         self._management_token = _token(auth.management_token)
         self._openapi: bytes | None = None
 
-    # The data plane's parts, for callers that hold the app (tests, the CLI's banner).
-
-    @property
-    def repository(self) -> ModelRepository:
-        """The data plane's model repository."""
-        return self.dataplane.repository
-
-    @property
-    def config(self) -> ServeConfig:
-        """The server config."""
-        return self.dataplane.config
-
-    @property
-    def metrics(self) -> ServerMetrics:
-        """The server's metrics."""
-        return self.dataplane.metrics
-
-    @property
-    def batchers(self) -> dict[str, AdaptiveBatcher]:
-        """The data plane's batchers, by model (and version)."""
-        return self.dataplane.batchers
-
-    @property
-    def on_startup(self) -> list[Callable[[], Awaitable[None]]]:
-        """Hooks run after the repository started (see `DataPlane`)."""
-        return self.dataplane.on_startup
-
-    @property
-    def on_shutdown(self) -> list[Callable[[], Awaitable[None]]]:
-        """Hooks run before the batchers and the repository stop."""
-        return self.dataplane.on_shutdown
-
-    @property
-    def started(self) -> bool:
-        """Whether start-up finished."""
-        return self.dataplane.started
+    # The lifecycle, as the ASGI lifespan, uvicorn's stop and tests see it.
 
     @property
     def stopping(self) -> bool:
         """Whether shutdown began."""
         return self.dataplane.stopping
-
-    @property
-    def grpc_port(self) -> int | None:
-        """The gRPC server's bound port, once started (None without gRPC)."""
-        return self.dataplane.grpc_port
 
     async def startup(self) -> None:
         """Start the data plane; called by the ASGI lifespan."""
@@ -212,17 +164,6 @@ class InferenceApp:
     def is_ready(self) -> bool:
         """See `DataPlane.is_ready`."""
         return self.dataplane.is_ready()
-
-    async def infer(
-        self,
-        name: str,
-        version: str | None,
-        inputs: Sequence[InputTensor],
-        *,
-        requested: Sequence[str] | None = None,
-    ) -> tuple[BatchPart, list[OutputTensor]]:
-        """See `DataPlane.infer`."""
-        return await self.dataplane.infer(name, version, inputs, requested=requested)
 
     # -- ASGI -------------------------------------------------------------------------
 
@@ -293,7 +234,7 @@ class InferenceApp:
         )
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
-        self.metrics.observe(model, endpoint, status, elapsed)
+        self.dataplane.metrics.observe(model, endpoint, status, elapsed)
         if self.dataplane.config.access_log:
             _log_access(scope, model=model, status=status, elapsed=elapsed, sent=len(body))
 
@@ -346,7 +287,7 @@ class InferenceApp:
                 return 200, self._openapi, [_JSON]
         elif parts == ["metrics"]:
             self._method(request, "GET")
-            body, content_type = await asyncio.to_thread(self.metrics.exposition)
+            body, content_type = await asyncio.to_thread(self.dataplane.metrics.exposition)
             return 200, body, [(b"content-type", content_type.encode())]
         raise NotFoundError(
             f"No route for {method} /{'/'.join(parts)}: the Open Inference Protocol routes "
@@ -440,7 +381,7 @@ class InferenceApp:
     # -- inference --------------------------------------------------------------------
 
     async def _body(self, request: _Request, receive: Receive) -> bytes:
-        limit = self.config.limits.max_body_bytes
+        limit = self.dataplane.config.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLargeError(
                 f"Request body of {request.content_length} bytes is larger than the "
@@ -449,7 +390,7 @@ class InferenceApp:
             )
         chunks: list[bytes] = []
         size = 0
-        deadline = self.config.connections.body_timeout_s
+        deadline = self.dataplane.config.connections.body_timeout_s
         try:
             # One deadline for the whole body: a client trickling bytes (or an endless
             # chunked upload) holds a connection and a task no longer than this.
@@ -484,7 +425,7 @@ class InferenceApp:
         parsed = parse_infer_request(
             body,
             header_length=request.header_length,
-            max_elements=self.config.limits.max_elements,
+            max_elements=self.dataplane.config.limits.max_elements,
         )
         part, outputs = await self.dataplane.infer(
             name, version, parsed.inputs, requested=parsed.outputs

@@ -134,7 +134,8 @@ def test_tritonclient_grpc_reads_predict_proba(
     wine: tuple[RunningServer, ModelFiles], rows: np.ndarray
 ) -> None:
     server, files = wine
-    with grpcclient.InferenceServerClient(url=f"127.0.0.1:{server.app.grpc_port}") as client:
+    address = f"127.0.0.1:{server.app.dataplane.grpc_port}"
+    with grpcclient.InferenceServerClient(url=address) as client:
         tensor = grpcclient.InferInput("input-0", list(rows.shape), "FP64")
         tensor.set_data_from_numpy(rows)
         result = client.infer(
@@ -160,7 +161,7 @@ def test_grpc_typed_contents_request_gets_probabilities(
     tensor = request.inputs.add(name="input-0", datatype="FP64", shape=list(rows[:5].shape))
     tensor.contents.fp64_contents.extend(rows[:5].reshape(-1).tolist())
     request.outputs.add(name="probabilities")
-    with grpc.insecure_channel(f"127.0.0.1:{server.app.grpc_port}") as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{server.app.dataplane.grpc_port}") as channel:
         call = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelInfer",
             request_serializer=pb.ModelInferRequest.SerializeToString,
