@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,7 +29,7 @@ from conftest import (
     stop_process,
     wait_for_port,
 )
-from support.kafka import Producer, TopicReader, WorkerProcess
+from support.kafka import produce
 
 LONG_ENV = "HEADRACE_CHAOS_LONG"
 LONG = os.environ.get(LONG_ENV) == "1"
@@ -41,48 +40,6 @@ _T = TypeVar("_T")
 def sized(ci: _T, long: _T) -> _T:
     """The CI size of a test, or its long size under ``HEADRACE_CHAOS_LONG=1``."""
     return long if LONG else ci
-
-
-# --- the release and the workers -------------------------------------------------------
-
-
-class Release:
-    """The registered fraud release and the home its workers read it from."""
-
-    def __init__(self, home: Path, ref: str, digest: str) -> None:
-        self.home, self.ref, self.digest = home, ref, digest
-
-
-class Harness:
-    """Starts workers and opens clients for one test; stops and closes them all after."""
-
-    def __init__(self, release: Release, directory: Path, *, partitions: int) -> None:
-        self.release = release
-        self.directory = directory
-        self.partitions = partitions
-        self.workers: list[WorkerProcess] = []
-        self._clients: list[Producer | TopicReader] = []
-
-    def worker(self, spec: Path, *, label: str) -> WorkerProcess:
-        worker = WorkerProcess(spec, home=self.release.home, log_dir=self.directory, label=label)
-        self.workers.append(worker)
-        return worker
-
-    def producer(self, bootstrap: str, topic: str) -> Producer:
-        producer = Producer(bootstrap, topic)
-        self._clients.append(producer)
-        return producer
-
-    def reader(self, bootstrap: str, topic: str) -> TopicReader:
-        reader = TopicReader(bootstrap, topic, partitions=self.partitions)
-        self._clients.append(reader)
-        return reader
-
-    def close(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        for client in self._clients:
-            client.close()
 
 
 # --- Redis of our own -----------------------------------------------------------------
@@ -152,26 +109,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-class IdTracker:
-    """The event ids seen so far on an output topic, parsed as records arrive."""
-
-    def __init__(self, reader: TopicReader) -> None:
-        self.reader = reader
-        self.ids: set[str] = set()
-        self._parsed = 0
-
-    def count(self) -> int:
-        records = self.reader.records
-        for record in records[self._parsed :]:
-            self.ids.add(record.json()["event_id"])
-        self._parsed = len(records)
-        return len(self.ids)
-
-    def at_least(self, count: int) -> Callable[[], bool]:
-        """A condition for `TopicReader.wait_for`: `count` distinct events have outputs."""
-        return lambda: self.count() >= count
 
 
 # --- PostgreSQL of our own --------------------------------------------------------------
@@ -249,34 +186,6 @@ class PostgresServer:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def worker_with_env(
-    spec: Path,
-    *,
-    home: Path,
-    log_dir: Path,
-    label: str,
-    env: dict[str, str],
-    args: tuple[str, ...] = (),
-) -> WorkerProcess:
-    """`WorkerProcess` with extra ``HEADRACE_`` settings (it clears the caller's) and
-    extra `args` for ``headrace run``."""
-    worker = WorkerProcess.__new__(WorkerProcess)
-    worker.label = label
-    worker.stdout = log_dir / f"{label}.out"
-    worker.stderr = log_dir / f"{label}.err"
-    full = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    full.update(env, HEADRACE_HOME=str(home))
-    with worker.stdout.open("wb") as out, worker.stderr.open("wb") as err:
-        worker.proc = subprocess.Popen(
-            [sys.executable, "-m", "headrace", "run", str(spec), "--json", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=full,
-        )
-    return worker
 
 
 # --- a Kafka broker that survives a restart ---------------------------------------------
@@ -413,12 +322,7 @@ class PacedProducer:
                 else:
                     pace, chunk = rate, max(1, int(rate / chunks_per_s))
                 for key, value in items[position : position + chunk]:
-                    while True:
-                        try:
-                            self._producer.produce(self.topic, value, key)
-                            break
-                        except BufferError:
-                            self._producer.poll(0.05)
+                    produce(self._producer, self.topic, key, value)
                     self.produced += 1
                 position += chunk
                 self._producer.poll(0)

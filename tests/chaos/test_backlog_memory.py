@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chaos.faults import Harness, IdTracker, rss_kib, sized
-from support.kafka import create_topic, demo_events, write_pipeline
+from chaos.faults import rss_kib, sized
+from support.kafka import Harness, IdTracker, create_topic, demo_events, write_pipeline
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka]
 

@@ -26,8 +26,17 @@ from pathlib import Path
 
 import pytest
 
-from chaos.faults import DurableTansu, Harness, IdTracker, PacedProducer, Release, sized
-from support.kafka import Tansu, create_topic, demo_events, output_counts, write_pipeline
+from chaos.faults import DurableTansu, PacedProducer, sized
+from support.kafka import (
+    Harness,
+    IdTracker,
+    Release,
+    Tansu,
+    create_topic,
+    demo_events,
+    output_counts,
+    write_pipeline,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka]
 

@@ -20,9 +20,16 @@ import orjson
 import pytest
 import requests
 
-from chaos.faults import IdTracker, PostgresServer, sized, worker_with_env
+from chaos.faults import PostgresServer, sized
 from conftest import LOCALHOST, port_open
-from support.kafka import Producer, TopicReader, create_topic, write_pipeline
+from support.kafka import (
+    IdTracker,
+    Producer,
+    TopicReader,
+    WorkerProcess,
+    create_topic,
+    write_pipeline,
+)
 from support.models import N_FEATURES, draft_from, local_registry, write_sklearn_release
 from support.serving import free_port, running_server
 
@@ -83,9 +90,7 @@ def test_registry_down_workers_score_servers_serve_alias_moves_resume(
         dead_letter=dead,
     )
     env = {"HEADRACE_REGISTRY": private_postgres.url, "HEADRACE_ARTIFACTS": artifacts}
-    worker = worker_with_env(
-        spec, home=tmp_path / "home", log_dir=tmp_path, label="worker", env=env
-    )
+    worker = WorkerProcess(spec, home=tmp_path / "home", log_dir=tmp_path, label="worker", env=env)
     producer = Producer(kafka_broker, source)
     reader = TopicReader(kafka_broker, outputs, partitions=4)
     seen = IdTracker(reader)

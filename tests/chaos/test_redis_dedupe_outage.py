@@ -15,8 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from chaos.faults import Harness, IdTracker, RedisServer, Release, sized
-from support.kafka import create_topic, demo_events, output_counts, write_pipeline
+from chaos.faults import RedisServer, sized
+from support.kafka import (
+    Harness,
+    IdTracker,
+    Release,
+    create_topic,
+    demo_events,
+    output_counts,
+    write_pipeline,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka]
 

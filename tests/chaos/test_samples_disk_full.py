@@ -20,9 +20,18 @@ import pytest
 import requests
 import yaml
 
-from chaos.faults import IdTracker, Release, sized, worker_with_env
+from chaos.faults import sized
 from conftest import free_port
-from support.kafka import Producer, TopicReader, create_topic, demo_events, write_pipeline
+from support.kafka import (
+    IdTracker,
+    Producer,
+    Release,
+    TopicReader,
+    WorkerProcess,
+    create_topic,
+    demo_events,
+    write_pipeline,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka]
 
@@ -76,7 +85,7 @@ def full_disk_run(
         document["samples"] = {"url": f"file://{directory}", "ratio": 1.0, "roll_s": 1.0}
         spec.write_text(yaml.safe_dump(document, sort_keys=False))
         port = free_port()
-        worker = worker_with_env(
+        worker = WorkerProcess(
             spec,
             home=release.home,
             log_dir=tmp,

@@ -25,8 +25,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chaos.faults import Harness, IdTracker, PacedProducer, Release, sized
-from support.kafka import WorkerProcess, create_topic, demo_events, output_counts, write_pipeline
+from chaos.faults import PacedProducer, sized
+from support.kafka import (
+    Harness,
+    IdTracker,
+    Release,
+    WorkerProcess,
+    create_topic,
+    demo_events,
+    output_counts,
+    write_pipeline,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka]
 

