@@ -25,6 +25,7 @@ import yaml
 
 from conftest import LOCALHOST, free_port, start_process, stop_process, wait_for_port
 from support.cli import COMMAND, clean_env
+from support.models import local_registry
 
 # Tansu finishes a group join after about half the session timeout: keep it short.
 FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
@@ -52,7 +53,6 @@ def register_fraud_release(home: Path, *, rows: int = 5_000, seed: int = 3) -> t
         generate,
         training_matrix,
     )
-    from headrace.registry import Registry
     from headrace.release.bundle import build_draft
 
     data = generate(rows, seed=seed)
@@ -92,12 +92,7 @@ def register_fraud_release(home: Path, *, rows: int = 5_000, seed: int = 3) -> t
         config_path=files / "config.yaml",
         code_version="test",
     )
-    with Registry(
-        f"sqlite:///{home / 'registry.db'}",
-        artifacts=f"file://{home / 'artifacts'}",
-        actor="e2e",
-        cache_dir=home / "cache",
-    ) as registry:
+    with local_registry(home, actor="e2e") as registry:
         release = registry.register(draft, alias="champion")
     return release.ref, release.digest
 
