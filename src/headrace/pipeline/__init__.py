@@ -4,8 +4,8 @@ source -> decode -> validate -> dedupe -> predict -> postprocess -> sinks, one
 micro-batch at a time (`Worker.process` calls each stage by name; a `Checkpoint`
 settles), committing source offsets only after every sink acknowledged the batch
 (at-least-once), with idempotency keys on every output and a dead letter, with its
-reason, for every bad event. Monitors (traces, samples, live accuracy, drift) read each
-batch's `BatchOutcome` as it passes.
+reason, for every bad event. Monitors (traces, samples, live accuracy, drift), each an
+`Observer`, read each batch's `BatchOutcome` as it passes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ from headrace.pipeline.drift import (
     calibration_path,
 )
 from headrace.pipeline.feedback import FeedbackReader
+from headrace.pipeline.monitors import (
+    AccuracyObserver,
+    DeadLetterScrubber,
+    Observer,
+    SamplesObserver,
+    TracingObserver,
+)
 from headrace.pipeline.observe import Monitors, build_monitors, positive_class
 from headrace.pipeline.outcome import BatchOutcome
 from headrace.pipeline.records import (
@@ -53,9 +60,11 @@ __all__ = [
     "IDEMPOTENCY_HEADER",
     "RELEASE_HEADER",
     "STAGE_HEADER",
+    "AccuracyObserver",
     "BatchOutcome",
     "BatchSpec",
     "Checkpoint",
+    "DeadLetterScrubber",
     "DedupeSpec",
     "DedupeStore",
     "DriftSpec",
@@ -67,9 +76,12 @@ __all__ = [
     "LimitsSpec",
     "MemoryDedupe",
     "Monitors",
+    "Observer",
     "PipelineSpec",
     "RedisDedupe",
+    "SamplesObserver",
     "SamplesSpec",
+    "TracingObserver",
     "TracingSpec",
     "Worker",
     "WorkerStats",

@@ -130,14 +130,17 @@ class DriftWatch:
         if self.sink is not None:
             self.sink.close()
 
-    def on_batch(self, view: BatchOutcome) -> list[DriftAlarm]:
+    def on_settle(self, start_ns: int) -> None:
+        """Nothing to do: the windows move per batch (an `Observer` hook)."""
+
+    def on_batch(self, outcome: BatchOutcome) -> list[DriftAlarm]:
         """Feed the batch's scored rows; act on (and return) the alarms they raise."""
-        result = view.result
-        if not view.scored:
+        result = outcome.result
+        if not outcome.scored:
             return []
         if result.release != self.release:
             # A hot-swapped release has its own reference; this one would cry wolf.
-            self.skipped_rows += len(view.scored)
+            self.skipped_rows += len(outcome.scored)
             if self._warned_release != result.release:
                 self._warned_release = result.release
                 log.warning(
@@ -149,13 +152,13 @@ class DriftWatch:
                 )
             return []
         monitor = self.monitor
-        matrix = _feature_matrix(view, monitor.columns)
+        matrix = _feature_matrix(outcome, monitor.columns)
         before_rows, before_checks = monitor.rows, monitor.checks
         alarms = monitor.update(matrix, result.scores)
         if self.metrics is not None and monitor.checks != before_checks:
             self._observe_p_values()
         for alarm in alarms:
-            event_id = view.scored_ids[alarm.row - before_rows - 1]
+            event_id = outcome.scored_ids[alarm.row - before_rows - 1]
             if self._episode_open:
                 self.repeats += 1
                 if self.metrics is not None:

@@ -9,7 +9,7 @@ position in a long argument list.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from headrace.inference.service import InferenceResult
@@ -71,6 +71,16 @@ class BatchOutcome:
     stamps_ns: tuple[int, int, int]
     at_ms: int
     sent_ns: int = 0
+    _lists: tuple[list[Any], list[float] | None] | None = field(default=None, repr=False)
+
+    def prediction_lists(self) -> tuple[list[Any], list[float] | None]:
+        """The predictions and scores (or None) as Python lists, aligned with `scored`:
+        made once per batch, however many monitors read them."""
+        if self._lists is None:
+            result = self.result
+            scores = None if result.scores is None else result.scores.tolist()
+            self._lists = (result.predictions.tolist(), scores)
+        return self._lists
 
     def features(self, row: int) -> Mapping[str, Any]:
         """The decoded fields of one row."""
