@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,7 +30,7 @@ from conftest import (
     stop_process,
     wait_for_port,
 )
-from support.kafka import produce
+from support.kafka import Producer, produce
 
 LONG_ENV = "HEADRACE_CHAOS_LONG"
 LONG = os.environ.get(LONG_ENV) == "1"
@@ -264,10 +265,10 @@ class DurableTansu:
         stop_process(self.moto)
 
 
-class PacedProducer:
-    """Produces ``(key, value)`` pairs from a thread at `rate` a second, in `chunks_per_s`
-    bursts; past `hold_at` events it slows to a trickle (`trickle` a second) until
-    `release` is called, then sends the rest at once.
+class PacedProducer(Producer):
+    """A `Producer` whose `start` produces ``(key, value)`` pairs from a thread at `rate` a
+    second, in `chunks_per_s` bursts; past `hold_at` events it slows to a trickle
+    (`trickle` a second) until `release` is called, then sends the rest at once.
 
     A test injecting faults at moments it cannot schedule (a rebalance takes as long as
     it takes on a loaded machine) keeps the stream live until its last fault, without a
@@ -277,25 +278,8 @@ class PacedProducer:
     """
 
     def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5) -> None:
-        from confluent_kafka import Producer as KafkaProducer
-
-        self.topic = topic
-        self.produced = 0
-        self.failures: list[str] = []
-        self._producer = KafkaProducer(
-            {
-                "bootstrap.servers": bootstrap,
-                "linger.ms": linger_ms,
-                "enable.idempotence": True,
-                "on_delivery": self._delivered,
-            }
-        )
+        super().__init__(bootstrap, topic, linger_ms=linger_ms)
         self._released = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _delivered(self, error: object, message: object) -> None:
-        if error is not None:
-            self.failures.append(str(error))
 
     def release(self) -> None:
         """Send what is left at once."""
@@ -303,7 +287,7 @@ class PacedProducer:
 
     def start(
         self,
-        items: list[tuple[bytes, bytes]],
+        items: Sequence[tuple[bytes, bytes]],
         *,
         rate: float,
         chunks_per_s: int = 50,
@@ -333,11 +317,3 @@ class PacedProducer:
 
         self._thread = threading.Thread(target=run, name="chaos-producer", daemon=True)
         self._thread.start()
-
-    def join(self, timeout: float = 150.0) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise AssertionError(f"producer to {self.topic} still running after {timeout}s")
-        if self.failures:
-            raise AssertionError(f"producing to {self.topic} failed: {self.failures[:3]}")

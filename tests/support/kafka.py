@@ -163,7 +163,7 @@ def produce(producer: Any, topic: str, key: bytes, value: bytes) -> None:
 class Producer:
     """Produces ``(key, value)`` pairs, at once or at a rate from a background thread."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5) -> None:
         from confluent_kafka import Producer as KafkaProducer
 
         self.topic = topic
@@ -172,7 +172,7 @@ class Producer:
         self._producer = KafkaProducer(
             {
                 "bootstrap.servers": bootstrap,
-                "linger.ms": 5,
+                "linger.ms": linger_ms,
                 "enable.idempotence": True,
                 "on_delivery": self._delivered,
             }
