@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import Run, assert_one_line_error, make_runner
+from support.cli import Run, assert_one_line_error, make_runner, register
 from support.models import ModelFiles, write_sklearn_release
 
 
@@ -38,27 +38,6 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, ModelFile
 @pytest.fixture
 def files(tmp_path: Path) -> ModelFiles:
     return write_sklearn_release(tmp_path / "model")
-
-
-def register(
-    run: Run, files: ModelFiles, *extra: str, ok: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return run(
-        "register",
-        str(files.model),
-        "--name",
-        "fraud",
-        "--schema",
-        str(files.schema),
-        "--data",
-        str(files.data),
-        "--metrics",
-        str(files.metrics),
-        "--config",
-        str(files.config),
-        *extra,
-        ok=ok,
-    )
 
 
 def registry_state(run: Run) -> tuple[str, str]:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e.test_cli import register
-from support.cli import Run, make_runner
+from support.cli import Run, make_runner, register
 from support.models import ModelFiles, write_sklearn_release
 
 

@@ -9,8 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from e2e.test_cli import register
-from support.cli import Run, make_runner
+from support.cli import Run, make_runner, register
 from support.models import ModelFiles, write_sklearn_release
 from support.tables import read_rows
 

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from support.models import ModelFiles
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 COMMAND = (sys.executable, "-m", "headrace")
@@ -95,3 +97,26 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *parts: str)
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for part in parts:
         assert part in lines[0], lines[0]
+
+
+def register(
+    run: Run, files: ModelFiles, *extra: str, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``headrace register`` of `files` as ``fraud`` with schema, data, metrics and config,
+    then `extra` (``--alias champion``...)."""
+    return run(
+        "register",
+        str(files.model),
+        "--name",
+        "fraud",
+        "--schema",
+        str(files.schema),
+        "--data",
+        str(files.data),
+        "--metrics",
+        str(files.metrics),
+        "--config",
+        str(files.config),
+        *extra,
+        ok=ok,
+    )
