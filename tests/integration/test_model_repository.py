@@ -17,7 +17,13 @@ from headrace.errors import ModelUnavailableError, UnknownModelError
 from headrace.inference import InferenceService
 from headrace.registry import Registry, Release, blob_key
 from headrace.release.bundle import build_draft
-from headrace.serving import OUTPUT_PREDICTION, OUTPUT_SCORE, ModelRepository, TensorMetadata
+from headrace.serving import (
+    OUTPUT_PREDICTION,
+    OUTPUT_PROBABILITIES,
+    OUTPUT_SCORE,
+    ModelRepository,
+    TensorMetadata,
+)
 from support.models import ModelFiles, draft_from, local_registry, write_sklearn_release
 
 MB = 1_000_000
@@ -223,10 +229,12 @@ def test_metadata_lists_schema_inputs_outputs_versions_and_flavor(
             ["1", "2"],
             "sklearn",
         )
-        # labels [legit, fraud] make the prediction text; probabilities give a score
+        # labels [legit, fraud] make the prediction text; probabilities give a score, and
+        # every class's probability on request (the opt-in `probabilities` output)
         assert after.outputs == [
             TensorMetadata(OUTPUT_PREDICTION, "BYTES", (-1,)),
             TensorMetadata(OUTPUT_SCORE, "FP64", (-1,)),
+            TensorMetadata(OUTPUT_PROBABILITIES, "FP64", (-1, 2)),
         ]
         assert repo.metadata("fraud", "2").version == "2"
 
