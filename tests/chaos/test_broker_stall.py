@@ -97,7 +97,18 @@ def test_two_workers_recover_on_their_own_after_the_broker_stalled(
         finally:
             private_broker.resume()
         assert seen.count() < count, "the stall came too late to be mid-stream"
-    reader.wait_for(seen.at_least(count), timeout=sized(120, 300), what="every event", alive=alive)
+    try:
+        reader.wait_for(
+            seen.at_least(count), timeout=sized(120, 300), what="every event", alive=alive
+        )
+    except AssertionError as exc:
+        producer.join(timeout=5)  # events never delivered to the broker say so first
+        missing = sorted(set(events.valid_ids) - seen.ids)
+        progress = [worker.progress() for worker in workers]
+        raise AssertionError(
+            f"{exc}: {len(missing)} events without output (e.g. {missing[:3]}); "
+            f"workers' progress {progress}"
+        ) from None
     producer.join()
     finals = [worker.terminate() for worker in workers]
     by_id = output_counts(reader.drain())
