@@ -122,14 +122,16 @@ def predict(
 
     from headrace.errors import InputFileError
     from headrace.inference.files import score_file
-    from headrace.inference.loading import load_service
+    from headrace.inference.loading import load_release
 
     if not input_path.is_file():
         raise InputFileError(f"Input file '{input_path}' does not exist. Check --input.")
     output = output or default_output(input_path)
     rejects = rejects or output.with_name(f"{output.stem}.rejects.jsonl")
     with open_registry(ctx, must_exist=True) as registry:
-        service = load_service(registry, ref)
+        # One pass over a file: no first-call latency to hide, and every row that fails
+        # is reported as a reject anyway, so no warm-up.
+        service = load_release(registry, ref, warmup_rows=0).service
     progress = Progress(
         TextColumn("scoring {task.description}"),
         BarColumn(),

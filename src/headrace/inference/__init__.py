@@ -5,10 +5,11 @@ Every transport (stream worker, HTTP server, batch ``headrace predict``) calls t
 the valid rows out as the model's input (`model_matrix`), calls the model (retrying once
 and isolating the rows that make it raise), and post-processes the output into a
 prediction and a score per row (`postprocess`). Every row that gets no prediction gets a
-`Rejection` saying why, at which stage. `load_service` builds the service for a release
-in the registry, and `verify_draft` scores a draft's training sample before it is
-registered; `check_draft` also reads the model's own signature (`resolve_signature`), so
-the model's column order wins, and refuses a release whose runtime output differs from
+`Rejection` saying why, at which stage. `load_release` loads, checks and warms up a
+release of the registry for every caller (worker, server, ``predict``), and
+`verify_draft` scores a draft's training sample before it is registered; `check_draft`
+also reads the model's own signature (`resolve_signature`), so the model's column order
+wins, and refuses a release whose runtime output differs from
 the model called as it was fitted (`compare_outputs`). A model fitted on a DataFrame with
 text columns gets one (`model_frame`). `score_file` runs the same core over CSV, Parquet
 and JSON-lines files, read by `iter_input_chunks` and written by `OutputWriter`.
@@ -21,7 +22,16 @@ from headrace.inference.chunk import InputChunk
 from headrace.inference.contract import check_draft, compare_outputs, resolve_signature
 from headrace.inference.files import BatchSummary, score_file
 from headrace.inference.json_batch import DecodedBatch, TypedBatchDecoder
-from headrace.inference.loading import load_service, service_for_release, verify_draft
+from headrace.inference.loading import (
+    WARMUP_ROWS,
+    LoadedRelease,
+    PreparedRelease,
+    load_release,
+    load_service,
+    prepare_release,
+    service_for_release,
+    verify_draft,
+)
 from headrace.inference.matrix import model_frame, model_matrix
 from headrace.inference.postprocess import Outputs, postprocess
 from headrace.inference.readers import iter_input_chunks
@@ -37,13 +47,16 @@ from headrace.inference.writers import OutputWriter
 
 __all__ = [
     "MISSING",
+    "WARMUP_ROWS",
     "BatchSummary",
     "DecodedBatch",
     "InferenceResult",
     "InferenceService",
     "InputChunk",
+    "LoadedRelease",
     "OutputWriter",
     "Outputs",
+    "PreparedRelease",
     "Rejection",
     "TypedBatchDecoder",
     "ValidatedBatch",
@@ -51,10 +64,12 @@ __all__ = [
     "columns_from_arrow",
     "compare_outputs",
     "iter_input_chunks",
+    "load_release",
     "load_service",
     "model_frame",
     "model_matrix",
     "postprocess",
+    "prepare_release",
     "records_to_columns",
     "resolve_signature",
     "score_file",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from headrace.inference.loading import load_service
+from headrace.inference.loading import load_release
 from headrace.monitoring.metrics import WorkerMetrics
 from headrace.pipeline.dedupe import open_dedupe
 from headrace.pipeline.observe import build_monitors
@@ -19,6 +20,8 @@ from headrace.runtimes.footprint import measure_footprint
 from headrace.streams.urls import open_sink, open_source
 
 __all__ = ["build_worker", "default_dead_letter_url", "tune_worker_process"]
+
+_log = logging.getLogger(__name__)
 
 
 def default_dead_letter_url(spec: PipelineSpec, *, home: Path) -> str:
@@ -81,14 +84,25 @@ def build_worker(
         it is given); None builds one exporting over OTLP when
         ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else uses the global provider.
     """
+    # The serving loader's path: the first event must not pay for the model's lazy
+    # initialisation, and a release that cannot score its own reference rows never starts.
     if metrics is None:
-        service = load_service(registry, spec.model)
+        loaded = load_release(registry, spec.model)
     else:
         loading = time.perf_counter()
-        service, footprint = measure_footprint(lambda: load_service(registry, spec.model))
+        loaded, footprint = measure_footprint(lambda: load_release(registry, spec.model))
         metrics.observe_load(
-            service.release, seconds=time.perf_counter() - loading, memory_bytes=footprint
+            loaded.service.release,
+            seconds=time.perf_counter() - loading,
+            memory_bytes=footprint,
         )
+    service = loaded.service
+    _log.info(
+        "loaded %s, warm-up %d rows in %.1f ms",
+        service.release,
+        loaded.warmup_rows,
+        loaded.warmup_seconds * 1000,
+    )
     options = source_options(spec, home=home)
     if start is not None:
         options["start"] = start

@@ -36,6 +36,7 @@ from headrace.serving._loading import (
     PreparedRelease,
     ServedRelease,
     load_release,
+    oip_datatype,
     prepare_release,
 )
 from headrace.serving._watch import AliasWatcher
@@ -450,7 +451,10 @@ class ModelRepository:
             raise ModelUnavailableError(reason) from exc
         self._failures.pop(key, None)
         self._described[key] = _Described(
-            served.release, served.prediction_datatype, served.has_scores, served.classes
+            served.release,
+            oip_datatype(served.prediction_dtype),
+            served.has_scores,
+            served.classes,
         )
         return served
 
