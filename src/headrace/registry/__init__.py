@@ -25,7 +25,7 @@ from headrace.registry.artifacts import (
     blob_key,
     open_artifact_store,
 )
-from headrace.registry.integrity import ChainState, verify_registry
+from headrace.registry.integrity import ChainState, verify_against_checkpoint, verify_registry
 from headrace.registry.refs import ALIAS_PATTERN, DEFAULT_ALIAS, ReleaseRef, parse_ref
 from headrace.registry.s3 import ENDPOINT_ENV, S3ArtifactStore
 from headrace.registry.signing import (
@@ -75,5 +75,6 @@ __all__ = [
     "redact_url",
     "release_payload",
     "sign_release",
+    "verify_against_checkpoint",
     "verify_registry",
 ]

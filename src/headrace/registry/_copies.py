@@ -27,7 +27,7 @@ from headrace.registry.artifacts import ArtifactStore
 from headrace.release.bundle import file_sha256
 from headrace.release.manifest import FileEntry
 
-__all__ = ["COPIES", "PrivateCopies", "copy_verified", "materialize"]
+__all__ = ["COPIES", "PrivateCopies", "copy_verified", "forget", "materialize"]
 
 _CHUNK = 1 << 20
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -184,3 +184,9 @@ def _safe_relative(path: str) -> Path:
             f"Manifest names an unsafe file path '{path}'; refusing to write outside the cache."
         )
     return Path(*pure.parts)
+
+
+def forget(digest: str, *, cache_dir: Path) -> None:
+    """Remove this process's private copy of release `digest` and its shared cached files."""
+    COPIES.forget(digest)
+    shutil.rmtree(cache_dir / digest, ignore_errors=True)

@@ -1,18 +1,88 @@
-"""The registry's database engine: SQLite tuned for concurrent writers, or PostgreSQL."""
+"""The registry's database engine: SQLite tuned for concurrent writers, or PostgreSQL.
+
+`Database` runs every registry operation in one transaction, migrating the tables on
+first use; a writer holds the single write lock (SQLite ``BEGIN IMMEDIATE``; a PostgreSQL
+advisory lock) for the whole transaction.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
-from headrace.errors import ConfigError, DependencyMissingError
+from headrace.errors import (
+    ConfigError,
+    DependencyMissingError,
+    RegistryError,
+    RegistryUnavailableError,
+)
 from headrace.redaction import redact_url
+from headrace.registry._records import now
+from headrace.registry.tables import migrate
 
-__all__ = ["create_engine_for", "first_line", "is_connect_error"]
+__all__ = ["Database", "create_engine_for", "first_line", "is_connect_error"]
+
+_PG_LOCK_KEY = 0x68656164  # "head": one advisory lock serialises registry writes
+
+
+class Database:
+    """The registry database at `url`: transactions, the write lock, first-use migration."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine_for(url)
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self._migrated = False
+
+    def dispose(self) -> None:
+        """Release database connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Connection]:
+        """One transaction; `write` takes the write lock first. Database failures become
+        `RegistryUnavailableError` (cannot connect) or `RegistryError`."""
+        try:
+            if not self._migrated:
+                # Its own transaction: a failing first operation must not roll it back.
+                with self.engine.begin() as conn:
+                    self._lock(conn)
+                    migrate(conn, now=now(), where=redact_url(self.url))
+                self._migrated = True
+            with self.engine.begin() as conn:
+                if write:
+                    self._lock(conn)
+                yield conn
+        except OperationalError as exc:
+            if exc.connection_invalidated or is_connect_error(exc):
+                raise RegistryUnavailableError(
+                    f"Cannot reach registry '{redact_url(self.url)}': "
+                    f"{first_line(exc.orig)}. Check the server is running and the URL "
+                    "(HEADRACE_REGISTRY) is right; `headrace doctor` checks every service."
+                ) from exc
+            raise RegistryError(
+                f"Registry '{redact_url(self.url)}' failed: {first_line(exc.orig)}"
+            ) from exc
+        except DBAPIError as exc:
+            raise RegistryError(
+                f"Registry '{redact_url(self.url)}' failed: {first_line(exc.orig)}"
+            ) from exc
+
+    def _lock(self, conn: Connection) -> None:
+        """Serialise writers (SQLite already did with BEGIN IMMEDIATE)."""
+        if self.postgres:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
 
 def first_line(exc: BaseException | None) -> str:

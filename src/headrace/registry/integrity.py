@@ -20,13 +20,15 @@ from dataclasses import dataclass
 import msgspec
 from sqlalchemy import Connection, select
 
-from headrace.audit.chain import AuditRecord, iter_records, verify_chain
+from headrace.audit.chain import AuditRecord, audit_table, iter_records, verify_chain
+from headrace.audit.checkpoint import Checkpoint, check_against
+from headrace.audit.keys import Verifier
 from headrace.errors import RegistryIntegrityError
 from headrace.registry.tables import aliases, release_tags, releases
 from headrace.release.identity import content_digest
 from headrace.release.manifest import decode_manifest, manifest_digest
 
-__all__ = ["ChainState", "verify_registry"]
+__all__ = ["ChainState", "verify_against_checkpoint", "verify_registry"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,30 @@ def verify_registry(conn: Connection) -> ChainState:
     _check_aliases(conn, alias_state)
     _check_tags(conn, tag_state)
     return ChainState(records=count, head=records[-1].hash if records else None, releases=len(rows))
+
+
+def verify_against_checkpoint(
+    conn: Connection, checkpoint: Checkpoint, *, verifier: Verifier, where: str
+) -> ChainState:
+    """Check the chain extends `checkpoint` (read from `where`), then `verify_registry`.
+
+    Raises
+    ------
+    AuditError
+        The checkpoint's signature is not `verifier`'s.
+    AuditChainBrokenError
+        The chain is shorter than the checkpoint or differs from it.
+    """
+    hashes = [
+        str(h)
+        for h in conn.execute(select(audit_table.c.hash).order_by(audit_table.c.seq))
+        .scalars()
+        .all()
+    ]
+    # The checkpoint first: an emptied registry fails as "shorter", which says more
+    # than the (empty, consistent) tables would.
+    check_against(checkpoint, verifier=verifier, where=f"'{where}'", hashes=hashes)
+    return verify_registry(conn)
 
 
 def _check_release(
