@@ -7,11 +7,11 @@ and isolating the rows that make it raise), and post-processes the output into a
 prediction and a score per row (`postprocess`). Every row that gets no prediction gets a
 `Rejection` saying why, at which stage. `load_release` loads, checks and warms up a
 release of the registry for every caller (worker, server, ``predict``), and
-`verify_draft` scores a draft's training sample before it is registered; `check_draft`
-also reads the model's own signature (`resolve_signature`), so the model's column order
-wins, and refuses a release whose runtime output differs from
-the model called as it was fitted (`compare_outputs`). A model fitted on a DataFrame with
-text columns gets one (`model_frame`). `score_file` runs the same core over CSV, Parquet
+`check_draft` scores a draft's training sample before it is registered, reading the
+model's own signature (`resolve_signature`) so the model's column order wins; it refuses
+a release whose runtime output differs from the model called as it was fitted
+(`compare_outputs`). A model fitted on a DataFrame with text columns gets one
+(`model_frame`). `score_file` runs the same core over CSV, Parquet
 and JSON-lines files, read by `iter_input_chunks` and written by `OutputWriter`.
 """
 
@@ -30,7 +30,6 @@ from headrace.inference.loading import (
     load_service,
     prepare_release,
     service_for_release,
-    verify_draft,
 )
 from headrace.inference.matrix import model_frame, model_matrix
 from headrace.inference.postprocess import Outputs, postprocess
@@ -75,5 +74,4 @@ __all__ = [
     "score_file",
     "service_for_release",
     "validate",
-    "verify_draft",
 ]

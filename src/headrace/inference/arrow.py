@@ -1,6 +1,6 @@
 """Arrow data as numpy columns for the inference core.
 
-The Parquet reader and the draft check (`headrace.inference.loading.verify_draft`) both
+The Parquet reader and the draft check (`headrace.inference.contract.check_draft`) both
 hand Arrow tables to `InferenceService.infer`; `columns_from_arrow` is the one place that
 decides how Arrow types and nulls become numpy.
 """

@@ -25,13 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from headrace.errors import ConfigError, ModelLoadError, ReleaseError
+from headrace.errors import ConfigError, ModelLoadError
 from headrace.inference.arrow import columns_from_arrow
-from headrace.inference.contract import verify_with_reference
 from headrace.inference.service import InferenceResult, InferenceService
 from headrace.registry.refs import ReleaseRef
 from headrace.registry.store import Registry, Release
-from headrace.release.bundle import ReleaseDraft
 from headrace.release.features import model_inputs
 from headrace.runtimes.imports import import_runtime
 from headrace.runtimes.loader import load_model
@@ -44,7 +42,6 @@ __all__ = [
     "load_service",
     "prepare_release",
     "service_for_release",
-    "verify_draft",
 ]
 
 WARMUP_ROWS = 64
@@ -210,20 +207,3 @@ def service_for_release(registry: Registry, release: Release) -> InferenceServic
 def load_service(registry: Registry, ref: str | ReleaseRef) -> InferenceService:
     """The inference core for ``name:version`` / ``name@alias``, without a warm-up."""
     return load_release(registry, ref, warmup_rows=0).service
-
-
-def verify_draft(draft: ReleaseDraft) -> int:
-    """Load the draft's model and score its reference sample; return rows scored.
-
-    Registering a model that cannot load, or that rejects the very data it was trained
-    on, would only fail later in a worker; this makes it fail at `register` instead.
-    """
-    if draft.model_dir is None:
-        raise ReleaseError(f"Draft '{draft.name}' has no model directory to verify.")
-    model = load_model(
-        draft.model.flavor,
-        model_dir=draft.model_dir,
-        entry=draft.model.entry,
-        options=dict(draft.config.runtime),
-    )
-    return verify_with_reference(draft, model)
