@@ -8,7 +8,7 @@ Usage::
 A seeded RandomForestClassifier on 20 synthetic features is grown until its pickle is
 about ``--size-mb``; it is registered with a schema, a config, metrics and a
 ``--rows``-row training-data Parquet (so the fingerprint and the profile are included),
-through the public API the CLI uses: `build_draft`, `verify_draft`, `Registry.register`.
+through the public API the CLI uses: `build_draft`, `check_draft`, `Registry.register`.
 Then it is loaded the way a worker loads it: `load_service` (`Registry.get` +
 `Registry.fetch` + the flavor loader), with an empty release cache ("cold") and with a
 filled one ("warm", whose files are still sha256-checked), and scores ``--infer-rows``
@@ -56,7 +56,8 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 
 from headrace.inference import columns_from_arrow
-from headrace.inference.loading import load_service, verify_draft
+from headrace.inference.contract import check_draft
+from headrace.inference.loading import load_service
 from headrace.registry import Registry
 from headrace.release import (
     build_draft,
@@ -264,8 +265,8 @@ def one_repeat(inputs: Inputs, *, server: str | None, timings: Timings) -> dict[
         with timings.measure("  profile_table"):
             profile_table(table)
         del table
-        with timings.measure("verify_draft (load + score sample)"):
-            verify_draft(draft)
+        with timings.measure("check_draft (load + score sample)"):
+            draft, _ = check_draft(draft)
         with timings.measure("  load_model (joblib.load)"):
             loaded = load_model("sklearn", model_dir=inputs.directory, entry=inputs.model.name)
         del loaded
