@@ -19,7 +19,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from headrace.envvars import load_yaml
+    from headrace._env import load_yaml
     from headrace.errors import ConfigError, HeadraceError, PipelineSpecError, SchemaError
     from headrace.pipeline.spec import pipeline_spec_from_dict
     from headrace.release.schema import schema_from_builtins

@@ -358,7 +358,7 @@ def test_require_signed_refuses_unsigned_and_untrusted(
 
 
 def test_the_hmac_secret_is_masked_once_seen() -> None:
-    from headrace.redaction import redact_text
+    from headrace._redact import redact_text
 
     secret = "a-checkpoint-secret-7f3a9c"  # noqa: S105 (a planted test secret)
     HmacKey(secret.encode())

@@ -14,8 +14,8 @@ import hmac
 from pathlib import Path
 from typing import Any, Protocol
 
+from headrace._redact import note_secret
 from headrace.errors import ConfigError, DependencyMissingError
-from headrace.redaction import note_secret
 
 __all__ = [
     "Ed25519Signer",

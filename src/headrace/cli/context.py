@@ -26,7 +26,7 @@ class CliState:
 
 def settings_from(ctx: typer.Context) -> Settings:
     """Settings: flags win over ``HEADRACE_*`` environment, which wins over defaults."""
-    from headrace.redaction import redact_url
+    from headrace._redact import redact_url
     from headrace.settings import Settings
 
     state = ctx.find_root().obj
@@ -40,7 +40,7 @@ def settings_from(ctx: typer.Context) -> Settings:
             overrides["home"] = state.home
     settings = Settings(**overrides)  # type: ignore[arg-type]
     # Remember the credentials in these URLs, so that no message or log line shows them
-    # even where a library quotes them without their URL (see headrace.redaction).
+    # even where a library quotes them without their URL (see headrace._redact).
     redact_url(settings.registry_url())
     redact_url(settings.artifacts_url())
     return settings

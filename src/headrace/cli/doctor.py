@@ -48,7 +48,7 @@ class _Report:
     def line(self, ok: bool, label: str, text: str) -> None:
         # One line per check, whatever the message (YAML errors span several lines); any
         # URL or secret a service's own error quotes is masked here, whoever raised it.
-        from headrace.redaction import redact_text
+        from headrace._redact import redact_text
 
         flat = redact_text(" ".join(text.split()))
         if not ok:
@@ -65,9 +65,9 @@ def doctor(
     timeout: TimeoutOption = 5.0,
 ) -> None:
     """Check the registry, the artifact store and each pipeline's endpoints; exit 1 if any fails."""
+    from headrace._redact import redact_url
     from headrace.errors import HeadraceError
     from headrace.pipeline.spec import load_pipeline_spec
-    from headrace.redaction import redact_url
     from headrace.registry.artifacts import open_artifact_store
     from headrace.registry.store import Registry
 

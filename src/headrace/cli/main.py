@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     Typer's standalone mode prints usage errors and exits 2 by itself; only headrace's
     own errors get past it, and they are one line on stderr, never a traceback.
     """
+    from headrace._redact import install_log_redaction, redact_text
     from headrace.errors import HeadraceError
-    from headrace.redaction import install_log_redaction, redact_text
 
     install_log_redaction()
     command = typer.main.get_command(app)

@@ -20,8 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from headrace._redact import redact_url
 from headrace.errors import DependencyMissingError, StreamUnavailableError
-from headrace.redaction import redact_url
 
 __all__ = ["DedupeStore", "MemoryDedupe", "RedisDedupe", "open_dedupe"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
+from headrace._redact import redact_url
 from headrace.monitoring.accuracy import AccuracyMonitor
-from headrace.redaction import redact_url
 from headrace.streams.base import Message, Source
 
 __all__ = ["FeedbackReader"]

@@ -22,9 +22,9 @@ from typing import Any
 
 import msgspec
 
-from headrace.envvars import expand_env, load_yaml
+from headrace._env import expand_env, load_yaml
+from headrace._redact import note_secret, redact_url, show_value
 from headrace.errors import PipelineSpecError
-from headrace.redaction import note_secret, redact_url, show_value
 
 __all__ = [
     "BatchSpec",

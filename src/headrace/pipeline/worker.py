@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from headrace._redact import redact_url
 from headrace.errors import ConfigError
 from headrace.inference.service import InferenceResult, InferenceService
 from headrace.inference.validate import records_to_columns, validate
@@ -44,7 +45,6 @@ from headrace.pipeline.outcome import BatchOutcome
 from headrace.pipeline.records import dead_letter_record, output_records
 from headrace.pipeline.spec import PipelineSpec
 from headrace.pipeline.stats import WorkerStats
-from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord, Partition, Sink, Source
 from headrace.types import Array, Columns
 

@@ -11,7 +11,7 @@ Ed25519 key signed.
 
 from __future__ import annotations
 
-from headrace.redaction import redact_url
+from headrace._redact import redact_url
 from headrace.registry.anchors import (
     CHECKPOINTS_ENV,
     CheckpointStore,

@@ -21,13 +21,13 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
+from headrace._redact import redact_url
 from headrace.errors import (
     ConfigError,
     DependencyMissingError,
     RegistryError,
     RegistryUnavailableError,
 )
-from headrace.redaction import redact_url
 from headrace.registry._records import now
 from headrace.registry.tables import migrate
 

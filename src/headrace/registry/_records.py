@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from headrace._redact import redact_url
 from headrace.errors import ConfigError, RegistryIntegrityError, ReleaseNotFoundError
-from headrace.redaction import redact_url
 from headrace.registry.refs import DEFAULT_ALIAS, ReleaseRef, parse_ref
 from headrace.registry.signing import sign_release
 from headrace.registry.tables import aliases, release_signatures, releases

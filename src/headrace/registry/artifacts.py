@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlparse
 
+from headrace._redact import redact_url
 from headrace.errors import (
     ArtifactNotFoundError,
     ArtifactUnavailableError,
     ConfigError,
 )
-from headrace.redaction import redact_url
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "blob_key", "open_artifact_store"]
 

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol, cast
 from urllib.parse import urlparse
 
+from headrace._redact import redact_url
 from headrace.errors import (
     ArtifactNotFoundError,
     ArtifactUnavailableError,
     ConfigError,
     DependencyMissingError,
 )
-from headrace.redaction import redact_url
 from headrace.registry.artifacts import blob_key
 
 __all__ = ["ENDPOINT_ENV", "S3ArtifactStore"]

@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from headrace._redact import redact_url
 from headrace.audit.chain import GENESIS_HASH, AuditRecord, append_record, iter_records
 from headrace.audit.checkpoint import Checkpoint, make_checkpoint
 from headrace.audit.keys import Signer, Verifier
 from headrace.errors import AuditError, ReleaseError
-from headrace.redaction import redact_url
 from headrace.registry import _aliases, _copies, _tags
 from headrace.registry._aliases import (
     ALIAS_CHANNEL,

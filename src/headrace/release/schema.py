@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, get_args
 import msgspec
 import orjson
 
-from headrace.envvars import load_yaml
+from headrace._env import load_yaml
 from headrace.errors import SchemaError
 
 __all__ = [
@@ -302,7 +302,7 @@ def _read_document(path: Path, *, what: str) -> Any:
                 f"invalid JSON in {path} at line {exc.lineno}, column {exc.colno}: "
                 f"{exc.msg}: fix the syntax"
             ) from None
-    # Bounded: size, nesting and alias expansion (see headrace.envvars.load_yaml).
+    # Bounded: size, nesting and alias expansion (see headrace._env.load_yaml).
     return load_yaml(raw, where=str(path), error=SchemaError, invalid=f"invalid YAML in {path}")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.engine import make_url
 
-from headrace.redaction import redact_url
+from headrace._redact import redact_url
 from headrace.registry.store import ALIAS_CHANNEL, Registry
 
 _log = logging.getLogger(__name__)

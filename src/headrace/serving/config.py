@@ -38,9 +38,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from headrace.envvars import expand_env, load_yaml
+from headrace._env import expand_env, load_yaml
+from headrace._redact import note_secret, show_value
 from headrace.errors import ConfigError
-from headrace.redaction import note_secret, show_value
 
 __all__ = [
     "AuthConfig",
@@ -328,7 +328,7 @@ def serve_config_from_dict(
         raise ConfigError(
             f"{where}: {show_value(str(exc), limit=300)}. See `headrace serve` in the README"
         ) from None
-    # Remembered, so that no message or log line shows them (see headrace.redaction).
+    # Remembered, so that no message or log line shows them (see headrace._redact).
     for secret in (config.auth.inference_token, config.auth.management_token):
         note_secret(secret)
     if config.tls is not None:

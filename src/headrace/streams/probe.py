@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from headrace.redaction import redact_url
+from headrace._redact import redact_url
 
 __all__ = ["ProbeResult", "Role", "describe_endpoint", "probe_memory"]
 

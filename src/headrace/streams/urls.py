@@ -23,8 +23,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
+from headrace._redact import redact_url
 from headrace.errors import ConfigError, HeadraceError
-from headrace.redaction import redact_url
 from headrace.streams.base import Sink, Source
 from headrace.streams.probe import ProbeResult, Role, describe_endpoint
 

@@ -27,8 +27,8 @@ from conftest import (
     stop_process,
     wait_for_port,
 )
+from headrace._redact import redact_url
 from headrace.errors import ConfigError, SinkError, SourceError, StreamUnavailableError
-from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord
 from headrace.streams.redis import RedisStreamSink, RedisStreamSource
 from support.stream_conformance import Backend, StreamConformance

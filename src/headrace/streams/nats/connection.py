@@ -11,8 +11,8 @@ import threading
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from headrace._redact import redact_url
 from headrace.errors import ConfigError, DependencyMissingError, StreamUnavailableError
-from headrace.redaction import redact_url
 from headrace.streams.nats.headers import _TOKEN, KEY_HEADER
 
 if TYPE_CHECKING:

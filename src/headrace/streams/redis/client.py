@@ -9,8 +9,8 @@ from typing import Any, Protocol, cast
 
 import orjson
 
+from headrace._redact import redact_url
 from headrace.errors import ConfigError, DependencyMissingError, SourceError, StreamUnavailableError
-from headrace.redaction import redact_url
 from headrace.streams.base import Message, OutRecord
 from headrace.streams.file.formats import (
     CONTENT_TYPE_HEADER,

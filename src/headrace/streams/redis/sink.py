@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from headrace._redact import redact_url
 from headrace.errors import ConfigError, SinkError
-from headrace.redaction import redact_url
 from headrace.streams.base import OutRecord
 from headrace.streams.redis.client import (
     _check_client_options,

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from headrace._redact import note_secret, show_value
 from headrace.errors import HeadraceError
-from headrace.redaction import note_secret, show_value
 
 __all__ = ["MAX_YAML_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "expand_env", "load_yaml"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from headrace.envvars import MAX_YAML_BYTES, MAX_YAML_DEPTH, expand_env, load_yaml
+from headrace._env import MAX_YAML_BYTES, MAX_YAML_DEPTH, expand_env, load_yaml
+from headrace._redact import redact_text
 from headrace.errors import PipelineSpecError
 from headrace.pipeline.spec import pipeline_spec_from_dict
-from headrace.redaction import redact_text
 
 
 def test_variables_defaults_and_nesting_expand(monkeypatch: pytest.MonkeyPatch) -> None:

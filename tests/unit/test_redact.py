@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headrace.redaction import install_log_redaction, note_secret, redact_text, redact_url
+from headrace._redact import install_log_redaction, note_secret, redact_text, redact_url
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,24 @@
+"""Progressive delivery: shadow, canary and A/B of whole releases, judged by sequential tests.
+
+A rollout compares a candidate release with the baseline (the release ``champion`` points
+at) on live traffic. Every worker and server routes its share of events or requests to
+the candidate (`RolloutPlan`), records per-arm evidence (`StepEvidence`: counts and
+histograms that add up across processes) and writes it to the registry; one of them at a
+time holds the rollout's lease and judges the summed evidence with anytime-valid tests, so
+looking after every interval never inflates the false-rollback rate above ``alpha``.
+"""
+
+from __future__ import annotations
+
+from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, PairEvidence, StepEvidence
+from headrace.rollout.plan import STRATEGIES, RolloutPlan, Strategy
+
+__all__ = [
+    "LATENCY_EDGES_MS",
+    "STRATEGIES",
+    "ArmEvidence",
+    "PairEvidence",
+    "RolloutPlan",
+    "StepEvidence",
+    "Strategy",
+]
