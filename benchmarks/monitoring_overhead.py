@@ -144,7 +144,7 @@ def _worker(kind: str, service: Any, payloads: list[bytes], home: Path) -> tuple
 
 def _run(kind: str, service: Any, payloads: list[bytes], home: Path) -> float:
     """Events per CPU second of one whole run."""
-    from headrace.streams import memory as memory_module
+    from headrace.streams.memory import brokers as memory_module
 
     worker, provider, name = _worker(kind, service, payloads, home)
     gc.collect()
@@ -182,7 +182,7 @@ def _hook_cost(kind: str, service: Any, payloads: list[bytes], home: Path) -> fl
     """CPU microseconds per event of the monitors alone: `Monitors.on_batch` and
     `on_settle` (and the samples writer's work, flushed inline) over real batches in a
     tight loop, so the worker's own cost and the machine's noise stay out."""
-    from headrace.streams import memory as memory_module
+    from headrace.streams.memory import brokers as memory_module
 
     worker, provider, name = _worker(kind, service, payloads, home)
     monitors = worker.monitors
@@ -239,8 +239,8 @@ def _process_rate(on: bool, service: Any, batches: list[list[Any]], home: Path) 
     from headrace.pipeline.observe import build_monitors
     from headrace.pipeline.spec import pipeline_spec_from_dict
     from headrace.pipeline.worker import Worker
-    from headrace.streams import memory as memory_module
     from headrace.streams.memory import broker
+    from headrace.streams.memory import brokers as memory_module
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     if on:

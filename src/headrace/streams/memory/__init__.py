@@ -24,12 +24,8 @@ number of threads; each source or sink is meant for one thread, as a Kafka clien
 
 from __future__ import annotations
 
-from headrace.streams.memory.brokers import (
-    MemoryBroker,
-    MemorySink,
-    MemorySource,
-    broker,
-    partition_for_key,
-)
+from headrace.streams.memory.brokers import MemoryBroker, broker, partition_for_key
+from headrace.streams.memory.sink import MemorySink
+from headrace.streams.memory.source import MemorySource
 
 __all__ = ["MemoryBroker", "MemorySink", "MemorySource", "broker", "partition_for_key"]
