@@ -45,6 +45,15 @@ UNEXPORTED_MODULES = frozenset(
         "headrace.serving.grpc_server",
     }
 )
+# Subpackages whose parent re-exports only the names other parts use, not their whole
+# `__all__` (their own `__all__` is still checked complete over their modules).
+NARROWED_SUBPACKAGES = frozenset(
+    {
+        # `headrace.monitoring` exports the drift reference, check, monitor and files;
+        # detector internals (KS, distances, corrections, MMD) stay in `monitoring.drift`
+        "headrace.monitoring.drift",
+    }
+)
 # Single names a module lists for sibling packages that its package does not export.
 UNEXPORTED_NAMES = frozenset(
     {
@@ -133,6 +142,8 @@ def test_package_reexports_its_modules(name: str) -> None:
     unlisted: list[str] = []
     for info in pkgutil.iter_modules(package.__path__, prefix=f"{name}."):
         if info.name.rpartition(".")[2].startswith("_") or _is_unexported(info.name):
+            continue
+        if info.name in NARROWED_SUBPACKAGES:
             continue
         module = importlib.import_module(info.name)
         unlisted += [
