@@ -25,6 +25,9 @@
     ├── InputFileError               a file to score cannot be read
     ├── DriftError                   drift inputs do not fit together (columns, types)
     ├── PipelineSpecError            a pipeline YAML is malformed (names the file and key)
+    ├── RolloutError                 a rollout cannot start, move or end as asked
+    │   ├── RolloutRefusedError          the candidate failed the checks before any traffic
+    │   └── RolloutLeaseLostError        a decider's lease was taken over: it must not decide
     └── StreamError                  a source or sink failed
         ├── StreamUnavailableError       the broker cannot be reached
         ├── SourceError                  consuming or committing failed
@@ -59,6 +62,9 @@ __all__ = [
     "RegistryUnavailableError",
     "ReleaseError",
     "ReleaseNotFoundError",
+    "RolloutError",
+    "RolloutLeaseLostError",
+    "RolloutRefusedError",
     "SchemaError",
     "SinkError",
     "SourceError",
@@ -183,6 +189,28 @@ class DriftError(HeadraceError):
 
 class PipelineSpecError(ConfigError):
     """A pipeline spec is malformed; the message names the file and the key."""
+
+
+class RolloutError(HeadraceError):
+    """A rollout cannot start, move or end as asked (one already runs, none runs, ...)."""
+
+
+class RolloutRefusedError(RolloutError):
+    """The candidate failed a check before any traffic; `reason` says which and why.
+
+    `plan` is the rollout plan as far as it was built (a ``RolloutPlan``), for recording
+    the refusal, or None when not even the baseline was known.
+    """
+
+    def __init__(self, reason: str, *, plan: object | None = None) -> None:
+        self.reason = reason
+        self.plan = plan
+        super().__init__(reason)
+
+
+class RolloutLeaseLostError(RolloutError):
+    """A decider's lease expired and another holder took it (a newer epoch): the stale
+    holder's verdict is refused, so two processes never decide one rollout."""
 
 
 class StreamError(HeadraceError):

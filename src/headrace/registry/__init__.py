@@ -6,7 +6,9 @@ bucket). Every mutation appends to the audit chain in the same transaction; ever
 checks each file's sha256 and loads only the bytes it checked. `verify_registry` holds
 every release, alias and tag to the chain; a `CheckpointStore` keeps signed checkpoints
 of the chain outside the database; a `SigningPolicy` can refuse releases no trusted
-Ed25519 key signed.
+Ed25519 key signed. Rollouts keep their state there too (`RolloutState`, with a fenced
+lease for their one decider, per-instance evidence as `EvidenceRow`, verdicts as
+`VerdictRow`).
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ from headrace.registry.store import (
     ALIAS_CHANNEL,
     VERIFICATIONS,
     AliasEvent,
+    EvidenceRow,
     Registry,
     Release,
     ReleaseSummary,
+    RolloutState,
+    VerdictRow,
 )
 
 __all__ = [
@@ -58,15 +63,18 @@ __all__ = [
     "ArtifactStore",
     "ChainState",
     "CheckpointStore",
+    "EvidenceRow",
     "FileCheckpointStore",
     "LocalArtifactStore",
     "Registry",
     "Release",
     "ReleaseRef",
     "ReleaseSummary",
+    "RolloutState",
     "S3ArtifactStore",
     "S3CheckpointStore",
     "SigningPolicy",
+    "VerdictRow",
     "blob_key",
     "check_signed",
     "open_artifact_store",

@@ -8,21 +8,25 @@ only unreferenced blobs.
 
 `Registry` is a facade: it owns the transactions and registration, and delegates each
 other concern to its module: reading releases (`_records`), aliases, their history and
-rollback (`_aliases`), tags (`_tags`), verified copies of files (`_copies`), the chain
+rollback (`_aliases`), tags (`_tags`), rollout state, leases, evidence and verdicts
+(`_rollouts`), verified copies of files (`_copies`), the chain
 check (`integrity`) and transactions with their write lock (`_engine`).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from headrace._redact import redact_url
 from headrace.audit.chain import GENESIS_HASH, AuditRecord, append_record, iter_records
 from headrace.audit.checkpoint import Checkpoint, make_checkpoint
 from headrace.audit.keys import Signer, Verifier
 from headrace.errors import AuditError, ReleaseError
-from headrace.registry import _aliases, _copies, _tags
+from headrace.registry import _aliases, _copies, _rollouts, _tags
 from headrace.registry._aliases import (
     ALIAS_CHANNEL,
     AliasEvent,
@@ -49,6 +53,12 @@ from headrace.registry._records import (
     now,
     resolve_parent,
 )
+from headrace.registry._rollouts import (
+    EvidenceRow,
+    PlanDocument,
+    RolloutState,
+    VerdictRow,
+)
 from headrace.registry.anchors import CheckpointStore
 from headrace.registry.artifacts import ArtifactStore, open_artifact_store
 from headrace.registry.integrity import ChainState, verify_against_checkpoint, verify_registry
@@ -62,9 +72,12 @@ __all__ = [
     "ALIAS_CHANNEL",
     "VERIFICATIONS",
     "AliasEvent",
+    "EvidenceRow",
     "Registry",
     "Release",
     "ReleaseSummary",
+    "RolloutState",
+    "VerdictRow",
 ]
 
 
@@ -296,6 +309,161 @@ class Registry:
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
         with self._db.transaction(write=False) as conn:
             return _tags.read_tags(conn, get_release(conn, parsed, url=self.url))
+
+    # -- rollouts ---------------------------------------------------------------------
+
+    def verification(self, name: str, version: int) -> str | None:
+        """How registration verified ``name:version`` (``passed``, ``skipped``,
+        ``failed``), or None when the registering code did not check."""
+        with self._db.transaction(write=False) as conn:
+            get_release(conn, ReleaseRef(name, version=version), url=self.url)
+            return _rollouts.verification(conn, name=name, version=version)
+
+    def start_rollout(self, plan: PlanDocument, *, reason: str = "") -> RolloutState:
+        """Store a running rollout of `plan` (a `headrace.rollout.RolloutPlan`), audited as
+        ``rollout.start``. Both versions must exist and the candidate must have passed
+        verification; a second running rollout of the name is refused (`RolloutError`)."""
+        with self._db.transaction(write=True) as conn:
+            return _rollouts.start(conn, plan, actor=self.actor, reason=reason, url=self.url)
+
+    def refuse_rollout(self, plan: PlanDocument, reason: str) -> RolloutState:
+        """Record `plan` as refused before any traffic (state ``refused``), audited with
+        `reason`, so ``rollout status`` says why it never ran."""
+        with self._db.transaction(write=True) as conn:
+            return _rollouts.refuse(conn, plan, reason=reason, actor=self.actor)
+
+    def rollout(self, name: str) -> RolloutState | None:
+        """The newest rollout of `name` (running or ended), or None."""
+        with self._db.transaction(write=False) as conn:
+            return _rollouts.latest(conn, name)
+
+    def active_rollouts(self) -> list[RolloutState]:
+        """Every running rollout, oldest first."""
+        with self._db.transaction(write=False) as conn:
+            return _rollouts.active(conn)
+
+    def rollout_revision(self) -> int:
+        """A number that grows whenever any rollout starts, steps or ends (cheap enough to
+        poll each second, like `alias_revision`)."""
+        with self._db.transaction(write=False) as conn:
+            return _rollouts.revision(conn)
+
+    def write_evidence(
+        self, rollout_id: int, *, instance: str, step: int, evidence: Any, at: float | None = None
+    ) -> None:
+        """Upsert `instance`'s cumulative evidence (a `StepEvidence`) for `step`; each
+        worker or server (``host:pid:random``) owns its rows, so writes never conflict."""
+        stamp = time.time() if at is None else at
+        data = msgspec.json.encode(evidence)
+        with self._db.transaction(write=False) as conn:
+            _rollouts.write_evidence(
+                conn, rollout_id, instance=instance, step=step, evidence=data, at=stamp
+            )
+
+    def evidence_rows(self, rollout_id: int) -> list[EvidenceRow]:
+        """Every instance's evidence of a rollout as JSON (`headrace.rollout.state`
+        decodes and sums them per step)."""
+        with self._db.transaction(write=False) as conn:
+            return _rollouts.evidence_rows(conn, rollout_id)
+
+    def acquire_lease(
+        self, rollout_id: int, *, holder: str, ttl_s: float, at: float | None = None
+    ) -> int | None:
+        """Take or renew the right to decide a running rollout for `ttl_s` seconds.
+
+        Returns the lease's fencing epoch (pass it to `decide`), or None while another
+        holder's lease is unexpired. Taking over starts a new epoch, so the previous
+        holder's `decide` is refused from then on. `at` (epoch seconds) defaults to now.
+        """
+        stamp = time.time() if at is None else at
+        with self._db.transaction(write=True) as conn:
+            return _rollouts.acquire_lease(conn, rollout_id, holder=holder, ttl_s=ttl_s, at=stamp)
+
+    def release_lease(self, rollout_id: int, *, holder: str, epoch: int) -> bool:
+        """Give up the lease (a holder shutting down) so the next one need not wait for it to
+        expire; False when `holder` no longer held it at `epoch`."""
+        with self._db.transaction(write=True) as conn:
+            return _rollouts.release_lease(conn, rollout_id, holder=holder, epoch=epoch)
+
+    def decide(
+        self,
+        rollout_id: int,
+        *,
+        holder: str,
+        epoch: int,
+        decision: str,
+        reason: str,
+        evidence: Any,
+        next_step: int | None = None,
+        end_state: str | None = None,
+        move_champion_to: int | None = None,
+        at: float | None = None,
+    ) -> RolloutState:
+        """Apply one verdict of the lease holder in one transaction.
+
+        Checks the fence (`holder` holds the lease at `epoch` and the rollout runs), stores
+        the verdict (a ``continue`` that changes nothing at most every 30 s) and audits it
+        with its `evidence` (such a ``continue`` at most once a minute), moves to
+        `next_step` or ends in `end_state` (``promoted``, ``rolled_back``, ``aborted``).
+        Ending moves ``champion`` through the alias history (audited, notified) to
+        `move_champion_to`, by default the candidate on promotion and the baseline on
+        rollback, in the same transaction.
+
+        Raises
+        ------
+        RolloutLeaseLostError
+            The lease was taken over (or the rollout ended): nothing was written.
+        """
+        verdict = _rollouts.Decision(
+            decision=decision,
+            reason=reason,
+            evidence=evidence,
+            next_step=next_step,
+            end_state=end_state,
+            move_champion_to=move_champion_to,
+        )
+        stamp = time.time() if at is None else at
+        with self._db.transaction(write=True) as conn:
+            return _rollouts.decide(
+                conn,
+                rollout_id,
+                holder=holder,
+                epoch=epoch,
+                verdict=verdict,
+                at=stamp,
+                moves=self._moves,
+            )
+
+    def promote_rollout(self, name: str, *, reason: str = "") -> RolloutState:
+        """End `name`'s running rollout by hand and move ``champion`` to its candidate."""
+        with self._db.transaction(write=True) as conn:
+            return _rollouts.end_manually(
+                conn,
+                name,
+                state="promoted",
+                reason=reason or "promoted by hand",
+                at=time.time(),
+                moves=self._moves,
+                url=self.url,
+            )
+
+    def abort_rollout(self, name: str, *, reason: str = "") -> RolloutState:
+        """End `name`'s running rollout by hand; ``champion`` stays where it is."""
+        with self._db.transaction(write=True) as conn:
+            return _rollouts.end_manually(
+                conn,
+                name,
+                state="aborted",
+                reason=reason or "aborted by hand",
+                at=time.time(),
+                moves=self._moves,
+                url=self.url,
+            )
+
+    def verdicts(self, rollout_id: int) -> list[VerdictRow]:
+        """A rollout's stored verdicts, oldest first (a plot-friendly history)."""
+        with self._db.transaction(write=False) as conn:
+            return _rollouts.verdicts(conn, rollout_id)
 
     # -- files ------------------------------------------------------------------------
 

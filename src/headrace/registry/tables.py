@@ -12,6 +12,8 @@ import msgspec
 from sqlalchemy import (
     Column,
     Connection,
+    Float,
+    Index,
     Integer,
     LargeBinary,
     PrimaryKeyConstraint,
@@ -39,6 +41,9 @@ __all__ = [
     "release_signatures",
     "release_tags",
     "releases",
+    "rollout_evidence",
+    "rollout_verdicts",
+    "rollouts",
     "schema_version",
 ]
 
@@ -121,6 +126,69 @@ release_signatures = Table(
 """Ed25519 signatures over a release's digest (``headrace register --sign-key``)."""
 
 
+rollouts = Table(
+    "headrace_rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("baseline", Integer, nullable=False),
+    Column("candidate", Integer, nullable=False),
+    Column("strategy", String(16), nullable=False),
+    # running, promoted, rolled_back, aborted or refused
+    Column("state", String(16), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("started_at", String(40), nullable=False),
+    Column("ended_at", String(40), nullable=True),
+    Column("revision", Integer, nullable=False),
+    Column("lease_holder", String(256), nullable=True),
+    Column("lease_epoch", Integer, nullable=False),
+    Column("lease_expires_at", Float, nullable=True),
+    # When the last "continue" verdict was stored and audited (epoch seconds): both are
+    # throttled, since the lease holder may judge every second.
+    Column("continue_stored_at", Float, nullable=True),
+    Column("continue_audited_at", Float, nullable=True),
+)
+"""One row per rollout (or refusal); the lease columns fence its deciders."""
+
+# A second running rollout of a name is refused in code under the write lock; the index
+# makes the database refuse it too (both engines index a WHERE clause).
+Index(
+    "headrace_rollouts_one_running",
+    rollouts.c.name,
+    unique=True,
+    sqlite_where=rollouts.c.state == "running",
+    postgresql_where=rollouts.c.state == "running",
+)
+
+rollout_evidence = Table(
+    "headrace_rollout_evidence",
+    metadata,
+    Column("rollout_id", Integer, nullable=False),
+    Column("instance", String(256), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    PrimaryKeyConstraint("rollout_id", "instance", "step"),
+)
+"""Each worker's or server's cumulative evidence per rollout step (upserted)."""
+
+rollout_verdicts = Table(
+    "headrace_rollout_verdicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rollout_id", Integer, nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("decision", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("holder", String(256), nullable=False),
+)
+"""The verdicts of each rollout, oldest first (``continue`` at most every 30 s)."""
+
+
 def _v1(conn: Connection) -> None:
     for table in (releases, aliases, alias_events, audit_table):
         table.create(conn, checkfirst=True)
@@ -157,7 +225,18 @@ def _v3(conn: Connection) -> None:
     release_signatures.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
+def _v4(conn: Connection) -> None:
+    """Rollout state, per-instance evidence and verdicts."""
+    for table in (rollouts, rollout_evidence, rollout_verdicts):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _v1),
+    (2, _v2),
+    (3, _v3),
+    (4, _v4),
+]
 """(version, step) in order; append, never edit a released step."""
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

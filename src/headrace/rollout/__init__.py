@@ -10,15 +10,33 @@ looking after every interval never inflates the false-rollback rate above ``alph
 
 from __future__ import annotations
 
+from headrace.rollout.compat import (
+    DEFAULT_STEPS,
+    SAMPLE_ROWS,
+    check_arguments,
+    check_compatible,
+    plan_rollout,
+    score_edges,
+)
 from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, PairEvidence, StepEvidence
 from headrace.rollout.plan import STRATEGIES, RolloutPlan, Strategy
+from headrace.rollout.state import evidence_by_instance, plan_of, read_evidence
 
 __all__ = [
+    "DEFAULT_STEPS",
     "LATENCY_EDGES_MS",
+    "SAMPLE_ROWS",
     "STRATEGIES",
     "ArmEvidence",
     "PairEvidence",
     "RolloutPlan",
     "StepEvidence",
     "Strategy",
+    "check_arguments",
+    "check_compatible",
+    "evidence_by_instance",
+    "plan_of",
+    "plan_rollout",
+    "read_evidence",
+    "score_edges",
 ]
