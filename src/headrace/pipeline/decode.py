@@ -321,3 +321,26 @@ def _lenient_loads(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError):
         return _UNDECODABLE
+
+
+def subset_events(
+    decoded: DecodedEvents, keep: Sequence[int], *, failures: list[Failure] | None = None
+) -> DecodedEvents:
+    """The events at `keep` (indices into the candidates) of `decoded`.
+
+    The failures list is `decoded`'s own (shared, so failures found while scoring the
+    subset are the batch's) unless `failures` gives the subset a list of its own.
+    """
+    columns = decoded.columns
+    if columns is not None:
+        index = np.asarray(keep, dtype=np.intp)
+        columns = {name: column[index] for name, column in columns.items()}
+    return DecodedEvents(
+        candidates=[decoded.candidates[j] for j in keep],
+        ids=[decoded.ids[j] for j in keep],
+        times_ms=[decoded.times_ms[j] for j in keep],
+        columns=columns,
+        records=[decoded.records[j] for j in keep] if decoded.records else [],
+        coerce_strings=decoded.coerce_strings,
+        failures=decoded.failures if failures is None else failures,
+    )

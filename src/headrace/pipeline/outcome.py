@@ -53,6 +53,9 @@ class BatchOutcome:
         The processing time stamped on the outputs.
     sent_ns
         Set by the worker once the records were handed to the sinks (monitors only).
+    routed
+        During a rollout a batch is scored in parts, one outcome each: the messages this
+        outcome speaks for (a monitor that walks `messages` reads only these). None: all.
     """
 
     messages: Sequence[Message]
@@ -71,6 +74,7 @@ class BatchOutcome:
     stamps_ns: tuple[int, int, int]
     at_ms: int
     sent_ns: int = 0
+    routed: frozenset[int] | None = None
     _lists: tuple[list[Any], list[float] | None] | None = field(default=None, repr=False)
 
     def prediction_lists(self) -> tuple[list[Any], list[float] | None]:

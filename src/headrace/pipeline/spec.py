@@ -34,6 +34,7 @@ __all__ = [
     "FeedbackSpec",
     "LimitsSpec",
     "PipelineSpec",
+    "RolloutSpec",
     "SamplesSpec",
     "TracingSpec",
     "load_pipeline_spec",
@@ -91,6 +92,21 @@ class TracingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     """
 
     sample_ratio: float = 0.001
+
+
+class RolloutSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """How the worker follows the registry: alias moves and rollouts.
+
+    A worker whose ``model`` is an alias polls the registry every `poll_s` seconds (two
+    indexed reads) and switches to what it names between batches; during a rollout it
+    writes its per-arm evidence every `poll_s` and judges while it holds the rollout's
+    lease, which lapses `lease_ttl_s` after its holder stops renewing it.
+    """
+
+    follow: bool = True
+    poll_s: float = 1.0
+    lease_ttl_s: float = 10.0
+    decide: bool = True
 
 
 class SamplesSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -181,6 +197,11 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
         Also write every class's probability into each output, as ``probabilities:
         {class: p}`` (for a classifier that gives them; off by default: it makes every
         output longer, and ``score`` is enough for a binary model).
+    shadow
+        Where a shadowing candidate's outputs go (default: a JSONL file under
+        ``HEADRACE_HOME/shadow``); they never reach `outputs`.
+    rollout
+        Following alias moves and taking part in rollouts.
     """
 
     name: str
@@ -200,6 +221,8 @@ class PipelineSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     feedback: FeedbackSpec | None = None
     drift: DriftSpec | None = None
     probabilities: bool = False
+    shadow: EndpointSpec | None = None
+    rollout: RolloutSpec = msgspec.field(default_factory=RolloutSpec)
 
     @property
     def group(self) -> str:
@@ -228,6 +251,8 @@ def _ranges(spec: PipelineSpec) -> list[tuple[str, float, float, float, bool]]:
         ("$.limits.max_event_bytes", spec.limits.max_event_bytes, 1, 1 << 30, True),
         ("$.shutdown_timeout_s", spec.shutdown_timeout_s, 0, 3600, False),
         ("$.stats_interval_s", spec.stats_interval_s, 0, _DAY_S, True),  # 0: every batch
+        ("$.rollout.poll_s", spec.rollout.poll_s, 0.05, 3600, True),
+        ("$.rollout.lease_ttl_s", spec.rollout.lease_ttl_s, spec.rollout.poll_s, 3600, False),
     ]
 
 
@@ -264,6 +289,7 @@ def _check(spec: PipelineSpec, *, where: str) -> PipelineSpec:
         [("$.source", spec.source)]
         + [(f"$.outputs[{i}]", o) for i, o in enumerate(spec.outputs)]
         + ([("$.dead_letter", spec.dead_letter)] if spec.dead_letter else [])
+        + ([("$.shadow", spec.shadow)] if spec.shadow else [])
     ):
         problems.extend(_url_problems(f"{key}.url", endpoint.url))
     if problems:
@@ -410,6 +436,7 @@ def _endpoints(spec: PipelineSpec) -> list[tuple[str, dict[str, Any]]]:
         spec.source,
         *spec.outputs,
         spec.dead_letter,
+        spec.shadow,
         spec.feedback,
         spec.drift.sink if spec.drift is not None else None,
     ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,13 +38,19 @@ from headrace.pipeline.decode import (
     EventDecoder,
     Failure,
     event_kind,
+    subset_events,
 )
 from headrace.pipeline.dedupe import DedupeStore
 from headrace.pipeline.observe import Monitors
 from headrace.pipeline.outcome import BatchOutcome
 from headrace.pipeline.records import dead_letter_record, output_records
+from headrace.pipeline.route import Part, route
 from headrace.pipeline.spec import PipelineSpec
 from headrace.pipeline.stats import WorkerStats
+from headrace.rollout.evidence import StepEvidence
+from headrace.rollout.follow import ReleaseFollower
+from headrace.rollout.participant import RolloutParticipant
+from headrace.rollout.routing import Routing
 from headrace.streams.base import Message, OutRecord, Partition, Sink, Source
 from headrace.types import Array, Columns
 
@@ -72,6 +78,12 @@ class Worker:
         Where to report Prometheus metrics (per batch, per settle, lag per stats tick).
     monitors
         Traces, payload samples and live accuracy (per batch and per settle).
+    follower
+        Keeps the releases current (alias moves, rollouts); None scores `service` only.
+    participant
+        Collects per-arm evidence during a rollout and judges while holding its lease.
+    shadow_sink
+        Where a shadowing candidate's outputs go (never to `outputs`).
     """
 
     def __init__(
@@ -86,9 +98,16 @@ class Worker:
         on_stats: Callable[[WorkerStats], None] | None = None,
         metrics: WorkerMetrics | None = None,
         monitors: Monitors | None = None,
+        follower: ReleaseFollower | None = None,
+        participant: RolloutParticipant | None = None,
+        shadow_sink: Sink | None = None,
     ) -> None:
         self.spec = spec
         self.service = service
+        self.follower = follower
+        self.participant = participant
+        self.shadow_sink = shadow_sink
+        self._routing = follower.current if follower is not None else Routing(baseline=service)
         self.source = source
         self.outputs = list(outputs)
         self.dead_letter = dead_letter
@@ -98,12 +117,7 @@ class Worker:
         self._in_flight = Checkpoint(
             flush_timeout=max(spec.shutdown_timeout_s, 1.0), name=spec.name
         )
-        self._decoder = EventDecoder(
-            service.schema,
-            id_field=spec.id_field,
-            time_field=spec.event_time_field,
-            max_event_bytes=spec.limits.max_event_bytes,
-        )
+        self._decoder = self._make_decoder(self._routing.baseline)
         self.metrics = metrics
         self.monitors = monitors
         if metrics is not None:
@@ -114,9 +128,10 @@ class Worker:
     def process(self, messages: Sequence[Message]) -> None:
         """Score one batch and send its records; `settle` commits it later.
 
-        The stages of DESIGN.md's flow, each one named call: decode, dedupe, (enrich,
-        route: not built yet), validate and predict (one call into the inference core,
-        after dedupe so repeats cost no model time), postprocess, sinks. At the bound of
+        The stages of DESIGN.md's flow, each one named call: decode, dedupe, (enrich: not
+        built yet), route (the baseline, or during a rollout each event's arm), validate
+        and predict (one call into the inference core per part, after dedupe so repeats
+        cost no model time), postprocess, sinks. At the bound of
         `BatchSpec.max_in_flight` unsettled events, pauses the source and settles before
         returning, so at most that many events are ever in flight.
         """
@@ -125,6 +140,7 @@ class Worker:
             self.process(messages[:cut])
             self.process(messages[cut:])
             return
+        routing = self._current_routing()  # a switch takes effect between batches
         started = time.perf_counter()
         started_ns = time.time_ns()
         decoded = self._decoder.decode(messages, csv=csv)
@@ -133,29 +149,115 @@ class Worker:
         deduplicated = len(messages) - len(decoded.failures) - len(fresh.candidates)
         fresh_at = time.perf_counter()
         # enrich: online features would join `fresh` here (features part, not built yet).
-        # route: a rollout would pick each row's release arm here; one release for now.
-        result, scored = self._score(fresh)
-        scored_at = time.perf_counter()
-        outcome = self._postprocess(
-            messages,
-            decoded=decoded,
-            scored=scored,
-            result=result,
-            deduplicated=deduplicated,
-            stamps_ns=(
-                started_ns,
-                started_ns + int((decoded_at - started) * 1e9),
-                started_ns + int((fresh_at - started) * 1e9),
-            ),
+        parts = route(routing, fresh, keys=self._keys(fresh, routing))
+        stamps_ns = (
+            started_ns,
+            started_ns + int((decoded_at - started) * 1e9),
+            started_ns + int((fresh_at - started) * 1e9),
         )
+        scored = [self._score_part(part) for part in parts]
+        scored_at = time.perf_counter()
+        outcomes: list[BatchOutcome] = []
+        shadow: list[OutRecord] = []
+        for k, (part, (result, events, _)) in enumerate(zip(parts, scored, strict=True)):
+            outcome = self._postprocess(
+                messages,
+                decoded=decoded,
+                scored=events,
+                result=result,
+                service=part.service,
+                deduplicated=deduplicated if k == 0 else 0,
+                stamps_ns=stamps_ns,
+            )
+            if part.shadow:
+                shadow.extend(outcome.outputs)  # its failures are evidence, not dead letters
+            else:
+                outcomes.append(outcome)
+        if routing.rollout_id is not None:
+            self._record_evidence(routing, parts, scored)
+            if len(outcomes) > 1:
+                _mark_routed(outcomes, n_messages=len(messages))
         if self.monitors is not None:
-            self.monitors.on_batch(outcome)  # may set trace headers on the records
-        self._send(outcome.outputs, outcome.dead)
+            for outcome in outcomes:
+                self.monitors.on_batch(outcome)  # may set trace headers on the records
+        outputs = [r for o in outcomes for r in o.outputs]
+        dead = [r for o in outcomes for r in o.dead]
+        self._send(outputs, dead, shadow)
         if self.monitors is not None:
-            outcome.sent_ns = time.time_ns()
-        self._in_flight.add(messages, outcome.scored_ids if self.dedupe is not None else ())
-        self._account(outcome, marks=(started, decoded_at, fresh_at, scored_at))
+            sent_ns = time.time_ns()
+            for outcome in outcomes:
+                outcome.sent_ns = sent_ns
+        ids = [i for o in outcomes for i in o.scored_ids] if self.dedupe is not None else ()
+        self._in_flight.add(messages, ids)
+        self._account(outcomes, marks=(started, decoded_at, fresh_at, scored_at))
         self._hold_back()
+
+    def _current_routing(self) -> Routing:
+        """The follower's routing (or the fixed one); on a new baseline, the decoder and
+        monitors follow it."""
+        if self.follower is None:
+            return self._routing
+        routing = self.follower.current
+        if routing is not self._routing:
+            if routing.baseline is not self._routing.baseline:
+                self._decoder = self._make_decoder(routing.baseline)
+                self.service = routing.baseline
+            self._routing = routing
+        return routing
+
+    def _make_decoder(self, service: InferenceService) -> EventDecoder:
+        spec = self.spec
+        return EventDecoder(
+            service.schema,
+            id_field=spec.id_field,
+            time_field=spec.event_time_field,
+            max_event_bytes=spec.limits.max_event_bytes,
+        )
+
+    def _keys(self, fresh: DecodedEvents, routing: Routing) -> Sequence[str]:
+        """Each fresh event's routing key: the plan's key field, else its id."""
+        if routing.plan is None or routing.candidate is None:
+            return ()
+        name = routing.plan.key_field
+        if name is None or name == self.spec.id_field:
+            return fresh.ids
+        if fresh.columns is not None and name in fresh.columns:
+            return [str(v) for v in fresh.columns[name].tolist()]
+        if fresh.records:
+            return [str(r.get(name, "")) if isinstance(r, Mapping) else "" for r in fresh.records]
+        return fresh.ids
+
+    def _score_part(self, part: Part) -> tuple[InferenceResult, DecodedEvents, float]:
+        """Score one part; also return its model latency in milliseconds."""
+        started = time.perf_counter()
+        result, events = self._score(part.events, part.service)
+        return result, events, (time.perf_counter() - started) * 1000.0
+
+    def _record_evidence(
+        self,
+        routing: Routing,
+        parts: list[Part],
+        scored: list[tuple[InferenceResult, DecodedEvents, float]],
+    ) -> None:
+        """What each arm showed in this batch, handed to the rollout participant."""
+        if self.participant is None or routing.plan is None or routing.rollout_id is None:
+            return
+        evidence = StepEvidence()
+        edges = routing.plan.score_edges
+        timed: dict[str, InferenceResult] = {}
+        for part, (result, events, latency_ms) in zip(parts, scored, strict=True):
+            arm = evidence.candidate if part.arm == "candidate" else evidence.baseline
+            arm.events += len(part.events.candidates)
+            arm.errors += sum(1 for r in result.rejections if r.stage in _MODEL_STAGES)
+            arm.errors += sum(1 for f in events.failures if f[1] == "output")
+            if part.timed:
+                arm.record_calls([latency_ms])
+                timed[part.arm or "baseline"] = result
+            if result.scores is not None and edges:
+                arm.record_scores(result.scores, edges=edges)
+        if routing.shadow and len(timed) == 2:
+            _record_pairs(evidence, timed["baseline"], timed["candidate"])
+        self.participant.record(routing.rollout_id, routing.step, evidence)
 
     def _hold_back(self) -> None:
         """At the in-flight bound, stop fetching until every sink caught up (settled)."""
@@ -173,6 +275,7 @@ class Worker:
         decoded: DecodedEvents,
         scored: DecodedEvents,
         result: InferenceResult,
+        service: InferenceService,
         deduplicated: int,
         stamps_ns: tuple[int, int, int],
     ) -> BatchOutcome:
@@ -219,7 +322,7 @@ class Worker:
         columns, records = decoded.columns, scored.records
         if self.monitors is not None and scored.coerce_strings:
             # Monitors read typed values, never CSV text.
-            columns, records = self._typed_columns(decoded, len(messages)), []
+            columns, records = self._typed_columns(decoded, len(messages), service), []
         return BatchOutcome(
             messages=messages,
             candidates=candidates,
@@ -238,33 +341,38 @@ class Worker:
             at_ms=now_ms,
         )
 
-    def _account(self, outcome: BatchOutcome, *, marks: tuple[float, float, float, float]) -> None:
-        """Count the batch in the stats and the metrics; `marks` are the perf_counter
-        readings at its start, after decoding, after dedupe and after scoring."""
+    def _account(
+        self, outcomes: list[BatchOutcome], *, marks: tuple[float, float, float, float]
+    ) -> None:
+        """Count the batch (one outcome per part it was scored in) in the stats and the
+        metrics; `marks` are the perf_counter readings at its start, after decoding, after
+        dedupe and after scoring."""
         started = marks[0]
-        n = len(outcome.messages)
-        failures = outcome.failures
+        first = outcomes[0]
+        n = len(first.messages)
+        failures = [f for o in outcomes for f in o.failures]
+        n_outputs = sum(len(o.outputs) for o in outcomes)
         stats = self.stats
         stats.batches += 1
         stats.events += n
-        stats.outputs += len(outcome.outputs)
-        stats.dead_letters += len(outcome.dead)
-        stats.deduplicated += outcome.deduplicated
+        stats.outputs += n_outputs
+        stats.dead_letters += sum(len(o.dead) for o in outcomes)
+        stats.deduplicated += first.deduplicated
         for _, stage, error, _ in failures:
             stats.dead_letter_reasons[f"{stage}: {_reason_class(error)}"] += 1
         done = time.perf_counter()
         stats.busy_s += done - started
         stats.batch_latency_ms.add(np.full(n, (done - started) * 1000.0))
-        stamped = [t for t in outcome.event_times_ms if t is not None]
-        latencies = outcome.at_ms - np.asarray(stamped, dtype=np.float64) if stamped else None
+        stamped = [t for o in outcomes for t in o.event_times_ms if t is not None]
+        latencies = first.at_ms - np.asarray(stamped, dtype=np.float64) if stamped else None
         if latencies is not None:
             stats.end_to_end_ms.add(latencies)
         if self.metrics is not None:
             self.metrics.observe_batch(
-                outcome.result.release,
+                first.result.release,
                 events=n,
-                outputs=len(outcome.outputs),
-                deduplicated=outcome.deduplicated,
+                outputs=n_outputs,
+                deduplicated=first.deduplicated,
                 dead_letter_stages=[stage for _, stage, _, _ in failures],
                 end_to_end_ms=latencies,
                 marks=(*marks, done),
@@ -328,10 +436,12 @@ class Worker:
                     failures.append((candidates[scored[j]], "output", reason, None))
             return outputs
 
-    def _typed_columns(self, decoded: DecodedEvents, n_messages: int) -> Columns:
+    def _typed_columns(
+        self, decoded: DecodedEvents, n_messages: int, service: InferenceService
+    ) -> Columns:
         """The schema fields of CSV-like rows parsed by their types, indexed by message
         (NaN or None where a row did not validate), for the monitors."""
-        schema = self.service.schema
+        schema = service.schema
         text = decoded.columns
         if text is None:
             text = records_to_columns(decoded.records, names=schema.names)
@@ -350,20 +460,21 @@ class Worker:
     def _drop_repeats(self, decoded: DecodedEvents) -> DecodedEvents:
         """`decoded` without the events emitted before (or earlier in the batch)."""
         keep = self._fresh(decoded.ids)
-        return decoded if keep is None else _subset(decoded, keep)
+        return decoded if keep is None else subset_events(decoded, keep)
 
-    def _infer(self, decoded: DecodedEvents) -> InferenceResult:
+    @staticmethod
+    def _infer(decoded: DecodedEvents, service: InferenceService) -> InferenceResult:
         n = len(decoded.candidates)
         if decoded.columns is not None:
-            return self.service.infer(
-                decoded.columns, n_rows=n, coerce_strings=decoded.coerce_strings
-            )
+            return service.infer(decoded.columns, n_rows=n, coerce_strings=decoded.coerce_strings)
         if decoded.coerce_strings:
-            columns = records_to_columns(decoded.records, names=self.service.schema.names)
-            return self.service.infer(columns, n_rows=n, coerce_strings=True)
-        return self.service.infer_records(decoded.records)
+            columns = records_to_columns(decoded.records, names=service.schema.names)
+            return service.infer(columns, n_rows=n, coerce_strings=True)
+        return service.infer_records(decoded.records)
 
-    def _score(self, decoded: DecodedEvents) -> tuple[InferenceResult, DecodedEvents]:
+    def _score(
+        self, decoded: DecodedEvents, service: InferenceService
+    ) -> tuple[InferenceResult, DecodedEvents]:
         """Validate and predict; an event whose validation raises becomes a dead letter.
 
         The inference core rejects bad rows with reasons and isolates a model failure to
@@ -371,7 +482,7 @@ class Worker:
         batch's events one by one, and the batch is scored again without them.
         """
         try:
-            return self._infer(decoded), decoded
+            return self._infer(decoded, service), decoded
         except Exception:
             if not decoded.candidates:
                 raise  # no event to blame: the core itself is broken
@@ -379,14 +490,14 @@ class Worker:
         failures = decoded.failures
         for j in range(len(decoded.candidates)):
             try:
-                self._infer(_subset(decoded, [j]))
+                self._infer(subset_events(decoded, [j]), service)
             except Exception as exc:
                 failures.append((decoded.candidates[j], "validate", _unexpected(exc), None))
             else:
                 keep.append(j)
-        rest = _subset(decoded, keep)
+        rest = subset_events(decoded, keep)
         rest.failures = failures
-        return self._infer(rest), rest
+        return self._infer(rest, service), rest
 
     def _fresh(self, event_ids: list[str]) -> list[int] | None:
         """Indices of the ids not emitted before (nor earlier in the batch); None = all."""
@@ -403,7 +514,9 @@ class Worker:
             keep.append(j)
         return None if len(keep) == len(event_ids) else keep
 
-    def _send(self, outputs: list[OutRecord], dead: list[OutRecord]) -> None:
+    def _send(
+        self, outputs: list[OutRecord], dead: list[OutRecord], shadow: list[OutRecord]
+    ) -> None:
         """Hand records to the sinks; acknowledgements are awaited by `settle`."""
         if outputs:
             for sink in self.outputs:
@@ -412,6 +525,9 @@ class Worker:
         if dead:
             self.dead_letter.send(dead)
             self._in_flight.sent_to(self.dead_letter)
+        if shadow and self.shadow_sink is not None:
+            self.shadow_sink.send(shadow)
+            self._in_flight.sent_to(self.shadow_sink)
 
     def settle(self) -> None:
         """Wait for every sink's acknowledgement, record the ids, commit the offsets
@@ -460,12 +576,16 @@ class Worker:
         self.stats = WorkerStats()
         self._in_flight.clear()
         next_stats = time.monotonic() + spec.stats_interval_s
-        for sink in [*self.outputs, self.dead_letter]:
+        for sink in self._sinks():
             sink.open()
         self.source.open(on_revoke=self._on_revoke)
         try:
             if self.monitors is not None:
                 self.monitors.open()
+            if self.follower is not None:
+                self.follower.start()
+            if self.participant is not None:
+                self.participant.start()
             idle = False
             while not stop.is_set():
                 messages = self.source.poll(
@@ -495,9 +615,17 @@ class Worker:
             self._close()
         return self.stats
 
+    def _sinks(self) -> list[Sink]:
+        extra = [self.shadow_sink] if self.shadow_sink is not None else []
+        return [*self.outputs, self.dead_letter, *extra]
+
     def _close(self) -> None:
         errors: list[BaseException] = []
-        for closer in [*(s.close for s in self.outputs), self.dead_letter.close, self.source.close]:
+        if self.follower is not None:
+            self.follower.stop()
+        if self.participant is not None:
+            self.participant.stop()
+        for closer in [*(s.close for s in self._sinks()), self.source.close]:
             try:
                 closer()
             except Exception as exc:  # close everything, report the first failure
@@ -519,23 +647,6 @@ def _first_kind_change(messages: Sequence[Message]) -> tuple[int | None, bool]:
     kinds = [event_kind(m) for m in messages]
     cut = next((j for j in range(1, len(kinds)) if kinds[j] != kinds[0]), None)
     return cut, kinds[0] == "csv"
-
-
-def _subset(decoded: DecodedEvents, keep: list[int]) -> DecodedEvents:
-    """The events at `keep` (indices into the candidates) of `decoded`, failures shared."""
-    columns = decoded.columns
-    if columns is not None:
-        index = np.asarray(keep, dtype=np.intp)
-        columns = {name: column[index] for name, column in columns.items()}
-    return DecodedEvents(
-        candidates=[decoded.candidates[j] for j in keep],
-        ids=[decoded.ids[j] for j in keep],
-        times_ms=[decoded.times_ms[j] for j in keep],
-        columns=columns,
-        records=[decoded.records[j] for j in keep] if decoded.records else [],
-        coerce_strings=decoded.coerce_strings,
-        failures=decoded.failures,
-    )
 
 
 def _unexpected(exc: BaseException) -> str:
@@ -563,3 +674,36 @@ def _reason_class(error: str) -> str:
             return "out of range" + location
         return "value not allowed" + location
     return head[:80] + location
+
+
+_MODEL_STAGES = frozenset({"predict", "output"})
+"""Stages at which a row fails because of the model (not of its input)."""
+
+
+def _mark_routed(outcomes: list[BatchOutcome], *, n_messages: int) -> None:
+    """Tell each outcome of a routed batch which messages it speaks for: its rows, and
+    for the first one the rest (decode failures, repeats), so a monitor sees each
+    message once."""
+    claimed: set[int] = set()
+    for outcome in outcomes[1:]:
+        rows = frozenset(outcome.candidates)
+        outcome.routed = rows
+        claimed |= rows
+    outcomes[0].routed = frozenset(i for i in range(n_messages) if i not in claimed)
+
+
+def _record_pairs(
+    evidence: StepEvidence, baseline: InferenceResult, candidate: InferenceResult
+) -> None:
+    """Count shadowed pairs: rows of the same events both releases predicted."""
+    common, b_at, c_at = np.intersect1d(
+        baseline.rows, candidate.rows, assume_unique=True, return_indices=True
+    )
+    if not len(common):
+        return
+    evidence.pairs.record(
+        baseline_predictions=np.asarray(baseline.predictions)[b_at],
+        candidate_predictions=np.asarray(candidate.predictions)[c_at],
+        baseline_scores=None if baseline.scores is None else baseline.scores[b_at],
+        candidate_scores=None if candidate.scores is None else candidate.scores[c_at],
+    )

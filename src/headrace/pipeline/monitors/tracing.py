@@ -67,6 +67,8 @@ class TracingObserver:
         tracer = self.tracer
         failed = {index: k for k, (index, *_rest) in enumerate(outcome.failures)}
         traced = tracer.select(outcome.messages, always=failed)
+        if outcome.routed is not None:
+            traced = [index for index in traced if index in outcome.routed]
         if not traced:
             return
         # outputs are in row order, rows in message order: find a message's output by bisection
