@@ -20,6 +20,7 @@ from headrace.cli import drift as drift_cli
 from headrace.cli import predict as predict_cli
 from headrace.cli import register as register_cli
 from headrace.cli import releases as releases_cli
+from headrace.cli import rollout as rollout_cli
 from headrace.cli import run as run_cli
 from headrace.cli import serve as serve_cli
 from headrace.cli.context import CliState
@@ -37,6 +38,7 @@ app.add_typer(releases_cli.app, name="releases")
 app.add_typer(alias_cli.app, name="alias")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(drift_cli.app, name="drift")
+app.add_typer(rollout_cli.app, name="rollout")
 app.command("register")(register_cli.register)
 app.command("predict")(predict_cli.predict)
 app.command("rollback")(alias_cli.rollback)

@@ -20,7 +20,13 @@ from headrace.rollout.compat import (
 )
 from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, PairEvidence, StepEvidence
 from headrace.rollout.plan import STRATEGIES, RolloutPlan, Strategy
-from headrace.rollout.state import evidence_by_instance, plan_of, read_evidence
+from headrace.rollout.state import (
+    arm_summary,
+    evidence_by_instance,
+    latency_quantile_ms,
+    plan_of,
+    read_evidence,
+)
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -32,9 +38,11 @@ __all__ = [
     "RolloutPlan",
     "StepEvidence",
     "Strategy",
+    "arm_summary",
     "check_arguments",
     "check_compatible",
     "evidence_by_instance",
+    "latency_quantile_ms",
     "plan_of",
     "plan_rollout",
     "read_evidence",

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from headrace.errors import ConfigError, HeadraceError, RolloutRefusedError
+from headrace.errors import ConfigError, HeadraceError, RolloutError, RolloutRefusedError
 from headrace.inference.arrow import columns_from_arrow
 from headrace.inference.loading import LoadedRelease, PreparedRelease, load_release, prepare_release
 from headrace.registry import DEFAULT_ALIAS, Registry, Release
@@ -107,11 +107,20 @@ def plan_rollout(
         An argument no rollout can run with (the message names it and the fix).
     ReleaseNotFoundError
         The candidate does not exist.
+    RolloutError
+        A rollout of `name` is still running.
     RolloutRefusedError
         The candidate failed a check; its `reason` says which, its `plan` is the plan as
         far as it was built (for `Registry.refuse_rollout`), None without a baseline.
     """
     chosen = check_arguments(strategy=strategy, steps=steps, alpha=alpha, min_samples=min_samples)
+    current = registry.rollout(name)
+    if current is not None and current.running:
+        # Before loading anything: `Registry.start_rollout` would refuse it anyway.
+        raise RolloutError(
+            f"Rollout {current.id} of '{name}' (candidate {current.candidate}) is still "
+            f"running: end it with `headrace rollout abort {name}` (or promote it) first."
+        )
     candidate_release = registry.get(f"{name}:{candidate}")
     baseline_version = registry.aliases(name).get(DEFAULT_ALIAS)
     if baseline_version is None:

@@ -8,13 +8,22 @@ worker's and server's rows.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import msgspec
 
 from headrace.registry import Registry, RolloutState
-from headrace.rollout.evidence import StepEvidence
+from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, StepEvidence
 from headrace.rollout.plan import RolloutPlan
 
-__all__ = ["evidence_by_instance", "plan_of", "read_evidence"]
+__all__ = [
+    "arm_summary",
+    "evidence_by_instance",
+    "latency_quantile_ms",
+    "plan_of",
+    "read_evidence",
+]
 
 _EVIDENCE = msgspec.json.Decoder(StepEvidence)
 
@@ -43,4 +52,38 @@ def evidence_by_instance(
         row.instance: _EVIDENCE.decode(row.evidence)
         for row in registry.evidence_rows(rollout_id)
         if row.step == step
+    }
+
+
+def latency_quantile_ms(counts: list[int], q: float) -> float | None:
+    """The `q` quantile of a latency histogram (``LATENCY_EDGES_MS`` bins) as the upper
+    edge of its bin (an upper bound within about 5%), or None before the first call."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for index, count in enumerate(counts):
+        seen += count
+        if seen >= rank:
+            return LATENCY_EDGES_MS[min(index, len(LATENCY_EDGES_MS) - 1)]
+    return LATENCY_EDGES_MS[-1]
+
+
+def arm_summary(arm: ArmEvidence) -> dict[str, Any]:
+    """What one arm showed, for people and ``rollout status --json``: events, errors,
+    error rate, latency p50/p99 (ms), scored rows, mean and standard deviation of scores."""
+    sd: float | None = None
+    if arm.scored > 1:
+        variance = (arm.score_sumsq - arm.score_sum**2 / arm.scored) / (arm.scored - 1)
+        sd = math.sqrt(max(variance, 0.0))
+    return {
+        "events": arm.events,
+        "errors": arm.errors,
+        "error_rate": arm.error_rate,
+        "latency_p50_ms": latency_quantile_ms(arm.latency_counts, 0.5),
+        "latency_p99_ms": latency_quantile_ms(arm.latency_counts, 0.99),
+        "scored": arm.scored,
+        "mean_score": arm.mean_score if arm.scored else None,
+        "score_sd": sd,
     }
