@@ -31,6 +31,9 @@ series                                                 type       extra labels
 ``headrace_pipeline_settle_seconds``                   histogram  pipeline only
 ``headrace_pipeline_in_flight_events``                 gauge      pipeline only
 ``headrace_pipeline_consumer_lag_events``              gauge      ``topic``, ``partition``
+``headrace_pipeline_rollout_events_total``              counter    ``arm`` (during rollouts)
+``headrace_pipeline_rollout_errors_total``              counter    ``arm`` (model failures)
+``headrace_pipeline_rollout_weight_percent``            gauge      candidate's traffic share
 ``headrace_drift_p_value``                             gauge      ``column``
 ``headrace_drift_alarms_total``                        counter    ``column``
 ``headrace_samples_written_total``                     counter    pipeline only
@@ -266,6 +269,27 @@ class WorkerMetrics:
             ["pipeline"],
             registry=registry,
         )
+        from prometheus_client import Counter as PromCounter
+
+        arm_labels = ["pipeline", "model", "arm"]
+        self.rollout_events = PromCounter(
+            "headrace_pipeline_rollout_events",
+            "Events routed to each arm of a running rollout (baseline or candidate).",
+            arm_labels,
+            registry=registry,
+        )
+        self.rollout_errors = PromCounter(
+            "headrace_pipeline_rollout_errors",
+            "Events an arm's model failed during a rollout.",
+            arm_labels,
+            registry=registry,
+        )
+        self.rollout_weight = Gauge(
+            "headrace_pipeline_rollout_weight_percent",
+            "The rollout candidate's share of traffic (0 outside a rollout).",
+            ["pipeline", "model"],
+            registry=registry,
+        )
         self._lag = _LagCollector(pipeline)
         registry.register(self._lag)
         self._settle = self.settle_seconds.labels(pipeline)
@@ -413,6 +437,22 @@ class WorkerMetrics:
         if memory_bytes is not None:
             self.model_memory.labels(*labels).set(memory_bytes)
         self._cpu_mark = time.process_time()
+
+    def observe_arms(
+        self, model: str, *, events: Mapping[str, int], errors: Mapping[str, int]
+    ) -> None:
+        """Count one batch's events and model failures per rollout arm (``baseline``,
+        ``candidate``: two label values, whatever the traffic)."""
+        for arm, count in events.items():
+            if count:
+                self.rollout_events.labels(self.pipeline, model, arm).inc(count)
+        for arm, count in errors.items():
+            if count:
+                self.rollout_errors.labels(self.pipeline, model, arm).inc(count)
+
+    def observe_routing(self, model: str, *, weight: float) -> None:
+        """Report the candidate's traffic share after a switch (0: no rollout)."""
+        self.rollout_weight.labels(self.pipeline, model).set(weight)
 
     def watch_in_flight(self, count: Callable[[], int]) -> None:
         """Read the in-flight gauge from `count` at scrape time (no cost per batch)."""

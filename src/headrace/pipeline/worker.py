@@ -203,6 +203,9 @@ class Worker:
                 self._decoder = self._make_decoder(routing.baseline)
                 self.service = routing.baseline
             self._routing = routing
+            if self.metrics is not None:
+                model = routing.baseline.release.partition(":")[0]
+                self.metrics.observe_routing(model, weight=routing.weight)
         return routing
 
     def _make_decoder(self, service: InferenceService) -> EventDecoder:
@@ -258,6 +261,13 @@ class Worker:
         if routing.shadow and len(timed) == 2:
             _record_pairs(evidence, timed["baseline"], timed["candidate"])
         self.participant.record(routing.rollout_id, routing.step, evidence)
+        if self.metrics is not None:
+            arms = {"baseline": evidence.baseline, "candidate": evidence.candidate}
+            self.metrics.observe_arms(
+                routing.plan.name,
+                events={arm: e.events for arm, e in arms.items()},
+                errors={arm: e.errors for arm, e in arms.items()},
+            )
 
     def _hold_back(self) -> None:
         """At the in-flight bound, stop fetching until every sink caught up (settled)."""

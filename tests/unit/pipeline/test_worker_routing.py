@@ -192,3 +192,34 @@ def test_the_extremes_route_everything_one_way(weight: float) -> None:
     assert len(rig.outputs()) == 100
     evidence = participant.totals(1, 0)
     assert sum(evidence.baseline.latency_counts) == 0  # no matched calls: no latency evidence
+
+
+def test_metrics_count_each_arm_and_the_weight() -> None:
+    from prometheus_client import generate_latest
+
+    from headrace.monitoring.metrics import WorkerMetrics, new_registry
+
+    rig = Rig()
+    rig.produce([event(i) for i in range(400)])
+    routing = Routing(
+        baseline=make_service(Threshold(), "fraud:1"),
+        candidate=make_service(Inverse(), "fraud:2"),
+        plan=plan("canary", 25),
+        rollout_id=2,
+    )
+    worker, participant = routed_worker(rig, routing)
+    collector = new_registry()
+    worker.metrics = WorkerMetrics(collector, pipeline="scoring")
+    worker.run(max_events=400)
+    text = generate_latest(collector).decode()
+    evidence = participant.totals(2, 0)
+    for arm, count in (
+        ("baseline", evidence.baseline.events),
+        ("candidate", evidence.candidate.events),
+    ):
+        line = (
+            f'headrace_pipeline_rollout_events_total{{arm="{arm}",model="fraud",'
+            f'pipeline="scoring"}} {float(count)}'
+        )
+        assert line in text
+    assert 'headrace_pipeline_rollout_weight_percent{model="fraud",pipeline="scoring"} 25.0' in text
