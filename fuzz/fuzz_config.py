@@ -23,7 +23,7 @@ with atheris.instrument_imports():
     from headrace.errors import ConfigError, HeadraceError, PipelineSpecError, SchemaError
     from headrace.pipeline.spec import pipeline_spec_from_dict
     from headrace.release.schema import schema_from_builtins
-    from headrace.serving.config import serve_config_from_dict
+    from headrace.serving.config import serve_spec_from_dict
 
 
 def _one_line(exc: HeadraceError) -> None:
@@ -35,7 +35,7 @@ def target(data: bytes) -> None:
     """One file, read by the three loaders."""
     for error, build in (
         (PipelineSpecError, lambda doc: pipeline_spec_from_dict(doc, where="p.yaml")),
-        (ConfigError, lambda doc: serve_config_from_dict(doc, where="s.yaml")),
+        (ConfigError, lambda doc: serve_spec_from_dict(doc, where="s.yaml")),
         (SchemaError, lambda doc: schema_from_builtins(doc, source="schema.yaml")),
     ):
         try:

@@ -32,7 +32,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from headrace.registry import Registry  # noqa: E402
 from headrace.serving import OUTPUT_PREDICTION as PREDICTION  # noqa: E402
 from headrace.serving import OUTPUT_SCORE as SCORE  # noqa: E402
-from headrace.serving.config import serve_config_from_dict  # noqa: E402
+from headrace.serving.config import serve_spec_from_dict  # noqa: E402
 from headrace.serving.grpc_server import GrpcServer  # noqa: E402
 from headrace.serving.server import build_app  # noqa: E402
 from support.models import N_FEATURES, ModelFiles, draft_from, write_sklearn_release  # noqa: E402
@@ -77,7 +77,7 @@ def _serve(tmp_path: Path, files: ModelFiles, config: dict[str, Any]) -> Iterato
     )
     with registry:
         registry.register(draft_from(files, tmp_path), alias="champion")
-        settings = serve_config_from_dict(
+        settings = serve_spec_from_dict(
             {"host": "127.0.0.1", "port": 0, **config}, where="test config"
         )
         app = build_app(registry, settings)

@@ -13,7 +13,7 @@ from typing import Any
 
 from headrace.registry import Registry, Release
 from headrace.release.bundle import build_draft
-from headrace.serving import InferenceApp, ServeConfig, build_app, serve_config_from_dict
+from headrace.serving import InferenceApp, ServeSpec, build_app, serve_spec_from_dict
 from headrace.serving.server import uvicorn_server
 from support.models import ModelFiles, draft_from, write_sklearn_release
 
@@ -86,7 +86,7 @@ class RunningServer:
 
     url: str
     app: InferenceApp
-    config: ServeConfig
+    config: ServeSpec
 
 
 @contextmanager
@@ -98,7 +98,7 @@ def running_server(
     Waits until the server is ready (socket bound, the preload of the served models
     done), as a load balancer would; stops it gracefully.
     """
-    config = serve_config_from_dict({"port": port, **(settings or {})}, where="test")
+    config = serve_spec_from_dict({"port": port, **(settings or {})}, where="test")
     app = build_app(registry, config)
     server = uvicorn_server(app, config)
     thread = threading.Thread(target=server.run, name=f"headrace-serve-{port}", daemon=True)

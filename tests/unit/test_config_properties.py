@@ -28,7 +28,7 @@ from headrace.pipeline.spec import load_pipeline_spec
 from headrace.release.config import load_config
 from headrace.release.features import load_features
 from headrace.release.schema import load_schema
-from headrace.serving.config import load_serve_config
+from headrace.serving.config import load_serve_spec
 
 EXAMPLES = int(os.environ.get("HEADRACE_PROPERTY_EXAMPLES", "100"))
 PROFILE = settings(
@@ -40,7 +40,7 @@ PROFILE = settings(
 Loader = Callable[[Path], object]
 LOADERS: dict[str, Loader] = {
     "pipeline": load_pipeline_spec,
-    "serve": load_serve_config,
+    "serve": load_serve_spec,
     "schema": load_schema,
     "config": load_config,
     "features": load_features,

@@ -13,7 +13,7 @@ from headrace.cli.context import open_registry
 
 if TYPE_CHECKING:
     from headrace.registry.store import Registry
-    from headrace.serving.config import ServeConfig
+    from headrace.serving.config import ServeSpec
 
 __all__ = ["serve"]
 
@@ -35,7 +35,7 @@ def serve(
     accepting, let requests in flight finish (within connections.shutdown_timeout_s),
     then exit 0.
     """
-    from headrace.serving.config import load_serve_config, serve_config_from_dict
+    from headrace.serving.config import load_serve_spec, serve_spec_from_dict
     from headrace.serving.server import StopSignals, bind, build_app, uvicorn_server
 
     overrides = {
@@ -44,9 +44,9 @@ def serve(
         if value is not None
     }
     if config is not None:
-        settings = load_serve_config(config, overrides=overrides)
+        settings = load_serve_spec(config, overrides=overrides)
     else:
-        settings = serve_config_from_dict({}, where="headrace serve", overrides=overrides)
+        settings = serve_spec_from_dict({}, where="headrace serve", overrides=overrides)
     if settings.access_log:
         _log_access_to_stderr()
     sock = bind(settings)
@@ -71,7 +71,7 @@ def serve(
             raise typer.Exit(1)
 
 
-def _served_releases(registry: Registry, settings: ServeConfig) -> dict[str, str | None]:
+def _served_releases(registry: Registry, settings: ServeSpec) -> dict[str, str | None]:
     """Each served name and the release its alias points at (None: no such alias yet).
 
     Raises
@@ -100,7 +100,7 @@ def _served_releases(registry: Registry, settings: ServeConfig) -> dict[str, str
 
 
 def _start_banner(
-    settings: ServeConfig, *, port: int, grpc_port: int | None, releases: dict[str, str | None]
+    settings: ServeSpec, *, port: int, grpc_port: int | None, releases: dict[str, str | None]
 ) -> str:
     """What ``headrace serve`` prints once it serves: where, and which release per model."""
     scheme = "https" if settings.tls is not None else "http"

@@ -126,10 +126,10 @@ class DemoServer:
         self._error: BaseException | None = None
 
     def __enter__(self) -> DemoServer:
-        from headrace.serving.config import serve_config_from_dict
+        from headrace.serving.config import serve_spec_from_dict
         from headrace.serving.server import build_app, uvicorn_server
 
-        config = serve_config_from_dict(
+        config = serve_spec_from_dict(
             {"host": "127.0.0.1", "port": 0, "models": ["fraud"]}, where="demo server"
         )
         server = uvicorn_server(build_app(self.registry, config), config)

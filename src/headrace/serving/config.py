@@ -43,19 +43,19 @@ from headrace._redact import note_secret, show_value
 from headrace.errors import ConfigError
 
 __all__ = [
-    "AuthConfig",
-    "BatchingConfig",
-    "ConnectionsConfig",
-    "LimitsConfig",
-    "ServeConfig",
-    "TLSConfig",
-    "TracingConfig",
-    "load_serve_config",
-    "serve_config_from_dict",
+    "AuthSpec",
+    "BatchingSpec",
+    "ConnectionsSpec",
+    "LimitsSpec",
+    "ServeSpec",
+    "TLSSpec",
+    "TracingSpec",
+    "load_serve_spec",
+    "serve_spec_from_dict",
 ]
 
 
-class BatchingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+class BatchingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Adaptive batching per model (see `headrace.serving.AdaptiveBatcher`)."""
 
     max_batch_size: int = 64
@@ -65,7 +65,7 @@ class BatchingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     inline_budget_ms: float = 2.0
 
 
-class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+class LimitsSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Per-request limits: body size (413 past it), time (504 past it), and the values one
     tensor may declare (400 past it, checked before anything is allocated)."""
 
@@ -74,7 +74,7 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     max_elements: int = 16 * 1024 * 1024
 
 
-class ConnectionsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+class ConnectionsSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """What one client connection may hold, so that slow or stalled clients cannot pile up.
 
     Attributes
@@ -107,7 +107,7 @@ class ConnectionsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     shutdown_timeout_s: float = 15.0
 
 
-class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+class AuthSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Bearer tokens: one for inference and metadata, one for the repository extension.
 
     A route whose token is not set is open. Health and ``/metrics`` are always open (a
@@ -122,10 +122,10 @@ class AuthConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froze
             key: None if getattr(self, key) is None else "<redacted>"
             for key in ("inference_token", "management_token")
         }
-        return f"AuthConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+        return f"AuthSpec({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
-class TLSConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+class TLSSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Serve HTTPS with this certificate chain and private key (PEM files)."""
 
     certfile: str
@@ -134,12 +134,12 @@ class TLSConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
 
     def __repr__(self) -> str:
         password = None if self.keyfile_password is None else "<redacted>"
-        return f"TLSConfig(certfile={self.certfile!r}, keyfile={self.keyfile!r}, " + (
+        return f"TLSSpec(certfile={self.certfile!r}, keyfile={self.keyfile!r}, " + (
             f"keyfile_password={password!r})"
         )
 
 
-class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+class TracingSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """OpenTelemetry spans for HTTP requests (``pip install 'headrace[otel]'``).
 
     A request carrying a W3C ``traceparent`` follows its caller's sampling decision; a
@@ -151,7 +151,7 @@ class TracingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     sample_ratio: float = 1.0
 
 
-class ServeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+class ServeSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Everything ``headrace serve`` needs besides the registry (see the module docstring).
 
     Parameters
@@ -183,13 +183,13 @@ class ServeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     memory_budget_mb: float | None = None
     overcommit: float = 1.0
     poll_interval_s: float = 1.0
-    batching: BatchingConfig = msgspec.field(default_factory=BatchingConfig)
-    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
-    connections: ConnectionsConfig = msgspec.field(default_factory=ConnectionsConfig)
+    batching: BatchingSpec = msgspec.field(default_factory=BatchingSpec)
+    limits: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
+    connections: ConnectionsSpec = msgspec.field(default_factory=ConnectionsSpec)
     access_log: bool = False
-    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
-    tls: TLSConfig | None = None
-    tracing: TracingConfig | None = None
+    auth: AuthSpec = msgspec.field(default_factory=AuthSpec)
+    tls: TLSSpec | None = None
+    tracing: TracingSpec | None = None
 
     @property
     def memory_budget_bytes(self) -> int | None:
@@ -197,7 +197,7 @@ class ServeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
         return None if self.memory_budget_mb is None else int(self.memory_budget_mb * 1024 * 1024)
 
 
-def _problems(config: ServeConfig) -> list[tuple[str, str]]:
+def _problems(config: ServeSpec) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for key, port in (("$.port", config.port), ("$.grpc_port", config.grpc_port)):
         if port is not None and not 0 <= port <= 65535:
@@ -250,7 +250,7 @@ def _problems(config: ServeConfig) -> list[tuple[str, str]]:
     return problems
 
 
-def _tls_problems(tls: TLSConfig) -> list[tuple[str, str]]:
+def _tls_problems(tls: TLSSpec) -> list[tuple[str, str]]:
     """The certificate and key must be readable PEM files that belong together.
 
     Loaded here, once, so a wrong file is a config error naming the key, not an
@@ -279,7 +279,7 @@ def _tls_problems(tls: TLSConfig) -> list[tuple[str, str]]:
     return []
 
 
-def _connection_problems(connections: ConnectionsConfig) -> list[tuple[str, str]]:
+def _connection_problems(connections: ConnectionsSpec) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     seconds = {
         "header_timeout_s": (0.1, 600.0),
@@ -298,9 +298,9 @@ def _connection_problems(connections: ConnectionsConfig) -> list[tuple[str, str]
     return problems
 
 
-def serve_config_from_dict(
+def serve_spec_from_dict(
     data: Any, *, where: str = "serve config", overrides: dict[str, Any] | None = None
-) -> ServeConfig:
+) -> ServeSpec:
     """Validate a decoded config (``${VAR}`` are expanded first).
 
     `overrides` (command-line flags) replace top-level keys after the expansion.
@@ -322,7 +322,7 @@ def serve_config_from_dict(
         expanded = {**expanded, **overrides}
         where = f"{where} (with command-line options)"
     try:
-        config = msgspec.convert(expanded, ServeConfig)
+        config = msgspec.convert(expanded, ServeSpec)
     except msgspec.ValidationError as exc:
         # The message may quote a key or an enum value of the file: one line, redacted.
         raise ConfigError(
@@ -340,8 +340,8 @@ def serve_config_from_dict(
     return config
 
 
-def load_serve_config(path: Path, *, overrides: dict[str, Any] | None = None) -> ServeConfig:
-    """Read and validate a server config YAML file (`overrides` as `serve_config_from_dict`).
+def load_serve_spec(path: Path, *, overrides: dict[str, Any] | None = None) -> ServeSpec:
+    """Read and validate a server config YAML file (`overrides` as `serve_spec_from_dict`).
 
     Raises
     ------
@@ -353,4 +353,4 @@ def load_serve_config(path: Path, *, overrides: dict[str, Any] | None = None) ->
     except OSError as exc:
         raise ConfigError(f"Cannot read serve config '{path}': {exc.strerror}") from exc
     data = load_yaml(text, where=str(path), error=ConfigError)  # size and aliases bounded
-    return serve_config_from_dict(data, where=str(path), overrides=overrides)
+    return serve_spec_from_dict(data, where=str(path), overrides=overrides)

@@ -25,7 +25,7 @@ from headrace.serving.codec import (
     outputs_from_part,
     raise_for_rejections,
 )
-from headrace.serving.config import ServeConfig
+from headrace.serving.config import ServeSpec
 from headrace.serving.errors import InferenceTimeoutError, OverloadedError
 from headrace.serving.metrics import ServerMetrics
 from headrace.serving.repository import ModelMetadata, ModelRepository, ModelStatus
@@ -51,7 +51,7 @@ class DataPlane:
     """
 
     def __init__(
-        self, repository: ModelRepository, *, config: ServeConfig, metrics: ServerMetrics
+        self, repository: ModelRepository, *, config: ServeSpec, metrics: ServerMetrics
     ) -> None:
         self.repository = repository
         self.config = config

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from headrace import __version__
 from headrace.errors import ConfigError, DependencyMissingError, HeadraceError
 from headrace.serving.auth import token_matches
-from headrace.serving.config import TLSConfig
+from headrace.serving.config import TLSSpec
 from headrace.serving.errors import (
     InvalidInputError,
     OverloadedError,
@@ -119,7 +119,7 @@ class GrpcServer:
         *,
         host: str,
         port: int,
-        tls: TLSConfig | None = None,
+        tls: TLSSpec | None = None,
         grace_s: float = 5.0,
     ) -> None:
         self.dataplane = dataplane
@@ -405,7 +405,7 @@ async def _abort(context: Context, exc: BaseException, status: int) -> None:
     await context.abort(grpc_code(status), message, trailers)
 
 
-def _credentials(grpc: Any, tls: TLSConfig) -> Any:
+def _credentials(grpc: Any, tls: TLSSpec) -> Any:
     if tls.keyfile_password is not None:
         # gRPC's TLS takes an unencrypted PEM key only.
         raise ConfigError(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from headrace.errors import ConfigError, DependencyMissingError
 from headrace.monitoring.rollbacks import RollbackCollector
 from headrace.serving.app import InferenceApp
-from headrace.serving.config import ServeConfig
+from headrace.serving.config import ServeSpec
 from headrace.serving.dataplane import DataPlane
 from headrace.serving.logfilter import rate_limit
 from headrace.serving.metrics import ServerMetrics, new_registry
@@ -49,7 +49,7 @@ _log = logging.getLogger(__name__)
 
 def build_app(
     registry: Registry,
-    config: ServeConfig,
+    config: ServeSpec,
     *,
     metrics_registry: prometheus_client.CollectorRegistry | None = None,
     tracer_provider: Any = None,
@@ -113,7 +113,7 @@ def build_app(
     return app
 
 
-def grpc_grace_s(config: ServeConfig) -> float:
+def grpc_grace_s(config: ServeSpec) -> float:
     """The gRPC server's share of ``connections.shutdown_timeout_s``.
 
     uvicorn drains HTTP first and runs the app's shutdown (which stops gRPC) after, so
@@ -122,7 +122,7 @@ def grpc_grace_s(config: ServeConfig) -> float:
     return min(5.0, config.connections.shutdown_timeout_s / 3)
 
 
-def bind(config: ServeConfig) -> socket.socket:
+def bind(config: ServeSpec) -> socket.socket:
     """The HTTP socket, bound (not yet listening) to the config's host and port.
 
     Binding before the server starts turns a taken port into a one-line error, and a
@@ -176,7 +176,7 @@ class StopSignals:
 
 
 def uvicorn_server(
-    app: InferenceApp, config: ServeConfig, *, early: StopSignals | None = None
+    app: InferenceApp, config: ServeSpec, *, early: StopSignals | None = None
 ) -> uvicorn.Server:
     """A uvicorn server for `app` on the config's host, port and TLS (``.run()`` it).
 

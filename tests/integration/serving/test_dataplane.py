@@ -16,7 +16,7 @@ import pytest
 
 from headrace.registry import Registry
 from headrace.serving.codec import InputTensor
-from headrace.serving.config import serve_config_from_dict
+from headrace.serving.config import serve_spec_from_dict
 from headrace.serving.dataplane import DataPlane
 from headrace.serving.errors import InvalidInputError
 from headrace.serving.metrics import ServerMetrics, new_registry
@@ -34,7 +34,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry
 
 
 def _dataplane(registry: Registry) -> DataPlane:
-    config = serve_config_from_dict({"port": 0}, where="test")
+    config = serve_spec_from_dict({"port": 0}, where="test")
     metrics_registry = new_registry()
     repository = ModelRepository(registry, metrics_registry=metrics_registry)
     metrics = ServerMetrics(metrics_registry)

@@ -14,7 +14,7 @@ import requests
 
 from headrace.errors import ConfigError
 from headrace.registry import Registry
-from headrace.serving import build_app, serve_config_from_dict
+from headrace.serving import build_app, serve_spec_from_dict
 from headrace.serving.server import uvicorn_server
 from support.models import local_registry
 from support.serving import free_port, register_models
@@ -52,7 +52,7 @@ class Live:
 
 def _serve(registry: Registry, settings: dict[str, Any], provider: Any) -> Iterator[str]:
     port = free_port()
-    config = serve_config_from_dict({"port": port, **settings}, where="test")
+    config = serve_spec_from_dict({"port": port, **settings}, where="test")
     app = build_app(registry, config, tracer_provider=provider)
     server = uvicorn_server(app, config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -178,4 +178,4 @@ def test_tracing_is_off_without_the_config_section(registry: Registry) -> None:
 )
 def test_bad_tracing_config_names_the_key(tracing: Any, match: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=match):
-        serve_config_from_dict({"tracing": tracing}, where=str(tmp_path / "serve.yaml"))
+        serve_spec_from_dict({"tracing": tracing}, where=str(tmp_path / "serve.yaml"))

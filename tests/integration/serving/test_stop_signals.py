@@ -20,11 +20,11 @@ CHILD = """
 import os, signal, sys
 from pathlib import Path
 from headrace.registry import Registry
-from headrace.serving import build_app, serve_config_from_dict
+from headrace.serving import build_app, serve_spec_from_dict
 from headrace.serving.server import StopSignals, bind, uvicorn_server
 
 root, port, how = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-config = serve_config_from_dict({"port": port}, where="test")
+config = serve_spec_from_dict({"port": port}, where="test")
 sock = bind(config)
 with StopSignals() as early, Registry(
     f"sqlite:///{root / 'registry.db'}", artifacts=f"file://{root / 'artifacts'}",

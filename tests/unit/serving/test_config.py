@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from headrace.errors import ConfigError
-from headrace.serving.config import load_serve_config, serve_config_from_dict
+from headrace.serving.config import load_serve_spec, serve_spec_from_dict
 
 TOKEN = "t" * 32
 
 
 def test_defaults_and_a_full_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    defaults = serve_config_from_dict(None)
+    defaults = serve_spec_from_dict(None)
     assert (defaults.host, defaults.port, defaults.grpc_port) == ("127.0.0.1", 8080, None)
     assert defaults.memory_budget_bytes is None and defaults.models is None
     monkeypatch.setenv("HEADRACE_TEST_TOKEN", TOKEN)
@@ -25,7 +25,7 @@ def test_defaults_and_a_full_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "auth: {inference_token: '${HEADRACE_TEST_TOKEN}', "
         "management_token: '${HEADRACE_TEST_ADMIN:-" + "a" * 20 + "}'}\n"
     )
-    config = load_serve_config(path, overrides={"port": 9100, "host": "0.0.0.0"})  # noqa: S104
+    config = load_serve_spec(path, overrides={"port": 9100, "host": "0.0.0.0"})  # noqa: S104
     assert config.port == 9100 and config.host == "0.0.0.0"  # noqa: S104
     assert config.models == ["fraud"]
     assert config.memory_budget_bytes == int(1.5 * 1024 * 1024)
@@ -87,19 +87,19 @@ def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, needle: str
     path = tmp_path / "serve.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
-        load_serve_config(path)
+        load_serve_spec(path)
     assert str(path) in str(info.value)
     assert needle in str(info.value)
 
 
 def test_an_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Cannot read serve config .*missing.yaml"):
-        load_serve_config(tmp_path / "missing.yaml")
+        load_serve_spec(tmp_path / "missing.yaml")
 
 
 def test_a_secret_never_appears_in_an_error(tmp_path: Path) -> None:
     path = tmp_path / "serve.yaml"
     path.write_text(f"auth: {{inference_token: {TOKEN}, management_token: 7}}\n")
     with pytest.raises(ConfigError) as info:
-        load_serve_config(path)
+        load_serve_spec(path)
     assert TOKEN not in str(info.value)

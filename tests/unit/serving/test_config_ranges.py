@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from headrace.errors import ConfigError
-from headrace.serving.config import load_serve_config
+from headrace.serving.config import load_serve_spec
 
 
 def config_error(tmp_path: Path, text: str | bytes) -> str:
@@ -22,7 +22,7 @@ def config_error(tmp_path: Path, text: str | bytes) -> str:
     else:
         path.write_text(text)
     with pytest.raises(ConfigError) as caught:
-        load_serve_config(path)
+        load_serve_spec(path)
     message = str(caught.value)
     assert message.startswith(str(path)), message
     assert "\n" not in message, message

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from headrace.errors import ConfigError
-from headrace.serving.config import serve_config_from_dict
+from headrace.serving.config import serve_spec_from_dict
 from headrace.serving.server import grpc_grace_s
 
 
 def test_defaults_bound_every_connection_and_the_stop() -> None:
-    config = serve_config_from_dict({})
+    config = serve_spec_from_dict({})
     connections = config.connections
     assert connections.header_timeout_s == 10
     assert connections.body_timeout_s == 30
@@ -43,7 +43,7 @@ def test_defaults_bound_every_connection_and_the_stop() -> None:
 )
 def test_out_of_range_values_are_one_line_errors(section: str, key: str, value: float) -> None:
     with pytest.raises(ConfigError) as info:
-        serve_config_from_dict({section: {key: value}}, where="serve.yaml")
+        serve_spec_from_dict({section: {key: value}}, where="serve.yaml")
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("serve.yaml: ") and f"$.{section}.{key}" in message
@@ -51,12 +51,12 @@ def test_out_of_range_values_are_one_line_errors(section: str, key: str, value: 
 
 def test_unknown_connection_keys_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"header_timeout"):
-        serve_config_from_dict({"connections": {"header_timeout": 3}})
+        serve_spec_from_dict({"connections": {"header_timeout": 3}})
 
 
 def test_the_grpc_share_of_the_stop_leaves_http_the_rest() -> None:
     for bound in (0.3, 3.0, 15.0, 600.0):
-        config = serve_config_from_dict({"connections": {"shutdown_timeout_s": bound}})
+        config = serve_spec_from_dict({"connections": {"shutdown_timeout_s": bound}})
         share = grpc_grace_s(config)
         assert 0 < share <= 5.0 and share < bound
 
@@ -65,7 +65,7 @@ def test_uvicorn_gets_the_limits() -> None:
     pytest.importorskip("uvicorn")
     from headrace.serving.server import uvicorn_server
 
-    config = serve_config_from_dict(
+    config = serve_spec_from_dict(
         {
             "connections": {
                 "keepalive_timeout_s": 2,
@@ -102,6 +102,6 @@ def test_the_documented_examples_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     for where, text in examples.items():
         document = yaml.safe_load(text)
         document.pop("tls")  # names files that do not exist here
-        config = serve_config_from_dict(document, where=where)
-        assert config.connections == module.ConnectionsConfig(), where
+        config = serve_spec_from_dict(document, where=where)
+        assert config.connections == module.ConnectionsSpec(), where
         assert config.limits.max_elements == 1 << 24, where
