@@ -86,5 +86,10 @@ class RolloutPlan(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
 
     @property
     def last_step(self) -> int:
-        """The index of the last step."""
-        return len(self.steps) - 1
+        """The index of the last judged step: the last one below 100% in a canary (a 100%
+        step has no baseline left to compare with: promotion is what reaches it), else the
+        last one (a shadow's or an ab's single weight)."""
+        if self.strategy != "canary":
+            return len(self.steps) - 1
+        below = [k for k, weight in enumerate(self.steps) if weight < 100]
+        return below[-1] if below else 0
