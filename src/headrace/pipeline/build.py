@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -144,5 +145,9 @@ def build_worker(
             tracer_provider=tracer_provider,
             registry=registry,
             metrics=metrics,
+            # The edge reads the environment; the monitors are given its values.
+            otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            sample_key=None if spec.samples is None else os.environ.get(spec.samples.key_env),
         ),
     )

@@ -13,7 +13,6 @@ benchmarks/README.md).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,12 +158,25 @@ def build_monitors(
     tracer_provider: Any = None,
     registry: Registry | None = None,
     metrics: WorkerMetrics | None = None,
+    otlp_endpoint: str | None = None,
+    sample_key: str | None = None,
 ) -> Monitors | None:
     """The monitors a spec asks for; None when it asks for none and no field is ``pii``
     (with one, dead letters of model failures get their ``error`` scrubbed here).
 
     `registry` is needed by ``drift`` (the reference, the audit log, the release tag);
-    `metrics` gets its drift series registered beside it.
+    `metrics` gets its drift series registered beside it. The environment is read by the
+    caller (the edge), never here.
+
+    Parameters
+    ----------
+    otlp_endpoint
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``): when
+        set and no `tracer_provider` is given, the monitors build and own a provider that
+        exports spans over OTLP (its exporter reads the standard variables itself).
+    sample_key
+        The secret for ``samples.pii: hash``, from the variable ``samples.key_env`` names;
+        required then (`ConfigError` naming that variable without it), ignored otherwise.
     """
     schema = service.schema
     has_pii = any(f.pii for f in schema.fields)
@@ -181,10 +193,7 @@ def build_monitors(
     tracer: EventTracer | None = None
     owned_provider: Any = None
     if spec.tracing is not None:
-        if tracer_provider is None and (
-            os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        ):
+        if tracer_provider is None and otlp_endpoint:
             tracer_provider = owned_provider = make_tracer_provider(spec.name)
         tracer = EventTracer(
             pipeline=spec.name,
@@ -196,14 +205,13 @@ def build_monitors(
     if samples is not None:
         key: bytes | None = None
         if samples.pii == "hash":
-            secret = os.environ.get(samples.key_env, "")
-            if not secret:
+            if not sample_key:
                 raise ConfigError(
                     f"{spec.name}: samples.pii is 'hash' but the environment variable "
                     f"{samples.key_env} (samples.key_env) holding the key is not set: set it "
                     "to a secret (e.g. `openssl rand -hex 32`) or use pii: redact"
                 )
-            key = secret.encode()
+            key = sample_key.encode()
         directory = (
             Path(samples.url.removeprefix("file://"))
             if samples.url

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import re
 import threading
 import time
@@ -156,7 +157,14 @@ class Rig:
             dead_letter=MemorySink(f"memory://{self.name}/dlq"),
             dedupe=None,
             monitors=build_monitors(
-                self.spec, service=svc, home=self.home, tracer_provider=self.provider
+                self.spec,
+                service=svc,
+                home=self.home,
+                tracer_provider=self.provider,
+                # what the worker's edge (build_worker) reads from the environment
+                sample_key=(
+                    None if self.spec.samples is None else os.environ.get(self.spec.samples.key_env)
+                ),
             ),
         )
 
