@@ -19,7 +19,19 @@ from headrace.rollout.compat import (
     score_edges,
 )
 from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, PairEvidence, StepEvidence
+from headrace.rollout.judge import JSD_ALARM, Decision, Verdict, judge, metrics_of
 from headrace.rollout.plan import STRATEGIES, RolloutPlan, Strategy
+from headrace.rollout.sequential import (
+    beta_mixture_log_evalue,
+    binned_log_evalue,
+    boundary_scale,
+    cumulative_quantile_bounds,
+    histogram_quantile_bounds,
+    jensen_shannon,
+    msprt_log_evalue,
+    normal_mixture_cs,
+    quantile_cs_ranks,
+)
 from headrace.rollout.state import (
     arm_summary,
     evidence_by_instance,
@@ -30,21 +42,35 @@ from headrace.rollout.state import (
 
 __all__ = [
     "DEFAULT_STEPS",
+    "JSD_ALARM",
     "LATENCY_EDGES_MS",
     "SAMPLE_ROWS",
     "STRATEGIES",
     "ArmEvidence",
+    "Decision",
     "PairEvidence",
     "RolloutPlan",
     "StepEvidence",
     "Strategy",
+    "Verdict",
     "arm_summary",
+    "beta_mixture_log_evalue",
+    "binned_log_evalue",
+    "boundary_scale",
     "check_arguments",
     "check_compatible",
+    "cumulative_quantile_bounds",
     "evidence_by_instance",
+    "histogram_quantile_bounds",
+    "jensen_shannon",
+    "judge",
     "latency_quantile_ms",
+    "metrics_of",
+    "msprt_log_evalue",
+    "normal_mixture_cs",
     "plan_of",
     "plan_rollout",
+    "quantile_cs_ranks",
     "read_evidence",
     "score_edges",
 ]
