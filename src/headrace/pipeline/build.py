@@ -16,11 +16,19 @@ from headrace.pipeline.observe import build_monitors
 from headrace.pipeline.spec import PipelineSpec
 from headrace.pipeline.stats import WorkerStats
 from headrace.pipeline.worker import Worker
+from headrace.registry.refs import parse_ref
 from headrace.registry.store import Registry
+from headrace.rollout.follow import ReleaseFollower
+from headrace.rollout.participant import RolloutParticipant, instance_name
 from headrace.runtimes.footprint import measure_footprint
 from headrace.streams.urls import open_sink, open_source
 
-__all__ = ["build_worker", "default_dead_letter_url", "tune_worker_process"]
+__all__ = [
+    "build_worker",
+    "default_dead_letter_url",
+    "default_shadow_url",
+    "tune_worker_process",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -28,6 +36,11 @@ _log = logging.getLogger(__name__)
 def default_dead_letter_url(spec: PipelineSpec, *, home: Path) -> str:
     """Where dead letters go when the spec names no sink: a JSONL file, never nowhere."""
     return f"file://{(home / 'dead-letters' / f'{spec.name}.jsonl').absolute()}"
+
+
+def default_shadow_url(spec: PipelineSpec, *, home: Path) -> str:
+    """Where a shadowing candidate's outputs go when the spec names no sink."""
+    return f"file://{(home / 'shadow' / f'{spec.name}.jsonl').absolute()}"
 
 
 def source_options(spec: PipelineSpec, *, home: Path) -> dict[str, Any]:
@@ -129,9 +142,31 @@ def build_worker(
         if spec.dedupe.enabled
         else None
     )
+    ref = parse_ref(spec.model)
+    follower = None
+    participant = None
+    shadow_sink = None
+    if spec.rollout.follow and ref.alias is not None:
+        shadow_end = spec.shadow
+        shadow_sink = (
+            open_sink(shadow_end.url, topic=shadow_end.topic, options=dict(shadow_end.options))
+            if shadow_end is not None
+            else open_sink(default_shadow_url(spec, home=home), topic="", options={})
+        )
+        follower = ReleaseFollower(registry, ref, initial=loaded, interval_s=spec.rollout.poll_s)
+        participant = RolloutParticipant(
+            registry,
+            instance=instance_name(f"worker:{spec.name}"),
+            interval_s=spec.rollout.poll_s,
+            lease_ttl_s=spec.rollout.lease_ttl_s,
+            decide=spec.rollout.decide,
+        )
     return Worker(
         spec,
         service=service,
+        follower=follower,
+        participant=participant,
+        shadow_sink=shadow_sink,
         source=source,
         outputs=outputs,
         dead_letter=dead_letter,
