@@ -17,7 +17,8 @@ How the guarantee is kept:
   arms (an upstream outage, the time of day) would look like harm (Simpson's paradox).
   Within a step the arms are contemporaneous.
 - Quantile confidence sequences (latency) are per step with their alpha split over the
-  plan's steps, so the union over steps, arms and levels stays within the metric's share.
+  plan's judged steps (a canary's 100% step is reached by promotion, never judged), so
+  the union over steps, arms and levels stays within the metric's share.
 - Promotion uses the current (last) step's confidence sequences with a separate
   ``plan.alpha`` split the same way (a promotion error is a different error).
 - Rollback waits for ``plan.min_samples`` per arm in the current step: looking late
@@ -28,6 +29,7 @@ How the guarantee is kept:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -228,7 +230,13 @@ def _last_step(
 
 def _horizon(plan: RolloutPlan, k: int) -> int:
     """The sample size step k is expected to reach: where each mixture is tuned tightest."""
-    return plan.max_samples if k >= len(plan.steps) - 1 else plan.min_samples
+    return plan.max_samples if k >= _last_step_of(plan) else plan.min_samples
+
+
+@functools.lru_cache(maxsize=64)
+def _last_step_of(plan: RolloutPlan) -> int:
+    """`plan.last_step` (a canary's 100% step is never judged), cached: asked every look."""
+    return plan.last_step
 
 
 def _e(log_e: float) -> float:
@@ -307,7 +315,7 @@ def _latency(plan: RolloutPlan, steps: Sequence[StepEvidence], alpha_m: float) -
     current = steps[-1]
     base, cand = current.baseline, current.candidate
     horizon = _horizon(plan, len(steps) - 1)
-    alpha_q = alpha_m / (2 * len(_LATENCY_LEVELS) * len(plan.steps))
+    alpha_q = alpha_m / (2 * len(_LATENCY_LEVELS) * (_last_step_of(plan) + 1))
     alpha_p = alpha_m / (2 * len(_LATENCY_LEVELS))
     levels: dict[str, Any] = {}
     cum_c, cum_b = _cumulative(cand), _cumulative(base)

@@ -91,6 +91,20 @@ def test_steps_advance_then_promote_an_equal_candidate(rng: np.random.Generator)
     _encodable(verdict)
 
 
+def test_a_full_weight_step_is_reached_by_promotion(rng: np.random.Generator) -> None:
+    """With steps 5, 25, 50, 100 the 50% step is the last judged one: it promotes."""
+    plan = _plan(steps=(5.0, 25.0, 50.0, 100.0))
+    assert plan.last_step == 2
+    done = [
+        StepEvidence(baseline=_arm(rng, 19_000), candidate=_arm(rng, 1000)),
+        StepEvidence(baseline=_arm(rng, 3000), candidate=_arm(rng, 1000)),
+        StepEvidence(baseline=_arm(rng, 20_000), candidate=_arm(rng, 20_000)),
+    ]
+    assert judge(plan, done, step=2).decision == "promote"
+    with pytest.raises(ValueError, match="step 3 is outside the plan's steps 0..2"):
+        judge(plan, [*done, StepEvidence()], step=3)
+
+
 def test_ab_reports_but_never_acts(rng: np.random.Generator) -> None:
     plan = _plan("ab", (50.0,))
     bad = [StepEvidence(baseline=_arm(rng, 2000), candidate=_arm(rng, 2000, errors=0.3))]
