@@ -10,7 +10,12 @@ reason, for every bad event. Monitors (traces, samples, live accuracy, drift), e
 
 from __future__ import annotations
 
-from headrace.pipeline.build import build_worker, default_dead_letter_url, tune_worker_process
+from headrace.pipeline.build import (
+    build_worker,
+    default_dead_letter_url,
+    default_shadow_url,
+    tune_worker_process,
+)
 from headrace.pipeline.checkpoint import Checkpoint
 from headrace.pipeline.dedupe import DedupeStore, MemoryDedupe, RedisDedupe, open_dedupe
 from headrace.pipeline.drift import (
@@ -38,6 +43,7 @@ from headrace.pipeline.records import (
     idempotency_key,
     output_records,
 )
+from headrace.pipeline.route import Arm, Part, route
 from headrace.pipeline.spec import (
     BatchSpec,
     DedupeSpec,
@@ -46,6 +52,7 @@ from headrace.pipeline.spec import (
     FeedbackSpec,
     LimitsSpec,
     PipelineSpec,
+    RolloutSpec,
     SamplesSpec,
     TracingSpec,
     load_pipeline_spec,
@@ -61,6 +68,7 @@ __all__ = [
     "RELEASE_HEADER",
     "STAGE_HEADER",
     "AccuracyObserver",
+    "Arm",
     "BatchOutcome",
     "BatchSpec",
     "Checkpoint",
@@ -77,8 +85,10 @@ __all__ = [
     "MemoryDedupe",
     "Monitors",
     "Observer",
+    "Part",
     "PipelineSpec",
     "RedisDedupe",
+    "RolloutSpec",
     "SamplesObserver",
     "SamplesSpec",
     "TracingObserver",
@@ -91,11 +101,13 @@ __all__ = [
     "calibration_path",
     "dead_letter_record",
     "default_dead_letter_url",
+    "default_shadow_url",
     "idempotency_key",
     "load_pipeline_spec",
     "open_dedupe",
     "output_records",
     "pipeline_spec_from_dict",
     "positive_class",
+    "route",
     "tune_worker_process",
 ]

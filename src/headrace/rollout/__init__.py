@@ -19,8 +19,11 @@ from headrace.rollout.compat import (
     score_edges,
 )
 from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, PairEvidence, StepEvidence
+from headrace.rollout.follow import ReleaseFollower
 from headrace.rollout.judge import JSD_ALARM, Decision, Verdict, judge, metrics_of
+from headrace.rollout.participant import RolloutParticipant, instance_name
 from headrace.rollout.plan import STRATEGIES, RolloutPlan, Strategy
+from headrace.rollout.routing import BUCKETS, Routing, bucket_of, candidate_mask
 from headrace.rollout.sequential import (
     beta_mixture_log_evalue,
     binned_log_evalue,
@@ -41,6 +44,7 @@ from headrace.rollout.state import (
 )
 
 __all__ = [
+    "BUCKETS",
     "DEFAULT_STEPS",
     "JSD_ALARM",
     "LATENCY_EDGES_MS",
@@ -49,7 +53,10 @@ __all__ = [
     "ArmEvidence",
     "Decision",
     "PairEvidence",
+    "ReleaseFollower",
+    "RolloutParticipant",
     "RolloutPlan",
+    "Routing",
     "StepEvidence",
     "Strategy",
     "Verdict",
@@ -57,11 +64,14 @@ __all__ = [
     "beta_mixture_log_evalue",
     "binned_log_evalue",
     "boundary_scale",
+    "bucket_of",
+    "candidate_mask",
     "check_arguments",
     "check_compatible",
     "cumulative_quantile_bounds",
     "evidence_by_instance",
     "histogram_quantile_bounds",
+    "instance_name",
     "jensen_shannon",
     "judge",
     "latency_quantile_ms",
