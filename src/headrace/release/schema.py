@@ -23,6 +23,7 @@ import msgspec
 import orjson
 
 from headrace._env import load_yaml
+from headrace._redact import show_value
 from headrace.errors import SchemaError
 
 __all__ = [
@@ -370,7 +371,7 @@ def _explain(
         key = m.group("key")
         close = difflib.get_close_matches(key, keys, n=1)
         fix = f"did you mean '{close[0]}'?" if close else f"the keys allowed are {', '.join(keys)}"
-        return SchemaError(f"unknown key '{key}' at {path} in {source}: {fix}")
+        return SchemaError(f"unknown key '{show_value(key)}' at {path} in {source}: {fix}")
     if m := _MISSING_KEY.match(msg):
         key = m.group("key")
         return SchemaError(f"missing key '{key}' at {path} in {source}: add it")
@@ -406,7 +407,7 @@ def _schema_from_data(data: Any, *, source: str) -> Schema:
                 if close
                 else "a schema has only `fields:` (a list of fields), or is itself that list"
             )
-            raise SchemaError(f"unknown key '{extra[0]}' at $ in {source}: {fix}")
+            raise SchemaError(f"unknown key '{show_value(extra[0])}' at $ in {source}: {fix}")
         if "fields" not in data:
             raise SchemaError(f"missing key 'fields' at $ in {source}: add the list of fields")
         data, prefix = data["fields"], "$.fields"

@@ -104,6 +104,15 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     assert "the keys allowed are name, type, required" in message
 
 
+def test_an_unknown_key_with_control_characters_stays_one_line(tmp_path: Path) -> None:
+    # found by hypothesis (tests/unit/test_config_properties.py): a key "\r" was echoed raw
+    message = schema_error(tmp_path, 'fields:\n  - {name: a, type: float, "\\r": 1}\n')
+    assert "\r" not in message and "\n" not in message
+    assert message.startswith("unknown key '\\r' at $.fields[0] in ")
+    message = schema_error(tmp_path, '"\\rx\\n": 1\nfields: []\n')
+    assert "\r" not in message and message.startswith("unknown key '\\rx\\n' at $ in ")
+
+
 def test_missing_key(tmp_path: Path) -> None:
     message = schema_error(tmp_path, "fields:\n  - {name: a}\n")
     assert message.startswith("missing key 'type' at $.fields[0] in ")
