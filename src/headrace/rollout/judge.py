@@ -125,6 +125,7 @@ def judge(plan: RolloutPlan, steps: Sequence[StepEvidence], *, step: int) -> Ver
         raise ValueError(
             f"judge needs the evidence of steps 0..{step} ({step + 1} entries), got {len(steps)}"
         )
+    _check_bins(plan, steps)
     current = steps[-1]
     n_c, n_b = current.candidate.events, current.baseline.events
     ready = min(n_c, n_b) >= plan.min_samples
@@ -174,6 +175,23 @@ def judge(plan: RolloutPlan, steps: Sequence[StepEvidence], *, step: int) -> Ver
             metric=verdict.metric,
         )
     return verdict
+
+
+def _check_bins(plan: RolloutPlan, steps: Sequence[StepEvidence]) -> None:
+    """Histograms must have the bins the tests assume (rows from another plan would not)."""
+    latency_bins, score_bins = len(LATENCY_EDGES_MS) + 1, len(plan.score_edges) + 1
+    for k, ev in enumerate(steps):
+        for label, arm in (("baseline", ev.baseline), ("candidate", ev.candidate)):
+            if len(arm.latency_counts) not in (0, latency_bins):
+                raise ValueError(
+                    f"step {k} {label} latency_counts has {len(arm.latency_counts)} bins, "
+                    f"expected {latency_bins} (LATENCY_EDGES_MS): record with record_calls"
+                )
+            if len(arm.score_counts) not in (0, score_bins):
+                raise ValueError(
+                    f"step {k} {label} score_counts has {len(arm.score_counts)} bins, expected "
+                    f"{score_bins} (plan.score_edges): record with the plan's edges"
+                )
 
 
 def _last_step(

@@ -60,8 +60,11 @@ def test_bad_error_rate_rolls_back_with_a_readable_reason(rng: np.random.Generat
     steps = [StepEvidence(baseline=_arm(rng, 19_000), candidate=_arm(rng, 1000, errors=0.2))]
     verdict = judge(_plan(), steps, step=0)
     assert (verdict.decision, verdict.metric) == ("rollback", "error_rate")
-    assert verdict.reason.startswith("candidate error rate 2")
-    assert f"vs baseline {steps[0].baseline.error_rate:.1%} (e-value" in verdict.reason
+    base, cand = steps[0].baseline, steps[0].candidate
+    assert verdict.reason.startswith(
+        f"candidate error rate {cand.error_rate:.1%} vs baseline {base.error_rate:.1%} (e-value "
+    )
+    assert verdict.reason.endswith(">= 1/alpha_m 60.0, n=1,000/19,000)")
     assert (
         verdict.evidence["error_rate"]["statistic"] >= verdict.evidence["error_rate"]["threshold"]
     )
@@ -172,6 +175,15 @@ def test_bad_arguments_are_named() -> None:
         judge(_plan(), [StepEvidence()] * 4, step=3)
     with pytest.raises(ValueError, match="needs the evidence of steps 0..1"):
         judge(_plan(), [StepEvidence()], step=1)
+
+
+def test_histograms_of_another_shape_are_refused() -> None:
+    bad = StepEvidence(baseline=ArmEvidence(events=10, latency_counts=[1, 2, 3]))
+    with pytest.raises(ValueError, match="step 0 baseline latency_counts has 3 bins, expected 322"):
+        judge(_plan(), [bad], step=0)
+    bad = StepEvidence(candidate=ArmEvidence(events=10, score_counts=[1, 2]))
+    with pytest.raises(ValueError, match="step 0 candidate score_counts has 2 bins, expected 10"):
+        judge(_plan(), [bad], step=0)
 
 
 def test_empty_evidence_continues() -> None:
