@@ -470,7 +470,7 @@ def decide(
     quiet = verdict.decision == CONTINUE and not changes
     store = not quiet or _due(row.continue_stored_at, at, CONTINUE_STORE_EVERY_S)
     audit = not quiet or _due(row.continue_audited_at, at, CONTINUE_AUDIT_EVERY_S)
-    evidence = msgspec.to_builtins(verdict.evidence)
+    evidence = _builtins(verdict.evidence)
     if store:
         conn.execute(
             rollout_verdicts.insert().values(
@@ -521,6 +521,18 @@ def decide(
     if values:
         conn.execute(rollouts.update().where(rollouts.c.id == rollout_id).values(**values))
     return _state(_row(conn, rollout_id))
+
+
+def _builtins(value: Any) -> Any:
+    """`value` as JSON builtins; numpy scalars and arrays (a judge's statistics) included."""
+    return msgspec.to_builtins(value, enc_hook=_numpy_hook)
+
+
+def _numpy_hook(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, without numpy here
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"Verdict evidence holds a {type(value).__name__}, which is not JSON-able.")
 
 
 def _due(last: float | None, at: float, every_s: float) -> bool:

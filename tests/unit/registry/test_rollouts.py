@@ -379,3 +379,25 @@ def test_the_revision_grows_on_every_start_step_and_end(registry: Registry) -> N
     registry.abort_rollout("fraud")
     seen.append(registry.rollout_revision())
     assert seen == sorted(set(seen)) and seen[0] == 0
+
+
+def test_a_judges_numpy_statistics_are_stored_and_audited_as_json(registry: Registry) -> None:
+    import numpy as np
+
+    rollout = registry.start_rollout(plan())
+    epoch = registry.acquire_lease(rollout.id, holder="h", ttl_s=30)
+    assert epoch is not None
+    evidence = {"n": np.int64(1200), "bounds": np.array([0.5, 1.5]), "log_e": float("nan")}
+    registry.decide(
+        rollout.id,
+        holder="h",
+        epoch=epoch,
+        decision="next_step",
+        reason="ok",
+        evidence=evidence,
+        next_step=1,
+    )
+    (stored,) = registry.verdicts(rollout.id)
+    assert stored.evidence == {"n": 1200, "bounds": [0.5, 1.5], "log_e": None}
+    assert registry.audit_log(action="rollout.verdict")[0].details["evidence"]["n"] == 1200
+    registry.verify_audit()
