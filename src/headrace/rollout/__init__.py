@@ -20,7 +20,14 @@ from headrace.rollout.compat import (
 )
 from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, PairEvidence, StepEvidence
 from headrace.rollout.follow import ReleaseFollower
-from headrace.rollout.judge import JSD_ALARM, Decision, Verdict, judge, metrics_of
+from headrace.rollout.judge import Decision, Verdict, judge
+from headrace.rollout.metrics import (
+    JSD_ALARM,
+    MetricResult,
+    distribution_alarm,
+    evaluate,
+    metrics_of,
+)
 from headrace.rollout.participant import RolloutParticipant, instance_name
 from headrace.rollout.plan import STRATEGIES, RolloutPlan, Strategy
 from headrace.rollout.routing import BUCKETS, Routing, bucket_of, candidate_mask
@@ -52,6 +59,7 @@ __all__ = [
     "STRATEGIES",
     "ArmEvidence",
     "Decision",
+    "MetricResult",
     "PairEvidence",
     "ReleaseFollower",
     "RolloutParticipant",
@@ -69,6 +77,8 @@ __all__ = [
     "check_arguments",
     "check_compatible",
     "cumulative_quantile_bounds",
+    "distribution_alarm",
+    "evaluate",
     "evidence_by_instance",
     "histogram_quantile_bounds",
     "instance_name",

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, PairEvidence, StepEvidence
-from headrace.rollout.judge import JSD_ALARM, Verdict, judge, metrics_of
+from headrace.rollout.judge import Verdict, judge
+from headrace.rollout.metrics import JSD_ALARM, evaluate, metrics_of
 from headrace.rollout.plan import RolloutPlan
 
 EDGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -184,6 +185,11 @@ def test_histograms_of_another_shape_are_refused() -> None:
     bad = StepEvidence(candidate=ArmEvidence(events=10, score_counts=[1, 2]))
     with pytest.raises(ValueError, match="step 0 candidate score_counts has 2 bins, expected 10"):
         judge(_plan(), [bad], step=0)
+
+
+def test_an_unknown_metric_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown metric 'p95': use one of"):
+        evaluate("p95", _plan(), [StepEvidence()], alpha_m=0.01)
 
 
 def test_empty_evidence_continues() -> None:
