@@ -6,7 +6,9 @@ turns model names into loaded, warmed-up inference services under a memory budge
 follows alias moves (promotions, rollbacks) with an atomic hot swap. `DataPlane` is what
 a request means (inference through the adaptive batchers, metadata, readiness, the
 lifecycle); the HTTP app (`InferenceApp`) and the gRPC server only translate their wire
-formats to it.
+formats to it. During a rollout (`ServedRollouts`) the data plane routes a request for a
+name's alias to an arm by its key, shadows it (`ShadowScorer`), and counts each arm's
+evidence for the rollout's judge and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -96,12 +98,25 @@ from headrace.serving.rest import (
     encode_infer_response,
     parse_infer_request,
 )
+from headrace.serving.rollouts import (
+    Arm,
+    ArmObserver,
+    ServedRollouts,
+    arm_evidence,
+    assign_arm,
+    model_ms,
+    predicted_rows,
+)
 from headrace.serving.server import (
     StopSignals,
     bind,
     build_app,
     grpc_grace_s,
     uvicorn_server,
+)
+from headrace.serving.shadow import (
+    ShadowJob,
+    ShadowScorer,
 )
 
 __all__ = [
@@ -114,6 +129,8 @@ __all__ = [
     "OUTPUT_PROBABILITIES",
     "OUTPUT_SCORE",
     "AdaptiveBatcher",
+    "Arm",
+    "ArmObserver",
     "AuthSpec",
     "BatchMode",
     "BatchPart",
@@ -140,15 +157,20 @@ __all__ = [
     "RateLimitFilter",
     "RequestTimeoutError",
     "ServeSpec",
+    "ServedRollouts",
     "ServerMetrics",
+    "ShadowJob",
+    "ShadowScorer",
     "StopSignals",
     "TLSSpec",
     "TensorMetadata",
     "TracingSpec",
     "UnauthorizedError",
+    "arm_evidence",
     "array_from_bytes",
     "array_from_values",
     "array_to_bytes",
+    "assign_arm",
     "bearer_token",
     "bind",
     "build_app",
@@ -159,10 +181,12 @@ __all__ = [
     "grpc_grace_s",
     "guarded_httptools_protocol",
     "load_serve_spec",
+    "model_ms",
     "new_registry",
     "openapi_document",
     "outputs_from_part",
     "parse_infer_request",
+    "predicted_rows",
     "raise_for_rejections",
     "rate_limit",
     "serve_spec_from_dict",

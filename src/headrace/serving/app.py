@@ -95,7 +95,7 @@ class _ClientGoneError(Exception):
 class _Request:
     """What the handlers need from one HTTP request, read from its headers once."""
 
-    __slots__ = ("authorization", "content_length", "header_length", "method", "parts")
+    __slots__ = ("authorization", "content_length", "header_length", "key", "method", "parts")
 
     def __init__(self, scope: Scope) -> None:
         self.method: str = scope["method"]
@@ -103,6 +103,7 @@ class _Request:
         self.authorization: bytes | None = None
         self.content_length: int | None = None
         self.header_length: int | None = None
+        self.key: str | None = None  # x-headrace-key: a rollout's sticky routing key
         for key, value in scope["headers"]:
             if key == b"authorization":
                 self.authorization = value
@@ -110,6 +111,8 @@ class _Request:
                 self.content_length = _int_header(value, "Content-Length")
             elif key == b"inference-header-content-length":
                 self.header_length = _int_header(value, "Inference-Header-Content-Length")
+            elif key == b"x-headrace-key":
+                self.key = value.decode("latin-1")
 
 
 def _int_header(value: bytes, name: str) -> int:
@@ -428,7 +431,11 @@ class InferenceApp:
             max_elements=self.dataplane.config.limits.max_elements,
         )
         part, outputs = await self.dataplane.infer(
-            name, version, parsed.inputs, requested=parsed.outputs
+            name,
+            version,
+            parsed.inputs,
+            requested=parsed.outputs,
+            key=request.key if request.key is not None else parsed.id,
         )
         payload, header_length = encode_infer_response(
             model=name,

@@ -73,6 +73,9 @@ class BatchPart:
         request's predicted rows, or None when the model gives none.
     classes
         The class names of the `probabilities` columns, or None.
+    stages_ns
+        The batch's inference stages (`InferenceResult.stages_ns`): its model time is
+        evidence in a rollout.
     """
 
     predictions: Array
@@ -84,6 +87,7 @@ class BatchPart:
     batch_rows: int
     probabilities: npt.NDArray[np.float64] | None = None
     classes: tuple[str, ...] | None = None
+    stages_ns: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +471,7 @@ def _split(batch: list[_Pending], result: InferenceResult) -> None:
             batch_rows=batch_rows,
             probabilities=None if probabilities is None else probabilities[lo:hi],
             classes=result.classes,
+            stages_ns=result.stages_ns,
         )
         if not pending.future.done():
             pending.future.set_result(part)

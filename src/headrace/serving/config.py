@@ -8,7 +8,9 @@ models: [fraud, churn]         # omit to serve every name in the registry
 alias: champion                # what a bare model name serves
 memory_budget_mb: 2048         # loaded models' measured memory; omit for no limit
 overcommit: 1.0
-poll_interval_s: 1.0           # how soon an alias move is noticed
+poll_interval_s: 1.0           # how soon an alias move (or a rollout's change) is noticed
+rollout_poll_s: 1.0            # how often rollout evidence is written (and judged)
+shadow_path: shadow.jsonl      # shadow outputs; default HEADRACE_HOME/shadow/serving.jsonl
 batching: {max_batch_size: 64, max_batch_time_ms: 2, max_queue_rows: 16384, mode: auto}
 limits: {max_body_bytes: 16777216, timeout_s: 30, max_elements: 16777216}
 connections:                   # what one client connection may hold (slow clients)
@@ -169,7 +171,13 @@ class ServeSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     overcommit
         Multiplier on the budget.
     poll_interval_s
-        How often the registry is polled for alias moves.
+        How often the registry is polled for alias moves and rollout changes.
+    rollout_poll_s
+        How often this server writes its rollout evidence to the registry (and, holding
+        the rollout's lease, judges it).
+    shadow_path
+        The JSONL file a shadowing candidate's outputs go to; None for
+        ``HEADRACE_HOME/shadow/serving.jsonl``.
     access_log
         Log one JSON line per request (time, method, route, model, status, duration,
         bytes) on stderr; never headers, bodies or tokens.
@@ -183,6 +191,8 @@ class ServeSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen
     memory_budget_mb: float | None = None
     overcommit: float = 1.0
     poll_interval_s: float = 1.0
+    rollout_poll_s: float = 1.0
+    shadow_path: str | None = None
     batching: BatchingSpec = msgspec.field(default_factory=BatchingSpec)
     limits: LimitsSpec = msgspec.field(default_factory=LimitsSpec)
     connections: ConnectionsSpec = msgspec.field(default_factory=ConnectionsSpec)
@@ -217,6 +227,10 @@ def _problems(config: ServeSpec) -> list[tuple[str, str]]:
         problems.append(("$.overcommit", f"{config.overcommit} is above 100"))
     if not 0 < config.poll_interval_s <= 3600:  # .inf: alias moves would never be noticed
         problems.append(("$.poll_interval_s", f"{config.poll_interval_s} is not within (0, 3600]"))
+    if not 0 < config.rollout_poll_s <= 3600:
+        problems.append(("$.rollout_poll_s", f"{config.rollout_poll_s} is not within (0, 3600]"))
+    if config.shadow_path is not None and not config.shadow_path.strip():
+        problems.append(("$.shadow_path", "is empty: give a file path, or omit it"))
     batching = config.batching
     if not 1 <= batching.max_batch_size <= 100_000:
         problems.append(("$.batching.max_batch_size", "must be within 1..100000"))

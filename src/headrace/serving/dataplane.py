@@ -4,8 +4,16 @@ HTTP (`headrace.serving.app`) and gRPC (`headrace.serving.grpc_server`) only tra
 formats; both call one `DataPlane` for inference, model metadata and readiness, the
 repository extension, and the server's lifecycle (start, drain, stop). It owns the
 adaptive batchers, so requests for one model join the same batches whichever transport
-they came by, and it is the one place that will route a request to a release arm
+they came by, and it is the one place that routes a request to a release arm
 (MLServer's ``DataPlane`` has the same place under its REST and gRPC servers).
+
+During a rollout of a name (`headrace.serving.rollouts`), a request for its alias is
+assigned an arm by its key (sticky, the same CRC-32 buckets as the stream workers) or at
+random without one. Canary and A/B: the arm's release answers, through its own batcher,
+and the answer names it. Shadow: the baseline answers and the candidate scores the same
+inputs afterwards (`headrace.serving.shadow`). Each arm's rows, model failures, model time
+and scores go to a `RolloutParticipant`, which writes them to the registry each
+``rollout_poll_s`` (and judges while it holds the rollout's lease), and to ``/metrics``.
 
 Nothing here knows HTTP or gRPC: errors are `ProtocolError`s and the repository's
 errors, which each transport maps to its own status by one table.
@@ -16,7 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 
+import numpy as np
+
+from headrace.inference.service import InferenceService
+from headrace.rollout.evidence import PairEvidence
+from headrace.rollout.participant import RolloutParticipant, instance_name
+from headrace.rollout.routing import Routing
 from headrace.serving.batching import AdaptiveBatcher, BatchPart
 from headrace.serving.codec import (
     InputTensor,
@@ -26,9 +41,12 @@ from headrace.serving.codec import (
     raise_for_rejections,
 )
 from headrace.serving.config import ServeSpec
-from headrace.serving.errors import InferenceTimeoutError, OverloadedError
+from headrace.serving.errors import InferenceTimeoutError, OverloadedError, status_of
 from headrace.serving.metrics import ServerMetrics
 from headrace.serving.repository import ModelMetadata, ModelRepository, ModelStatus
+from headrace.serving.rollouts import Arm, arm_evidence, assign_arm, model_ms
+from headrace.serving.shadow import ShadowJob, ShadowScorer
+from headrace.types import Columns
 
 __all__ = ["DataPlane"]
 
@@ -45,9 +63,11 @@ class DataPlane:
     metrics
         Where batch metrics go (share its registry with the repository).
 
-    `startup` starts the repository, then the ``on_startup`` hooks (the gRPC server, the
-    start banner); `shutdown` runs the ``on_shutdown`` hooks, then stops the batchers and
-    the repository. `drain` answers requests still waiting when a stop begins.
+    `startup` starts the repository and the rollout participant, then the ``on_startup``
+    hooks (the gRPC server, the start banner); `shutdown` runs the ``on_shutdown`` hooks,
+    then stops the shadow scoring, the batchers, the participant (its last evidence
+    written) and the repository. `drain` answers requests still waiting when a stop
+    begins.
     """
 
     def __init__(
@@ -65,12 +85,24 @@ class DataPlane:
         self.served: set[str] = set()  # names that resolved: safe as metric labels
         self._deadlines: set[asyncio.Timeout] = set()  # of body reads and inferences
         self._drain_at: float | None = None
+        self.participant = RolloutParticipant(
+            repository.registry, instance=instance_name("server"), interval_s=config.rollout_poll_s
+        )
+        self.shadow = ShadowScorer(
+            _shadow_path(config),
+            infer=self._infer_candidate,
+            observe=self._observe_arm,
+            timeout_s=config.limits.timeout_s,
+            on_drop=self._count_drop,
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Start the repository (alias watching, preloading), then the hooks."""
+        """Start the repository (alias and rollout watching, preloading), the rollout
+        participant, then the hooks."""
         await self.repository.start()
+        self.participant.start()
         for hook in self.on_startup:
             await hook()
         self.started = True
@@ -80,8 +112,10 @@ class DataPlane:
         self.stopping = True
         for hook in self.on_shutdown:
             await hook()
+        await self.shadow.close()
         for batcher in list(self.batchers.values()):
             await batcher.close()
+        await asyncio.to_thread(self.participant.stop)  # writes the last evidence
         await self.repository.stop()
 
     def drain(self, *, within_s: float) -> None:
@@ -163,11 +197,13 @@ class DataPlane:
         inputs: Sequence[InputTensor],
         *,
         requested: Sequence[str] | None = None,
+        key: str | None = None,
     ) -> tuple[BatchPart, list[OutputTensor]]:
         """Answer one inference request, whatever the transport.
 
-        Resolves the model, lays the tensors out as columns, waits for the request's
-        share of a batch (within ``limits.timeout_s``), and turns it into output tensors.
+        Resolves the model (during a rollout: the request's arm), lays the tensors out as
+        columns, waits for the request's share of a batch (within ``limits.timeout_s``),
+        and turns it into output tensors.
 
         Parameters
         ----------
@@ -178,6 +214,9 @@ class DataPlane:
         requested
             The output names asked for, or None for the default ones (``probabilities``
             is sent only when asked for).
+        key
+            What assigns the request to a rollout arm (the same key always lands on the
+            same arm); None draws the arm at random at the candidate's weight.
 
         Returns
         -------
@@ -192,19 +231,29 @@ class DataPlane:
             `ModelUnavailableError` (503) pass through.
         """
         timeout = self.config.limits.timeout_s
+        routing: Routing | None = None
+        arm: Arm = "baseline"
         try:
             async with self.deadline(timeout):
                 service = await self.repository.get(name, version)
                 self.served.add(name)
-                columns, n_rows = columns_from_inputs(service.schema, inputs, model=name)
-                batcher = self._batcher(name, version)
-                part = await batcher.infer(service, columns, n_rows=n_rows)
+                if version is None:
+                    routing = self.repository.routing(name, service)
+                if routing is None:
+                    batched = name if version is None else f"{name}:{version}"
+                    columns, n_rows = columns_from_inputs(service.schema, inputs, model=name)
+                    part = await self._batcher(batched).infer(service, columns, n_rows=n_rows)
+                else:
+                    arm = assign_arm(routing, key)
+                    part = await self._run_arm(name, routing, arm, inputs)
         except TimeoutError:
             self.raise_if_draining()
             raise InferenceTimeoutError(
                 f"Inference for model '{name}' took longer than {timeout:g} s "
                 "(limits.timeout_s): retry, send fewer rows, or raise the timeout"
             ) from None
+        if routing is not None:
+            self._observe_answer(name, routing, arm, part)
         raise_for_rejections(part.rejections, model=name, release=part.release, n_rows=part.n_rows)
         outputs = outputs_from_part(
             part.predictions,
@@ -214,10 +263,92 @@ class DataPlane:
             probabilities=part.probabilities,
             classes=part.classes,
         )
+        if routing is not None and routing.shadow and arm == "candidate":
+            self.shadow.submit(ShadowJob(name, routing, inputs, key, part))
         return part, outputs
 
-    def _batcher(self, name: str, version: str | None) -> AdaptiveBatcher:
-        key = name if version is None else f"{name}:{version}"
+    # -- rollout arms -----------------------------------------------------------------
+
+    async def _run_arm(
+        self, name: str, routing: Routing, arm: Arm, inputs: Sequence[InputTensor]
+    ) -> BatchPart:
+        """Answer with the arm's release (canary, ab) or the baseline (shadow); a batch the
+        model failed is evidence against the arm that ran it."""
+        service, batcher = routing.baseline, self._batcher(name)
+        answering: Arm = "baseline"
+        if arm == "candidate" and not routing.shadow and routing.candidate is not None:
+            service, answering = routing.candidate, "candidate"
+            batcher = self._batcher(service.release)  # the candidate's own batches
+        columns, n_rows = columns_from_inputs(service.schema, inputs, model=name)
+        try:
+            return await batcher.infer(service, columns, n_rows=n_rows)
+        except Exception as exc:
+            if status_of(exc) == 500:  # the model failed, not the input nor the server
+                self._observe_arm(
+                    name,
+                    routing,
+                    answering,
+                    rows=n_rows,
+                    errors=n_rows,
+                    latency_ms=None,
+                    scores=None,
+                )
+            raise
+
+    def _observe_answer(self, name: str, routing: Routing, arm: Arm, part: BatchPart) -> None:
+        """The answering arm's evidence of one request (in shadow: the baseline's)."""
+        failed = sum(1 for r in part.rejections if r.stage == "predict")
+        self._observe_arm(
+            name,
+            routing,
+            "baseline" if routing.shadow else arm,
+            rows=part.n_rows,
+            errors=failed,
+            latency_ms=model_ms(part),
+            scores=part.scores,
+        )
+
+    def _observe_arm(
+        self,
+        name: str,
+        routing: Routing,
+        arm: Arm,
+        *,
+        rows: int,
+        errors: int,
+        latency_ms: float | None,
+        scores: np.ndarray | None,
+        pairs: PairEvidence | None = None,
+    ) -> None:
+        """Hand one request's evidence of `arm` to the participant and the metrics."""
+        if routing.plan is None or routing.rollout_id is None:
+            return
+        evidence = arm_evidence(
+            routing.plan,
+            arm=arm,
+            rows=rows,
+            errors=errors,
+            latency_ms=latency_ms,
+            scores=scores,
+            pairs=pairs,
+        )
+        self.participant.record(routing.rollout_id, routing.step, evidence)
+        seconds = None if latency_ms is None else latency_ms / 1000.0
+        self.metrics.observe_arm(name, arm, rows=rows, errors=errors, seconds=seconds)
+
+    async def _infer_candidate(
+        self, service: InferenceService, columns: Columns, n_rows: int
+    ) -> BatchPart:
+        """A shadowed request on the candidate's own batcher (its batches never mix with
+        the baseline's answers)."""
+        return await self._batcher(service.release).infer(service, columns, n_rows=n_rows)
+
+    def _count_drop(self, name: str) -> None:
+        self.metrics.shadow_dropped.labels(name).inc()
+
+    def _batcher(self, key: str) -> AdaptiveBatcher:
+        """The batcher of `key`: a name (its alias), or a release (``fraud:2``, asked for
+        by version or answering as a rollout's candidate)."""
         batcher = self.batchers.get(key)
         if batcher is None:
             batching = self.config.batching
@@ -231,3 +362,13 @@ class DataPlane:
                 on_batch=self.metrics.batch_observer(key),
             )
         return batcher
+
+
+def _shadow_path(config: ServeSpec) -> Path:
+    """The shadow file: the config's, else ``HEADRACE_HOME/shadow/serving.jsonl`` (read
+    here, at the server's start-up edge, as the settings docstring allows)."""
+    if config.shadow_path is not None:
+        return Path(config.shadow_path).expanduser()
+    from headrace.settings import Settings
+
+    return (Settings().home / "shadow" / "serving.jsonl").absolute()

@@ -339,6 +339,7 @@ class GrpcServer:
             request.model_version or None,
             inputs,
             requested=requested_outputs(request),
+            key=request.id or None,  # a rollout's sticky routing key
         )
         return response_for(
             request,

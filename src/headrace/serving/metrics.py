@@ -1,4 +1,5 @@
-"""The server's Prometheus metrics: requests, latency, batches and queues, per model.
+"""The server's Prometheus metrics: requests, latency, batches and queues, per model, and
+per rollout arm (``arm``: ``baseline`` or ``candidate``, two values whatever the traffic).
 
 One `ServerMetrics` per server, on the same `CollectorRegistry` the model repository
 reports its pool and swaps to, so ``/metrics`` shows everything in one exposition.
@@ -104,9 +105,41 @@ class ServerMetrics:
             ["model"],
             registry=registry,
         )
+        self.arm_requests = prometheus.Counter(
+            "headrace_rollout_requests",
+            "Requests each rollout arm scored (in shadow the candidate's copies).",
+            ["model", "arm"],
+            registry=registry,
+        )
+        self.arm_rows = prometheus.Counter(
+            "headrace_rollout_rows",
+            "Rows each rollout arm scored.",
+            ["model", "arm"],
+            registry=registry,
+        )
+        self.arm_errors = prometheus.Counter(
+            "headrace_rollout_errors",
+            "Rows each rollout arm's model failed (model failures, not bad input).",
+            ["model", "arm"],
+            registry=registry,
+        )
+        self.arm_latency = prometheus.Histogram(
+            "headrace_rollout_model_seconds",
+            "Model time of the batch that scored each request, by rollout arm.",
+            ["model", "arm"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_dropped = prometheus.Counter(
+            "headrace_rollout_shadow_dropped",
+            "Requests not shadowed because too many shadow scorings were running.",
+            ["model"],
+            registry=registry,
+        )
         registry.register(_QueueCollector(batchers))
         self._counted: dict[tuple[str, str, int], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
+        self._arms: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
 
     def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -119,6 +152,28 @@ class ServerMetrics:
         if timer is None:
             timer = self._timed[key[:2]] = self.latency.labels(model, endpoint)
         timer.observe(seconds)
+
+    def observe_arm(
+        self, model: str, arm: str, *, rows: int, errors: int, seconds: float | None
+    ) -> None:
+        """Count one request scored by a rollout arm: its rows, the rows its model failed
+        and its batch's model time (None: not measured)."""
+        key = (model, arm)
+        children = self._arms.get(key)
+        if children is None:
+            children = self._arms[key] = (
+                self.arm_requests.labels(model, arm),
+                self.arm_rows.labels(model, arm),
+                self.arm_errors.labels(model, arm),
+                self.arm_latency.labels(model, arm),
+            )
+        requests, counted, failed, latency = children
+        requests.inc()
+        counted.inc(rows)
+        if errors:
+            failed.inc(errors)
+        if seconds is not None:
+            latency.observe(seconds)
 
     def batch_observer(self, model: str) -> Callable[[BatchReport], None]:
         """The ``on_batch`` callback for `model`'s batcher."""

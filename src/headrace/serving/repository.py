@@ -7,7 +7,9 @@ each answering a warm-up batch before it takes traffic. When an alias moves (a p
 ``headrace rollback``) the repository loads and warms the new release, then switches to
 it in one step: requests in flight finish on the release they hold, new ones get the new
 release, and none fails for the swap. Moves are noticed by polling the registry and, for
-a PostgreSQL registry, by LISTEN/NOTIFY.
+a PostgreSQL registry, by LISTEN/NOTIFY. On the same ticks `ServedRollouts` follows each
+name's running rollout: its candidate loads through the same pool, and `routing` tells
+the data plane which releases share a name's traffic.
 
 The HTTP and gRPC servers call the same repository; it knows nothing of either wire.
 """
@@ -41,11 +43,13 @@ from headrace.serving._loading import (
 )
 from headrace.serving._watch import AliasWatcher
 from headrace.serving.codec import OUTPUT_PROBABILITIES
+from headrace.serving.rollouts import ServedRollouts
 
 if TYPE_CHECKING:
     import prometheus_client
 
     from headrace.inference.service import InferenceService
+    from headrace.rollout.routing import Routing
 
 __all__ = [
     "OUTPUT_PREDICTION",
@@ -231,6 +235,14 @@ class ModelRepository:
         self._queued: set[_Key] = set()  # waiting for their preload
         self._poll_interval_s = poll_interval_s
         self._swap_counter = _swap_counter(metrics_registry)
+        self.rollouts = ServedRollouts(
+            registry,
+            alias=alias,
+            names=self.names,
+            load=self._load_version,
+            peek=self._peek_version,
+            drop=self._drop_version,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -261,6 +273,7 @@ class ModelRepository:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.rollouts.stop()
         self._preload = None
         self._queued.clear()
         self._swaps.clear()
@@ -296,6 +309,11 @@ class ModelRepository:
         if version is not None:
             self._explicit.add(key)  # kept when its alias moves away from it
         return served.service
+
+    def routing(self, name: str, baseline: InferenceService) -> Routing | None:
+        """The releases sharing the traffic of `name`'s alias, `baseline` answering it
+        now; None outside a rollout (see `ServedRollouts.routing`)."""
+        return self.rollouts.routing(name, baseline)
 
     def is_ready(self, name: str, version: str | None = None) -> bool:
         """Whether the release is loaded and warmed up (never loads nor raises)."""
@@ -511,6 +529,27 @@ class ModelRepository:
                 continue
             task = asyncio.create_task(self._swap(name, version), name=f"headrace-swap-{name}")
             self._swaps[name] = task
+        await self.rollouts.tick(aliases_moved=changed)
+
+    # -- rollout candidates (see ServedRollouts) ------------------------------------
+
+    async def _load_version(self, name: str, version: int) -> InferenceService:
+        """Load and warm a rollout's candidate as an alias swap warms its target."""
+        served = await self._load((name, version), cold=False)
+        return served.service
+
+    def _peek_version(self, name: str, version: int) -> InferenceService | None:
+        served = self.pool.peek((name, version))
+        return None if served is None else served.service
+
+    def _drop_version(self, name: str, version: int) -> None:
+        """Free a candidate that left routing, unless the alias serves it now (a
+        promotion) or a client asked for it by number."""
+        key: _Key = (name, version)
+        if version in (self._targets.get(name), self._desired.get(name)):
+            return
+        if key not in self._explicit:
+            self.pool.discard(key)
 
     async def _swap(self, name: str, version: int) -> None:
         key: _Key = (name, version)

@@ -1,0 +1,290 @@
+"""A server's side of a rollout: which served names run one, and what each arm showed.
+
+The repository calls `ServedRollouts.tick` on every tick of its alias watcher. A tick reads
+`Registry.rollout_revision` (one cheap query) and, when it moved or an alias moved, the
+running rollouts; it loads and warms each served name's candidate through the same pool
+path as an alias swap, and only then lets it take traffic. `ServedRollouts.routing` turns
+that into a `Routing` per request: the baseline is whatever the alias serves at that
+moment, so a promotion (S's decide moves ``champion``) is just an alias swap, and a
+rollback or an abort drops the candidate from routing at the next tick.
+
+A rollout applies only when the server serves ``champion`` (the rollout's baseline is the
+release ``champion`` pointed at) and only while the alias still points at the baseline: a
+hand-moved champion serves alone, as in the stream worker's `ReleaseFollower`.
+
+`arm_evidence` turns one answered request into the per-arm sufficient statistics the
+rollout participant sums and writes to the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from headrace._redact import redact_text
+from headrace.inference.service import InferenceService
+from headrace.registry.refs import DEFAULT_ALIAS
+from headrace.registry.store import Registry
+from headrace.rollout.evidence import ArmEvidence, PairEvidence, StepEvidence
+from headrace.rollout.plan import RolloutPlan
+from headrace.rollout.routing import Routing, candidate_mask
+from headrace.rollout.state import plan_of
+from headrace.serving.batching import BatchPart
+
+__all__ = [
+    "Arm",
+    "ArmObserver",
+    "ServedRollouts",
+    "arm_evidence",
+    "assign_arm",
+    "model_ms",
+    "predicted_rows",
+]
+
+_log = logging.getLogger(__name__)
+
+Arm = Literal["baseline", "candidate"]
+"""A rollout arm (the only two values of the ``arm`` metric label)."""
+
+
+class ArmObserver(Protocol):
+    """Receives what one request showed on one arm (the data plane's evidence sink)."""
+
+    def __call__(
+        self,
+        name: str,
+        routing: Routing,
+        arm: Arm,
+        *,
+        rows: int,
+        errors: int,
+        latency_ms: float | None,
+        scores: np.ndarray | None,
+        pairs: PairEvidence | None = None,
+    ) -> None:
+        """Count `rows` (`errors` of them failed by the arm's model), one model latency
+        and the scores; in shadow, the pairs both arms predicted."""
+
+
+LoadVersion = Callable[[str, int], Awaitable[InferenceService]]
+PeekVersion = Callable[[str, int], InferenceService | None]
+DropVersion = Callable[[str, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Running:
+    """A served name's running rollout whose candidate is loaded and warm."""
+
+    rollout_id: int
+    plan: RolloutPlan
+    step: int
+
+
+class ServedRollouts:
+    """Each served name's running rollout, followed on the repository's watcher ticks.
+
+    Parameters
+    ----------
+    registry
+        Where rollouts are read.
+    alias
+        The alias the server serves; rollouts apply only to ``champion``.
+    names
+        The served names, or None for every name.
+    load
+        Loads and warms ``(name, version)`` through the repository's pool (an alias
+        swap's path); raises when it cannot.
+    peek
+        The loaded service of ``(name, version)``, or None (evicted, never loaded).
+    drop
+        Called with a candidate that left routing (rollback, abort): the repository
+        frees it unless it is served for another reason.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        alias: str,
+        names: Collection[str] | None,
+        load: LoadVersion,
+        peek: PeekVersion,
+        drop: DropVersion,
+    ) -> None:
+        self.registry = registry
+        self.alias = alias
+        self.names = names
+        self._load = load
+        self._peek = peek
+        self._drop = drop
+        self._running: dict[str, _Running] = {}
+        self._loads: dict[str, asyncio.Task[None]] = {}
+        self._revision: int | None = None
+        self._warned: set[int] = set()  # rollouts whose candidate failed to load (said once)
+
+    @property
+    def running(self) -> dict[str, tuple[int, int]]:
+        """Name -> (rollout id, step) of each rollout taking traffic here."""
+        return {name: (r.rollout_id, r.step) for name, r in self._running.items()}
+
+    async def tick(self, *, aliases_moved: bool) -> None:
+        """Follow rollouts that started, stepped or ended since the last tick.
+
+        Loads run as tasks (a tick never waits for one); a candidate joins routing once
+        it is warm. A failed load is tried again at a later tick.
+        """
+        if self.alias != DEFAULT_ALIAS:
+            return
+        revision = await asyncio.to_thread(self.registry.rollout_revision)
+        if revision == self._revision and not aliases_moved:
+            return
+        states = await asyncio.to_thread(self.registry.active_rollouts)
+        wanted = {s.name: s for s in states if self.names is None or s.name in self.names}
+        for name, running in list(self._running.items()):
+            state = wanted.get(name)
+            if state is None or state.id != running.rollout_id:
+                del self._running[name]
+                _log.info("%s: rollout %d no longer routes here", name, running.rollout_id)
+                self._drop(name, running.plan.candidate)
+        retry = False
+        for name, state in wanted.items():
+            current = self._running.get(name)
+            if current is not None:
+                if current.step != state.step:
+                    self._running[name] = _Running(state.id, current.plan, state.step)
+                    _log.info("%s: rollout %d at step %d", name, state.id, state.step)
+                continue
+            if name in self._loads:
+                retry = True  # look again once the load is done
+                continue
+            plan = plan_of(state)
+            self._loads[name] = asyncio.create_task(
+                self._join(name, state.id, plan, state.step), name=f"headrace-rollout-{name}"
+            )
+            retry = True
+        # Until every wanted candidate routes, look at the rollouts again next tick.
+        self._revision = None if retry else revision
+
+    async def _join(self, name: str, rollout_id: int, plan: RolloutPlan, step: int) -> None:
+        """Load and warm the candidate, then let it take traffic."""
+        try:
+            await self._load(name, plan.candidate)
+        except Exception as exc:
+            if rollout_id not in self._warned:
+                self._warned.add(rollout_id)
+                _log.error(
+                    "%s: rollout %d's candidate %s:%d cannot be served (%s); the baseline "
+                    "keeps every request, trying again",
+                    name,
+                    rollout_id,
+                    name,
+                    plan.candidate,
+                    redact_text(str(exc)),
+                )
+            return
+        finally:
+            self._loads.pop(name, None)
+        self._running[name] = _Running(rollout_id, plan, step)
+        _log.info(
+            "%s: rollout %d routes %s:%d (%s %g%%)",
+            name,
+            rollout_id,
+            name,
+            plan.candidate,
+            plan.strategy,
+            plan.weight(step),
+        )
+
+    async def stop(self) -> None:
+        """Cancel loads under way and forget every rollout."""
+        tasks = list(self._loads.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loads.clear()
+        self._running.clear()
+        self._revision = None
+
+    def routing(self, name: str, baseline: InferenceService) -> Routing | None:
+        """The routing of a request for `name`'s alias answered by `baseline`, or None
+        when no rollout of `name` takes traffic here (or its baseline is not served)."""
+        running = self._running.get(name)
+        if running is None:
+            return None
+        plan = running.plan
+        if baseline.release != f"{name}:{plan.baseline}":
+            return None  # the alias moved (a promotion in progress, a hand move)
+        candidate = self._peek(name, plan.candidate)
+        if candidate is None:
+            # Evicted under the memory budget: the next tick loads it again.
+            del self._running[name]
+            self._revision = None
+            return None
+        return Routing(
+            baseline=baseline,
+            candidate=candidate,
+            plan=plan,
+            rollout_id=running.rollout_id,
+            step=running.step,
+        )
+
+
+def assign_arm(routing: Routing, key: str | None) -> Arm:
+    """The arm of one request: sticky by `key` (the CRC-32 bucket every worker and server
+    uses), else drawn at random at the candidate's weight."""
+    if routing.plan is None or routing.candidate is None:
+        return "baseline"
+    if key is None:
+        chosen = random.random() * 100.0 < routing.weight  # noqa: S311 (a split, not a secret)
+    else:
+        chosen = bool(candidate_mask([key], salt=routing.plan.salt, weight=routing.weight)[0])
+    return "candidate" if chosen else "baseline"
+
+
+def model_ms(part: BatchPart) -> float | None:
+    """The model time (ms) of the batch that answered `part`: its whole inference call
+    (validation, model, post-processing), or None when the batch did not report it."""
+    stages = part.stages_ns
+    if len(stages) < 2:
+        return None
+    return (stages[-1] - stages[0]) / 1e6
+
+
+def predicted_rows(part: BatchPart) -> np.ndarray:
+    """The request's rows that got a prediction (the others are its rejections)."""
+    rows = np.arange(part.n_rows, dtype=np.int64)
+    if not part.rejections:
+        return rows
+    return np.setdiff1d(rows, [r.row for r in part.rejections], assume_unique=True)
+
+
+def arm_evidence(
+    plan: RolloutPlan,
+    *,
+    arm: Arm,
+    rows: int,
+    errors: int,
+    latency_ms: float | None,
+    scores: np.ndarray | None,
+    pairs: PairEvidence | None = None,
+) -> StepEvidence:
+    """One request's evidence for one arm: its rows, the rows its model failed, one
+    latency observation (model time), its scores over the plan's score bins, and in
+    shadow the pairs both arms predicted."""
+    evidence = StepEvidence()
+    if pairs is not None:
+        evidence.pairs = pairs
+    side: ArmEvidence = evidence.candidate if arm == "candidate" else evidence.baseline
+    side.events = rows
+    side.errors = errors
+    if latency_ms is not None:
+        side.record_calls([latency_ms])
+    if scores is not None and plan.score_edges:
+        side.record_scores(scores, edges=plan.score_edges)
+    return evidence
