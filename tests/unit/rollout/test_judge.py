@@ -223,6 +223,49 @@ def test_evidence_is_additive(
     assert len(both.latency_counts) in (0, len(LATENCY_EDGES_MS) + 1)
 
 
+_pairs = st.lists(
+    st.tuples(st.booleans(), st.booleans(), st.floats(0, 1), st.floats(0, 1)), max_size=30
+)
+
+
+def _record(pairs: PairEvidence, rows: list[tuple[bool, bool, float, float]]) -> None:
+    if rows:
+        b_pred, c_pred, b_score, c_score = (
+            np.asarray(column) for column in zip(*rows, strict=True)
+        )
+        pairs.record(
+            baseline_predictions=b_pred,
+            candidate_predictions=c_pred,
+            baseline_scores=b_score,
+            candidate_scores=c_score,
+        )
+
+
+@settings(max_examples=50)
+@given(a=_pairs, b=_pairs, errors=st.tuples(st.integers(0, 5), st.integers(0, 5)))
+def test_pair_and_step_evidence_are_additive(
+    a: list[tuple[bool, bool, float, float]],
+    b: list[tuple[bool, bool, float, float]],
+    errors: tuple[int, int],
+) -> None:
+    """Two processes' shadow pairs and step rows sum to what one process would record."""
+    one, two, both = StepEvidence(), StepEvidence(), StepEvidence()
+    _record(one.pairs, a)
+    _record(two.pairs, b)
+    _record(both.pairs, a + b)
+    one.candidate.events, one.candidate.errors = 10, errors[0]
+    two.candidate.events, two.candidate.errors = 10, errors[1]
+    one.add(two)
+    assert (one.pairs.pairs, one.pairs.disagreements, one.pairs.diffs) == (
+        both.pairs.pairs,
+        both.pairs.disagreements,
+        both.pairs.diffs,
+    )
+    assert one.pairs.diff_sum == pytest.approx(both.pairs.diff_sum)
+    assert one.pairs.diff_sumsq == pytest.approx(both.pairs.diff_sumsq)
+    assert (one.candidate.events, one.candidate.errors) == (20, sum(errors))
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n_b=st.integers(0, 30_000),
