@@ -139,13 +139,14 @@ class DriftWatch:
         if not outcome.scored:
             return []
         if result.release != self.release:
-            # A hot-swapped release has its own reference; this one would cry wolf.
+            # Another release (a rollout's candidate, or the release the worker just
+            # switched to, whose own watch is being built) has its own reference: tested
+            # against this one it would cry wolf.
             self.skipped_rows += len(outcome.scored)
             if self._warned_release != result.release:
                 self._warned_release = result.release
-                log.warning(
-                    "%s: drift watches %s; rows scored by %s are not tested (restart the "
-                    "worker to watch the new release)",
+                log.info(
+                    "%s: drift watches %s; rows scored by %s are not tested against it",
                     self.pipeline,
                     self.release,
                     result.release,

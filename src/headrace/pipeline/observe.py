@@ -13,6 +13,8 @@ benchmarks/README.md).
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +66,9 @@ class Monitors:
     scrubber: PiiMasker | None = None
     drift: DriftWatch | None = None
     owned_provider: Any = None
+    watch_for: Callable[[InferenceService], DriftWatch] | None = None
     observers: list[Observer] = field(init=False)
+    _next_drift: DriftWatch | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         scrub = DeadLetterScrubber(self.scrubber) if self.scrubber is not None else None
@@ -85,8 +89,41 @@ class Monitors:
         for observer in self.observers:
             observer.open()
 
+    def follow(self, service: InferenceService) -> None:
+        """The worker switched to `service`'s release: build its drift watch (reference,
+        calibration) in a thread, and swap it in at a later batch once ready; meanwhile
+        the old watch skips the new release's rows rather than test them against the
+        wrong reference."""
+        watch_for, current = self.watch_for, self.drift
+        if watch_for is None or current is None or current.release == service.release:
+            return
+
+        def build() -> None:
+            try:
+                self._next_drift = watch_for(service)
+            except Exception as exc:  # drift is a monitor: scoring goes on without it
+                log.warning("%s: cannot watch drift of %s: %s", self.pipeline, service.release, exc)
+
+        threading.Thread(target=build, name="headrace-drift-follow", daemon=True).start()
+
+    def _swap_drift(self, new: DriftWatch) -> None:
+        old = self.drift
+        self._next_drift = None
+        new.open()
+        self.observers = [new if part is old else part for part in self.observers]
+        self.drift = new
+        if old is not None:
+            try:
+                old.close()
+            except Exception as exc:
+                log.warning("%s: error while closing a drift watch: %s", self.pipeline, exc)
+        log.info("%s: drift now watches %s", self.pipeline, new.release)
+
     def on_batch(self, outcome: BatchOutcome) -> None:
         """Hand one batch to each part, in order."""
+        ready = self._next_drift
+        if ready is not None:
+            self._swap_drift(ready)
         for observer in self.observers:
             observer.on_batch(outcome)
 
@@ -128,26 +165,28 @@ def positive_class(config: ReleaseConfig) -> tuple[Any, list[Any] | None]:
     return wanted, None
 
 
-def _drift_watch(
+def _drift_watches(
     spec: PipelineSpec,
-    service: InferenceService,
     home: Path,
     registry: Registry | None,
     metrics: WorkerMetrics | None,
-) -> DriftWatch:
+) -> Callable[[InferenceService], DriftWatch]:
+    """Builds the drift watch of a release (the first one, and each release the worker
+    switches to), all reporting to one set of drift series."""
     from headrace.monitoring.metrics import DriftMetrics
     from headrace.pipeline.drift import build_drift_watch
 
     if registry is None or spec.drift is None:
         raise ConfigError(f"{spec.name}: drift needs the registry of the release it watches")
-    return build_drift_watch(
-        spec.drift,
-        pipeline=spec.name,
-        service=service,
-        registry=registry,
-        home=home,
-        metrics=None if metrics is None else DriftMetrics(metrics.registry, pipeline=spec.name),
-    )
+    drift, found = spec.drift, registry
+    series = None if metrics is None else DriftMetrics(metrics.registry, pipeline=spec.name)
+
+    def watch(service: InferenceService) -> DriftWatch:
+        return build_drift_watch(
+            drift, pipeline=spec.name, service=service, registry=found, home=home, metrics=series
+        )
+
+    return watch
 
 
 def build_monitors(
@@ -189,7 +228,8 @@ def build_monitors(
         and not has_pii
     ):
         return None
-    watch = _drift_watch(spec, service, home, registry, metrics) if drift is not None else None
+    watch_for = _drift_watches(spec, home, registry, metrics) if drift is not None else None
+    watch = watch_for(service) if watch_for is not None else None
     tracer: EventTracer | None = None
     owned_provider: Any = None
     if spec.tracing is not None:
@@ -267,6 +307,7 @@ def build_monitors(
         scrubber=PiiMasker(schema, mode="redact") if has_pii else None,
         drift=watch,
         owned_provider=owned_provider,
+        watch_for=watch_for,
     )
 
 

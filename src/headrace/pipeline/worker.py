@@ -202,6 +202,8 @@ class Worker:
             if routing.baseline is not self._routing.baseline:
                 self._decoder = self._make_decoder(routing.baseline)
                 self.service = routing.baseline
+                if self.monitors is not None:
+                    self.monitors.follow(routing.baseline)
             self._routing = routing
             if self.metrics is not None:
                 model = routing.baseline.release.partition(":")[0]
