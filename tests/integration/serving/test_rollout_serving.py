@@ -23,11 +23,12 @@ import numpy as np
 import pytest
 
 from headrace.registry import Registry, RolloutState
+from headrace.release.bundle import build_draft
 from headrace.rollout import plan_rollout, read_evidence
 from headrace.rollout.routing import candidate_mask
 from headrace.rollout.state import plan_of
 from support.models import ModelFiles, draft_from, local_registry, write_sklearn_release
-from support.serving import RunningServer, free_port, running_server
+from support.serving import LAB_MODEL, RunningServer, free_port, running_server
 
 # Far more events than these tests send: the judge never decides on its own here.
 MIN_SAMPLES = 1_000_000
@@ -78,8 +79,8 @@ def _until(condition: Any, what: str) -> float:
 
 
 def _routing_ready(server: RunningServer, rollout_id: int) -> bool:
-    running = server.app.dataplane.repository.rollouts.running
-    return running.get("fraud", (None, 0))[0] == rollout_id
+    running: dict[str, tuple[int, int]] = server.app.dataplane.repository.rollouts.running
+    return "fraud" in running and running["fraud"][0] == rollout_id
 
 
 def _body(x: np.ndarray, *, request_id: str | None = None) -> dict[str, Any]:
@@ -338,3 +339,94 @@ def test_grpc_requests_route_by_their_id(releases: Releases, rng: np.random.Gene
     evidence = read_evidence(releases.registry, state.id)[0]
     assert evidence.candidate.events == 2 * int(expected.sum())
     assert evidence.baseline.events == 2 * int(len(ids) - expected.sum())
+
+
+def _register_failing(releases: Releases) -> int:
+    """``fraud`` 3: a python model (the shipped `FailingModel`) that raises on rows whose
+    f0 > 50 and answers 1.0 otherwise; same schema as 1 and 2."""
+    directory = releases.root / "fraud-3"
+    directory.mkdir()
+    (directory / "model.py").write_text(LAB_MODEL)
+    scratch = releases.root / "fraud-3-scratch"
+    scratch.mkdir()
+    draft = build_draft(
+        Path(f"{directory / 'model.py'}:predict"),
+        name="fraud",
+        flavor="python",
+        workdir=scratch,
+        schema_path=releases.v1.schema,
+        data_path=releases.v1.data,
+        code_version="test",
+    )
+    version: int = releases.registry.register(draft).version
+    return version
+
+
+def test_a_candidates_model_failures_are_its_errors_and_bad_input_is_nobodys(
+    releases: Releases, rng: np.random.Generator
+) -> None:
+    version = _register_failing(releases)
+    plan = plan_rollout(
+        releases.registry,
+        "fraud",
+        version,
+        strategy="canary",
+        steps=[100],
+        min_samples=MIN_SAMPLES,
+    )
+    with running_server(releases.registry, port=free_port(), settings=FAST) as server:
+        state = releases.registry.start_rollout(plan)
+        _until(lambda: _routing_ready(server, state.id), "the candidate joins routing")
+        statuses: list[int] = []
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for i in range(12):
+                x = rng.normal(0, 1, size=(2, 5))
+                if i % 3 == 1:
+                    x[1, 0] = 60.0  # the candidate's model raises on this row
+                elif i % 3 == 2:
+                    x[0, 0] = 1000.0  # over the schema's max: the client's fault
+                response = client.post(
+                    "/v2/models/fraud/infer", json=_body(x), headers={"x-headrace-key": f"k{i}"}
+                )
+                statuses.append(response.status_code)
+            metrics = client.get("/metrics").text
+    assert statuses == [200, 500, 400] * 4
+    assert _metric(metrics, "headrace_rollout_errors_total", model="fraud", arm="candidate") == 4
+    assert _metric(metrics, "headrace_rollout_rows_total", model="fraud", arm="candidate") == 24
+    evidence = read_evidence(releases.registry, state.id)[0]
+    assert evidence.candidate.events == 24 and evidence.candidate.errors == 4
+    assert evidence.baseline.events == 0  # 100%: every key on the candidate
+
+
+def test_a_failing_shadow_never_fails_an_answer(
+    releases: Releases, rng: np.random.Generator
+) -> None:
+    version = _register_failing(releases)
+    plan = plan_rollout(
+        releases.registry, "fraud", version, strategy="shadow", steps=None, min_samples=MIN_SAMPLES
+    )
+    shadow = releases.root / "shadow.jsonl"
+    settings = {**FAST, "shadow_path": str(shadow)}
+    with running_server(releases.registry, port=free_port(), settings=settings) as server:
+        state = releases.registry.start_rollout(plan)
+        _until(lambda: _routing_ready(server, state.id), "the candidate joins routing")
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for i in range(10):
+                x = rng.normal(0, 1, size=(3, 5))
+                x[:, 0] = 60.0 if i % 2 else 0.0  # odd requests: the candidate raises on all
+                answer = _infer(client, x, key=f"e{i}")
+                assert answer["model_version"] == "1"
+                np.testing.assert_allclose(_output(answer, "score"), releases.scores(1, x))
+    lines = {line["key"]: line for line in map(json.loads, shadow.read_text().splitlines())}
+    assert sorted(lines) == sorted(f"e{i}" for i in range(10))
+    for i in range(10):
+        line = lines[f"e{i}"]
+        if i % 2:
+            assert line["predictions"] == [] and len(line["rejections"]) == 3
+            assert all(r["stage"] == "predict" for r in line["rejections"])
+        else:
+            assert line["predictions"] == [1.0, 1.0, 1.0] and line["rejections"] == []
+    evidence = read_evidence(releases.registry, state.id)[0]
+    assert evidence.baseline.events == evidence.candidate.events == 30
+    assert evidence.baseline.errors == 0 and evidence.candidate.errors == 15
+    assert evidence.pairs.pairs == 15  # only rows both releases predicted
