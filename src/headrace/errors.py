@@ -27,7 +27,7 @@
     ├── PipelineSpecError            a pipeline YAML is malformed (names the file and key)
     ├── RolloutError                 a rollout cannot start, move or end as asked
     │   ├── RolloutRefusedError          the candidate failed the checks before any traffic
-    │   └── RolloutLeaseLostError        a decider's lease was taken over: it must not decide
+    │   └── RolloutLeaseLostError        a decider's lease or view is stale: it must not decide
     └── StreamError                  a source or sink failed
         ├── StreamUnavailableError       the broker cannot be reached
         ├── SourceError                  consuming or committing failed
@@ -209,8 +209,9 @@ class RolloutRefusedError(RolloutError):
 
 
 class RolloutLeaseLostError(RolloutError):
-    """A decider's lease expired and another holder took it (a newer epoch): the stale
-    holder's verdict is refused, so two processes never decide one rollout."""
+    """A decider's lease expired and another holder took it (a newer epoch), the rollout
+    ended, or it moved past the step the verdict judged: the stale verdict is refused, so
+    two processes never decide one rollout."""
 
 
 class StreamError(HeadraceError):

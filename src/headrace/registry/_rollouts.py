@@ -431,6 +431,7 @@ class Decision:
     next_step: int | None = None
     end_state: str | None = None
     move_champion_to: int | None = None
+    judged_step: int | None = None
 
 
 def decide(
@@ -453,6 +454,12 @@ def decide(
             f"'{holder}' no longer holds the lease of rollout {rollout_id} of '{row.name}' at "
             f"epoch {epoch} (state {row.state}, holder {row.lease_holder or '-'}, epoch "
             f"{row.lease_epoch}): stop deciding it and acquire the lease again."
+        )
+    if verdict.judged_step is not None and verdict.judged_step != row.step:
+        raise RolloutLeaseLostError(
+            f"'{holder}' judged step {verdict.judged_step} of rollout {rollout_id} of "
+            f"'{row.name}', which is at step {row.step} now (another holder moved it before "
+            "this one took the lease): read the rollout again and judge its current step."
         )
     steps = len(msgspec.json.decode(row.plan).get("steps") or [0])
     if verdict.end_state is not None and verdict.end_state not in END_STATES:

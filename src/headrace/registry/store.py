@@ -397,6 +397,7 @@ class Registry:
         next_step: int | None = None,
         end_state: str | None = None,
         move_champion_to: int | None = None,
+        step: int | None = None,
         at: float | None = None,
     ) -> RolloutState:
         """Apply one verdict of the lease holder in one transaction.
@@ -407,12 +408,15 @@ class Registry:
         `next_step` or ends in `end_state` (``promoted``, ``rolled_back``, ``aborted``).
         Ending moves ``champion`` through the alias history (audited, notified) to
         `move_champion_to`, by default the candidate on promotion and the baseline on
-        rollback, in the same transaction.
+        rollback, in the same transaction. `step`, when given, is the step the verdict
+        judged: a rollout that moved on since (a previous holder advanced it before this
+        one took the lease) refuses the stale verdict.
 
         Raises
         ------
         RolloutLeaseLostError
-            The lease was taken over (or the rollout ended): nothing was written.
+            The lease was taken over, the rollout ended, or it is no longer at `step`:
+            nothing was written.
         """
         verdict = _rollouts.Decision(
             decision=decision,
@@ -421,6 +425,7 @@ class Registry:
             next_step=next_step,
             end_state=end_state,
             move_champion_to=move_champion_to,
+            judged_step=step,
         )
         stamp = time.time() if at is None else at
         with self._db.transaction(write=True) as conn:

@@ -401,3 +401,23 @@ def test_a_judges_numpy_statistics_are_stored_and_audited_as_json(registry: Regi
     assert stored.evidence == {"n": 1200, "bounds": [0.5, 1.5], "log_e": None}
     assert registry.audit_log(action="rollout.verdict")[0].details["evidence"]["n"] == 1200
     registry.verify_audit()
+
+
+def test_a_verdict_on_a_step_the_rollout_left_is_refused(registry: Registry) -> None:
+    rollout = registry.start_rollout(plan())
+    old = registry.acquire_lease(rollout.id, holder="a", ttl_s=10, at=0.0)
+    assert old is not None
+    seen = registry.rollout("fraud")  # b reads step 0 while a still holds the lease...
+    registry.decide(
+        rollout.id, holder="a", epoch=old, decision="next_step", reason="", evidence={},
+        next_step=1, step=0, at=1.0,
+    )  # fmt: skip
+    new = registry.acquire_lease(rollout.id, holder="b", ttl_s=10, at=20.0)
+    assert new is not None and seen is not None
+    with pytest.raises(RolloutLeaseLostError, match="judged step 0"):  # ...and judges it late
+        registry.decide(
+            rollout.id, holder="b", epoch=new, decision="promote", reason="", evidence={},
+            end_state="promoted", step=seen.step, at=21.0,
+        )  # fmt: skip
+    after = registry.rollout("fraud")
+    assert after is not None and (after.state, after.step) == ("running", 1)
