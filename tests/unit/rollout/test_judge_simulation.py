@@ -268,12 +268,16 @@ def _naive(plan: RolloutPlan, steps: Sequence[StepEvidence], step: int) -> Verdi
 def test_harness_catches_peeking(seed: int) -> None:
     """The same harness fails a repeated fixed-horizon z-test: false rollbacks far above 5%.
 
-    About 40 looks reach the z-test (2 at the canary steps, the rest at the last step).
+    About 40 looks reach the z-test (one at each canary step, the rest at the last step);
+    measured 64, 71, 71 and 73 false rollbacks of 300 (21-24%: the inflation section 1 of
+    ROLLOUT-JUDGE.md describes). It must exceed even what a correct 10% test would show at
+    its 99.9th percentile (47 of 300).
     """
     outcomes = run_many(seed, 300, baseline=Arm(), candidate=Arm(), decide=_naive)
     false = _rollbacks(outcomes)
     print(f"naive z-test seed={seed}: false rollbacks {false}/300")
-    assert false > 2 * _bound(300), f"seed {seed}: the peeking z-test had only {false} of 300"
+    limit = stats.binom.ppf(0.999, 300, 0.10)
+    assert false > limit, f"seed {seed}: the peeking z-test had only {false} of 300 (<= {limit})"
 
 
 @pytest.mark.parametrize(
