@@ -48,6 +48,7 @@ __all__ = [
     "refuse",
     "release_lease",
     "revision",
+    "running_row",
     "start",
     "verdicts",
     "verification",
@@ -201,7 +202,7 @@ def _row(conn: Connection, rollout_id: int) -> Any:
     return row
 
 
-def _running_row(conn: Connection, name: str) -> Any:
+def running_row(conn: Connection, name: str) -> Any:
     return conn.execute(
         select(rollouts).where((rollouts.c.name == name) & (rollouts.c.state == "running"))
     ).first()
@@ -269,7 +270,7 @@ def start(
     conn: Connection, plan: PlanDocument, *, actor: str, reason: str, url: str
 ) -> RolloutState:
     """Store a running rollout of `plan` and audit it; refuse a second running one."""
-    running = _running_row(conn, plan.name)
+    running = running_row(conn, plan.name)
     if running is not None:
         raise RolloutError(
             f"Rollout {running.id} of '{plan.name}' (candidate {running.candidate}) is still "
@@ -573,7 +574,7 @@ def end_manually(
 ) -> RolloutState:
     """End `name`'s running rollout by hand (``promoted`` or ``aborted``) whoever holds
     its lease; a promotion moves ``champion`` to the candidate. Audited."""
-    row = _running_row(conn, name)
+    row = running_row(conn, name)
     if row is None:
         raise RolloutError(
             f"No running rollout of '{name}': see `headrace rollout status {name}`, or start "

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from sqlalchemy import Connection
 
 from headrace._redact import redact_url
 from headrace.audit.chain import GENESIS_HASH, AuditRecord, append_record, iter_records
@@ -271,15 +272,18 @@ class Registry:
         with self._db.transaction(write=True) as conn:
             release = get_release(conn, ReleaseRef(name, version=version), url=self.url)
             forced = check_verified(conn, release, force=force)
-            return self._moves.move(
+            event = self._moves.move(
                 conn, name=name, alias=alias, version=version, reason=reason, forced=forced
             )
+            if alias == DEFAULT_ALIAS:
+                self._abort_for_hand_move(conn, name, version)
+            return event
 
     def rollback(self, name: str, *, to: int | None = None, reason: str = "") -> AliasEvent:
         """Move `champion` back to its previous target, or to version `to`."""
         with self._db.transaction(write=True) as conn:
             target = _aliases.rollback_target(conn, name=name, to=to, url=self.url)
-            return self._moves.move(
+            event = self._moves.move(
                 conn,
                 name=name,
                 alias=DEFAULT_ALIAS,
@@ -287,6 +291,24 @@ class Registry:
                 kind="rollback",
                 reason=reason or "rollback",
             )
+            self._abort_for_hand_move(conn, name, target)
+            return event
+
+    def _abort_for_hand_move(self, conn: Connection, name: str, version: int) -> None:
+        """A hand move of ``champion`` ends `name`'s running rollout (aborted, audited):
+        its baseline is no longer what serves, and its lease holder must not promote
+        over the move later."""
+        if _rollouts.running_row(conn, name) is None:
+            return
+        _rollouts.end_manually(
+            conn,
+            name,
+            state="aborted",
+            reason=f"champion moved by hand to {name}:{version}",
+            at=time.time(),
+            moves=self._moves,
+            url=self.url,
+        )
 
     @property
     def _moves(self) -> AliasMoves:

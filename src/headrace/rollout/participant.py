@@ -153,6 +153,7 @@ class RolloutParticipant:
                 rollout_id,
                 holder=self.instance,
                 epoch=epoch,
+                step=step,
                 decision=decision,
                 reason=verdict.reason,
                 evidence=verdict.evidence,

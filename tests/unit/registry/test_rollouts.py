@@ -318,20 +318,36 @@ def test_rollback_keeps_champion_on_the_baseline_or_moves_it_back(registry: Regi
     )
     assert registry.aliases("fraud")["champion"] == 1
     assert len(registry.alias_history("fraud")) == history  # nothing to move
-    again = registry.start_rollout(plan())
-    registry.set_alias("fraud", "champion", 2, reason="by hand, mid-rollout")
-    epoch = registry.acquire_lease(again.id, holder="h", ttl_s=30)
+    registry.verify_audit()
+
+
+@pytest.mark.parametrize("how", ["alias set", "rollback"])
+def test_a_hand_move_of_champion_aborts_the_running_rollout(registry: Registry, how: str) -> None:
+    # Its baseline no longer serves; a lease holder promoting later would undo the move.
+    if how == "rollback":  # a history to roll back along: 1 -> 2 -> 1
+        registry.set_alias("fraud", "champion", 2)
+        registry.set_alias("fraud", "champion", 1)
+    rollout = registry.start_rollout(plan())
+    epoch = registry.acquire_lease(rollout.id, holder="h", ttl_s=30)
     assert epoch is not None
-    registry.decide(
-        again.id,
-        holder="h",
-        epoch=epoch,
-        decision="rollback",
-        reason="latency",
-        evidence={},
-        end_state="rolled_back",
-    )
-    assert registry.aliases("fraud")["champion"] == 1
+    if how == "alias set":
+        registry.set_alias("fraud", "champion", 2, reason="by hand, mid-rollout")
+        target = 2
+    else:
+        registry.set_alias("fraud", "challenger", 2, reason="another alias: no abort")
+        assert registry.rollout("fraud").state == "running"  # type: ignore[union-attr]
+        registry.rollback("fraud", reason="back to the previous")
+        target = 2
+    ended = registry.rollout("fraud")
+    assert ended is not None and ended.state == "aborted"
+    assert ended.reason == f"champion moved by hand to fraud:{target}"
+    with pytest.raises(RolloutLeaseLostError):
+        registry.decide(
+            rollout.id, holder="h", epoch=epoch, decision="promote", reason="", evidence={},
+            end_state="promoted",
+        )  # fmt: skip
+    assert registry.aliases("fraud")["champion"] == target
+    assert "rollout.abort" in set(actions(registry))
     registry.verify_audit()
 
 
