@@ -293,6 +293,29 @@ def start_rollout(home: Path, version: int, *args: str) -> None:
         raise AssertionError(f"rollout start exited {done.returncode}: {done.stderr}")
 
 
+def start_capped_rollout(
+    home: Path,
+    version: int,
+    *,
+    strategy: str,
+    steps: Sequence[float],
+    min_samples: int,
+    max_samples: int,
+) -> None:
+    """Start a rollout as ``rollout start`` does (`plan_rollout`, then
+    `Registry.start_rollout`), with `max_samples` per arm instead of the CLI's fixed floor
+    of 50,000: where a step that showed no harm advances, or the last one promotes."""
+    import msgspec
+
+    from headrace.rollout.compat import plan_rollout
+
+    with local_registry(home, actor="e2e") as registry:
+        plan = plan_rollout(
+            registry, NAME, version, strategy=strategy, steps=steps, min_samples=min_samples
+        )
+        registry.start_rollout(msgspec.structs.replace(plan, max_samples=max_samples))
+
+
 def rollout_status(home: Path) -> dict[str, Any]:
     """``headrace rollout status fraud --json``, parsed."""
     done = rollout_cli(home, "status", NAME, "--json")
@@ -368,7 +391,7 @@ class Feeder:
         client = self._producer._producer
         topic = self._producer.topic
         chunk = max(1, int(self._rate / 50))
-        started = time.monotonic()
+        due = time.monotonic()
         try:
             for begin in range(0, len(self._items), chunk):
                 if self._stop.is_set():
@@ -379,9 +402,12 @@ class Feeder:
                 with self._lock:
                     self._produced += len(part)
                 client.poll(0)
-                ahead = (begin + len(part)) / self._rate - (time.monotonic() - started)
+                due += len(part) / self._rate
+                ahead = due - time.monotonic()
                 if ahead > 0:
                     self._stop.wait(ahead)
+                elif ahead < -1.0:  # fell behind (a loaded machine): no burst to catch up
+                    due = time.monotonic()
         except BaseException as exc:  # reported by stop
             self._error = exc
 
@@ -411,49 +437,60 @@ class Feeder:
         return self.produced
 
 
-def rollout_weight(metrics_url: str) -> float | None:
-    """The worker's ``headrace_pipeline_rollout_weight_percent`` (the candidate's share of
-    the routing it scores batches with), or None before it reported one."""
+def rollout_gauges(metrics_url: str) -> tuple[float, float]:
+    """A worker's routing as its metrics say: the candidate's weight
+    (``headrace_pipeline_rollout_weight_percent``, 0 outside a rollout) and the events it
+    routed to a candidate so far (``headrace_pipeline_rollout_events_total``)."""
     with urllib.request.urlopen(metrics_url, timeout=5) as response:  # noqa: S310 (test URL)
         text = response.read().decode()
+    weight = candidate = 0.0
     for line in text.splitlines():
         if line.startswith("headrace_pipeline_rollout_weight_percent{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+            weight = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("headrace_pipeline_rollout_events_total{") and (
+            'arm="candidate"' in line
+        ):
+            candidate += float(line.rsplit(" ", 1)[1])
+    return weight, candidate
 
 
 class WeightWatcher:
-    """Scrapes a worker's routing weight every `every` seconds from a thread and keeps
-    each change with the wall-clock time it was first seen: when the worker picked up a
-    rollout (the candidate's weight) and when it left it (0 again)."""
+    """Scrapes a worker's routing every `every` seconds from a thread and keeps each
+    change with the wall-clock time it was first seen, to tell when the worker took part
+    in a rollout and when it left it (weight 0 again after routing events to a
+    candidate: the counter keeps a rollout shorter than a scrape from being missed)."""
 
     def __init__(self, metrics_url: str, *, every: float = 0.05) -> None:
         self.url = metrics_url
-        self.changes: list[tuple[float, float]] = []  # (time.time(), weight)
+        self.changes: list[tuple[float, float, float]] = []  # (time.time(), weight, events)
         self._every = every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="e2e-weight", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        last: float | None = None
+        last: tuple[float, float] | None = None
         while not self._stop.is_set():
             try:
-                weight = rollout_weight(self.url)
+                seen = rollout_gauges(self.url)
             except OSError:
-                weight = None  # not listening yet, or gone
-            if weight is not None and weight != last:
-                self.changes.append((time.time(), weight))
-                last = weight
+                seen = None  # not listening yet, or gone
+            if seen is not None and seen != last:
+                self.changes.append((time.time(), *seen))
+                last = seen
             self._stop.wait(self._every)
 
+    def joined(self) -> bool:
+        """Whether the worker was seen routing to a candidate."""
+        return any(weight > 0 or events > 0 for _, weight, events in list(self.changes))
+
     def left_rollout_at(self) -> float | None:
-        """When the weight first read 0 after reading more than 0, or None."""
+        """When the weight was first seen at 0 after the worker routed to a candidate."""
         joined = False
-        for at, weight in list(self.changes):
+        for at, weight, events in list(self.changes):
             if weight > 0:
                 joined = True
-            elif joined:
+            elif joined or events > 0:
                 return at
         return None
 
