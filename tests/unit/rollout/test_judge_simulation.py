@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, StepEvidence
+from headrace.rollout.evidence import LATENCY_EDGES_MS, ArmEvidence, PairEvidence, StepEvidence
 from headrace.rollout.judge import Verdict, judge
 from headrace.rollout.plan import RolloutPlan
 
@@ -213,15 +213,15 @@ def test_drift_common_to_both_arms_is_not_harm(seed: int) -> None:
 
     Pooled over steps, the candidate (mostly seen at 4%) would look 1.1 pp worse than the
     baseline (mostly seen at 2%), far beyond the 0.1 pp tolerance; the per-step product
-    compares arms only within a step. 200 rollouts; bound: Bin(200, 0.05)'s 99th
-    percentile, 17.
+    compares arms only within a step. 150 rollouts; bound: Bin(150, 0.05)'s 99th
+    percentile, 14.
     """
     outcomes = run_many(
-        seed, 200, baseline=Arm(), candidate=Arm(), error_by_step=(0.02, 0.02, 0.04)
+        seed, 150, baseline=Arm(), candidate=Arm(), error_by_step=(0.02, 0.02, 0.04)
     )
     false = _rollbacks(outcomes)
-    print(f"common drift seed={seed}: rollbacks {false}/200 (bound {_bound(200)})")
-    assert false <= _bound(200), f"seed {seed}: {false} rollbacks of 200 under common drift"
+    print(f"common drift seed={seed}: rollbacks {false}/150 (bound {_bound(150)})")
+    assert false <= _bound(150), f"seed {seed}: {false} rollbacks of 150 under common drift"
 
 
 @pytest.mark.parametrize(
@@ -235,12 +235,13 @@ def test_drift_common_to_both_arms_is_not_harm(seed: int) -> None:
 def test_boundary_null(seed: int, label: str, candidate: Arm) -> None:
     """A candidate exactly at one tolerance is not rolled back more often than alpha allows.
 
-    200 rollouts each; bound: the 99th percentile of Bin(200, 0.05), 17.
+    150 rollouts each; bound: the 99th percentile of Bin(150, 0.05), 14. Measured with
+    200 each: 0-1 rollbacks per tolerance in four runs.
     """
-    outcomes = run_many(seed, 200, baseline=Arm(), candidate=candidate)
+    outcomes = run_many(seed, 150, baseline=Arm(), candidate=candidate)
     false = _rollbacks(outcomes)
-    print(f"boundary {label} seed={seed}: rollbacks {false}/200 (bound {_bound(200)})")
-    assert false <= _bound(200), f"seed {seed}: {label}: {false} rollbacks of 200"
+    print(f"boundary {label} seed={seed}: rollbacks {false}/150 (bound {_bound(150)})")
+    assert false <= _bound(150), f"seed {seed}: {label}: {false} rollbacks of 150"
 
 
 def _naive(plan: RolloutPlan, steps: Sequence[StepEvidence], step: int) -> Verdict:
@@ -269,14 +270,14 @@ def test_harness_catches_peeking(seed: int) -> None:
     """The same harness fails a repeated fixed-horizon z-test: false rollbacks far above 5%.
 
     About 40 looks reach the z-test (one at each canary step, the rest at the last step);
-    measured 64, 71, 71 and 73 false rollbacks of 300 (21-24%: the inflation section 1 of
-    ROLLOUT-JUDGE.md describes). It must exceed even what a correct 10% test would show at
-    its 99.9th percentile (47 of 300).
+    measured 56, 64, 66, 71, 71 and 73 false rollbacks of 300 (19-24%: the inflation
+    section 1 of ROLLOUT-JUDGE.md describes). It must exceed even what a correct 8% test
+    would show at its 99.9th percentile (40 of 300).
     """
     outcomes = run_many(seed, 300, baseline=Arm(), candidate=Arm(), decide=_naive)
     false = _rollbacks(outcomes)
     print(f"naive z-test seed={seed}: false rollbacks {false}/300")
-    limit = stats.binom.ppf(0.999, 300, 0.10)
+    limit = stats.binom.ppf(0.999, 300, 0.08)
     assert false > limit, f"seed {seed}: the peeking z-test had only {false} of 300 (<= {limit})"
 
 
@@ -351,3 +352,85 @@ def test_retrained_candidate_promoted(seed: int) -> None:
         f"{np.median([o.events for o in outcomes]):,.0f}"
     )
     assert promoted >= 18, f"seed {seed}: retrained candidate promoted in {promoted} of 20"
+
+
+SHADOW = RolloutPlan(
+    name="fraud",
+    baseline=1,
+    candidate=2,
+    strategy="shadow",
+    steps=(100.0,),
+    min_samples=1000,
+    max_samples=10_000,
+    score_edges=EDGES,
+    disagreement_tolerance=0.01,
+    score_tolerance=0.01,
+)
+
+
+def run_shadow(
+    rng: np.random.Generator, *, disagree: float, shift: float, noise: float = 0.02
+) -> Outcome:
+    """One shadow rollout: every event scored by both arms, judged every `LOOK` pairs."""
+    looks = SHADOW.max_samples // LOOK + 2
+    n = np.full(looks, LOOK)
+    base, cand = _ArmLooks(rng, Arm(), n), _ArmLooks(rng, Arm(), n)
+    flips = rng.binomial(LOOK, disagree, size=looks).cumsum()
+    diffs = rng.normal(shift, noise, size=(looks, LOOK))
+    diff_sum, diff_sumsq = diffs.sum(axis=1).cumsum(), (diffs * diffs).sum(axis=1).cumsum()
+    for look in range(looks):
+        pairs = PairEvidence(
+            pairs=LOOK * (look + 1),
+            disagreements=int(flips[look]),
+            diff_sum=float(diff_sum[look]),
+            diff_sumsq=float(diff_sumsq[look]),
+            diffs=LOOK * (look + 1),
+        )
+        current = StepEvidence(
+            baseline=base.evidence(look), candidate=cand.evidence(look), pairs=pairs
+        )
+        verdict = judge(SHADOW, [current], step=0)
+        if verdict.decision in ("rollback", "promote"):
+            return Outcome(verdict.decision, LOOK * (look + 1), LOOK * (look + 1))
+    return Outcome(verdict.decision, LOOK * looks, LOOK * looks)
+
+
+@pytest.mark.parametrize(
+    ("label", "disagree", "shift"),
+    [
+        ("retrained: 0.5% disagree, no shift", 0.005, 0.0),
+        ("boundary: 1% disagree", 0.01, 0.0),
+        ("boundary: paired shift +0.01", 0.005, 0.01),
+    ],
+)
+def test_shadow_false_rollbacks_within_alpha(
+    seed: int, label: str, disagree: float, shift: float
+) -> None:
+    """Shadow nulls (150 runs each): rollbacks within Bin(150, 0.05)'s 99th percentile, 14.
+
+    Measured with 300 runs each: 0 rollbacks in all three, every run promoted.
+    """
+    rng = np.random.default_rng(seed)
+    outcomes = [run_shadow(rng, disagree=disagree, shift=shift) for _ in range(150)]
+    false = _rollbacks(outcomes)
+    promoted = sum(o.decision == "promote" for o in outcomes)
+    print(f"shadow {label} seed={seed}: rollbacks {false}/150, promoted {promoted}/150")
+    assert false <= _bound(150), f"seed {seed}: shadow {label}: {false} rollbacks of 150"
+
+
+@pytest.mark.parametrize(
+    ("label", "disagree", "shift", "metric"),
+    [("3% disagree", 0.03, 0.0, "disagreement"), ("paired shift +0.05", 0.005, 0.05, "score_diff")],
+)
+def test_shadow_bad_candidates_rolled_back(
+    seed: int, label: str, disagree: float, shift: float, metric: str
+) -> None:
+    """Shadow regressions are rolled back at the first look with 1,000 pairs."""
+    rng = np.random.default_rng(seed)
+    outcomes = [run_shadow(rng, disagree=disagree, shift=shift) for _ in range(20)]
+    rolled = [o.events for o in outcomes if o.decision == "rollback"]
+    print(
+        f"shadow {label} seed={seed}: rolled back {len(rolled)}/20, median pairs "
+        f"{np.median(rolled) if rolled else float('nan'):,.0f}"
+    )
+    assert len(rolled) == 20, f"seed {seed}: shadow {label} rolled back in {len(rolled)} of 20"
