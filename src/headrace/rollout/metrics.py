@@ -155,6 +155,18 @@ def _quantiles(
     return cumulative_quantile_bounds(cumulative, _LOWER_EDGES, _UPPER_EDGES, asks, horizon=horizon)
 
 
+def _point(cumulative: Any, p: float) -> float | None:
+    """The plug-in p-quantile (ms): the geometric middle of the bin holding rank ceil(np)."""
+    if not len(cumulative) or not cumulative[-1]:
+        return None
+    rank = max(1, math.ceil(int(cumulative[-1]) * p))
+    index = int(np.searchsorted(cumulative, rank))
+    low, high = float(_LOWER_EDGES[index]), float(_UPPER_EDGES[index])
+    if low <= 0.0:
+        return high
+    return low if not math.isfinite(high) else math.sqrt(low * high)
+
+
 def _latency(plan: RolloutPlan, steps: Sequence[StepEvidence], alpha_m: float) -> MetricResult:
     current = steps[-1]
     base, cand = current.baseline, current.candidate
@@ -184,6 +196,8 @@ def _latency(plan: RolloutPlan, steps: Sequence[StepEvidence], alpha_m: float) -
         noninferior = noninferior and pc_high <= (1 + r) * pb_low
         levels[f"p{p * 100:g}"] = {
             "tolerance": r,
+            "candidate": _point(cum_c, p),
+            "baseline": _point(cum_b, p),
             "candidate_lower": c_low,
             "baseline_upper": _finite(b_high),
             "candidate_upper_promote": _finite(pc_high),
@@ -200,6 +214,7 @@ def _latency(plan: RolloutPlan, steps: Sequence[StepEvidence], alpha_m: float) -
         evidence={
             "test": "quantile confidence sequences on histograms, current step",
             "alpha": alpha_q,
+            "alpha_promote": alpha_p,
             "levels": levels,
             "n": [n_b, n_c],
         },

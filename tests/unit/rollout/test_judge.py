@@ -77,6 +77,11 @@ def test_slow_candidate_rolls_back_on_latency(rng: np.random.Generator) -> None:
     verdict = judge(_plan(), steps, step=0)
     assert (verdict.decision, verdict.metric) == ("rollback", "latency")
     assert "p50" in verdict.reason
+    p50 = verdict.evidence["latency"]["levels"]["p50"]
+    # lognormal medians 100 ms and 20 ms, read from 5%-wide bins
+    assert p50["candidate"] == pytest.approx(100, rel=0.1)
+    assert p50["baseline"] == pytest.approx(20, rel=0.05)
+    assert p50["candidate_lower"] > 1.05 * p50["baseline_upper"]
 
 
 def test_steps_advance_then_promote_an_equal_candidate(rng: np.random.Generator) -> None:
