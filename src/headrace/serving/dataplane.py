@@ -44,7 +44,7 @@ from headrace.serving.config import ServeSpec
 from headrace.serving.errors import InferenceTimeoutError, OverloadedError, status_of
 from headrace.serving.metrics import ServerMetrics
 from headrace.serving.repository import ModelMetadata, ModelRepository, ModelStatus
-from headrace.serving.rollouts import Arm, arm_evidence, assign_arm, model_ms
+from headrace.serving.rollouts import Arm, EvidenceTally, assign_arm, model_ms
 from headrace.serving.shadow import ShadowJob, ShadowScorer
 from headrace.types import Columns
 
@@ -88,6 +88,7 @@ class DataPlane:
         self.participant = RolloutParticipant(
             repository.registry, instance=instance_name("server"), interval_s=config.rollout_poll_s
         )
+        self.tally = EvidenceTally(self.participant.record)
         self.shadow = ShadowScorer(
             _shadow_path(config),
             infer=self._infer_candidate,
@@ -115,6 +116,7 @@ class DataPlane:
         await self.shadow.close()
         for batcher in list(self.batchers.values()):
             await batcher.close()
+        self.tally.flush()
         await asyncio.to_thread(self.participant.stop)  # writes the last evidence
         await self.repository.stop()
 
@@ -320,19 +322,16 @@ class DataPlane:
         scores: np.ndarray | None,
         pairs: PairEvidence | None = None,
     ) -> None:
-        """Hand one request's evidence of `arm` to the participant and the metrics."""
-        if routing.plan is None or routing.rollout_id is None:
-            return
-        evidence = arm_evidence(
-            routing.plan,
-            arm=arm,
+        """Count one request's evidence of `arm` for the participant and the metrics."""
+        self.tally.add(
+            routing,
+            arm,
             rows=rows,
             errors=errors,
             latency_ms=latency_ms,
             scores=scores,
             pairs=pairs,
         )
-        self.participant.record(routing.rollout_id, routing.step, evidence)
         seconds = None if latency_ms is None else latency_ms / 1000.0
         self.metrics.observe_arm(name, arm, rows=rows, errors=errors, seconds=seconds)
 

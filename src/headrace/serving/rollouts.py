@@ -12,8 +12,10 @@ A rollout applies only when the server serves ``champion`` (the rollout's baseli
 release ``champion`` pointed at) and only while the alias still points at the baseline: a
 hand-moved champion serves alone, as in the stream worker's `ReleaseFollower`.
 
-`arm_evidence` turns one answered request into the per-arm sufficient statistics the
-rollout participant sums and writes to the registry.
+`EvidenceTally` gathers each answered request's per-arm counts, latencies and scores at
+the cost of a few appends, and hands them to the rollout participant as sufficient
+statistics (`StepEvidence`, built vectorized) a few times a second: a histogram per
+request would cost more than a small model's call.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -31,7 +33,7 @@ from headrace._redact import redact_text
 from headrace.inference.service import InferenceService
 from headrace.registry.refs import DEFAULT_ALIAS
 from headrace.registry.store import Registry
-from headrace.rollout.evidence import ArmEvidence, PairEvidence, StepEvidence
+from headrace.rollout.evidence import PairEvidence, StepEvidence
 from headrace.rollout.plan import RolloutPlan
 from headrace.rollout.routing import Routing, candidate_mask
 from headrace.rollout.state import plan_of
@@ -40,8 +42,8 @@ from headrace.serving.batching import BatchPart
 __all__ = [
     "Arm",
     "ArmObserver",
+    "EvidenceTally",
     "ServedRollouts",
-    "arm_evidence",
     "assign_arm",
     "model_ms",
     "predicted_rows",
@@ -264,27 +266,100 @@ def predicted_rows(part: BatchPart) -> np.ndarray:
     return np.setdiff1d(rows, [r.row for r in part.rejections], assume_unique=True)
 
 
-def arm_evidence(
-    plan: RolloutPlan,
-    *,
-    arm: Arm,
-    rows: int,
-    errors: int,
-    latency_ms: float | None,
-    scores: np.ndarray | None,
-    pairs: PairEvidence | None = None,
-) -> StepEvidence:
-    """One request's evidence for one arm: its rows, the rows its model failed, one
-    latency observation (model time), its scores over the plan's score bins, and in
-    shadow the pairs both arms predicted."""
-    evidence = StepEvidence()
-    if pairs is not None:
-        evidence.pairs = pairs
-    side: ArmEvidence = evidence.candidate if arm == "candidate" else evidence.baseline
-    side.events = rows
-    side.errors = errors
-    if latency_ms is not None:
-        side.record_calls([latency_ms])
-    if scores is not None and plan.score_edges:
-        side.record_scores(scores, edges=plan.score_edges)
-    return evidence
+@dataclass
+class _ArmTally:
+    events: int = 0
+    errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class _StepTally:
+    plan: RolloutPlan
+    baseline: _ArmTally = field(default_factory=_ArmTally)
+    candidate: _ArmTally = field(default_factory=_ArmTally)
+    pairs: PairEvidence = field(default_factory=PairEvidence)
+
+
+class EvidenceTally:
+    """Per-request evidence, gathered cheaply and handed on in batches.
+
+    Parameters
+    ----------
+    record
+        Receives ``(rollout_id, step, evidence)``: `RolloutParticipant.record`.
+    every_s
+        The longest a request's evidence waits before it is handed on (a timer on the
+        event loop, started by the first request of a window).
+    max_requests
+        Hand on sooner once this many requests were counted.
+
+    Every method runs on the event loop's thread (requests and shadow tasks alike).
+    """
+
+    def __init__(
+        self,
+        record: Callable[[int, int, StepEvidence], None],
+        *,
+        every_s: float = 0.25,
+        max_requests: int = 1024,
+    ) -> None:
+        self._record = record
+        self.every_s = every_s
+        self.max_requests = max_requests
+        self._steps: dict[tuple[int, int], _StepTally] = {}
+        self._count = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(
+        self,
+        routing: Routing,
+        arm: Arm,
+        *,
+        rows: int,
+        errors: int,
+        latency_ms: float | None,
+        scores: np.ndarray | None,
+        pairs: PairEvidence | None = None,
+    ) -> None:
+        """Count one request of `arm` under `routing` (its rollout and step)."""
+        plan, rollout_id = routing.plan, routing.rollout_id
+        if plan is None or rollout_id is None:
+            return
+        key = (rollout_id, routing.step)
+        step = self._steps.get(key)
+        if step is None:
+            step = self._steps[key] = _StepTally(plan)
+        tally = step.candidate if arm == "candidate" else step.baseline
+        tally.events += rows
+        tally.errors += errors
+        if latency_ms is not None:
+            tally.latencies_ms.append(latency_ms)
+        if scores is not None and len(scores) and plan.score_edges:
+            tally.scores.append(scores)
+        if pairs is not None:
+            step.pairs.add(pairs)
+        self._count += 1
+        if self._count >= self.max_requests:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.every_s, self.flush)
+
+    def flush(self) -> None:
+        """Hand everything counted so far on, one `StepEvidence` per rollout step."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        steps, self._steps, self._count = self._steps, {}, 0
+        for (rollout_id, step), tally in steps.items():
+            evidence = StepEvidence(pairs=tally.pairs)
+            for arm, side in (
+                (tally.baseline, evidence.baseline),
+                (tally.candidate, evidence.candidate),
+            ):
+                side.events, side.errors = arm.events, arm.errors
+                side.record_calls(arm.latencies_ms)
+                if arm.scores:
+                    side.record_scores(np.concatenate(arm.scores), edges=tally.plan.score_edges)
+            self._record(rollout_id, step, evidence)

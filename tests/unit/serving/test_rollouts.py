@@ -22,7 +22,7 @@ from headrace.inference.service import InferenceService
 from headrace.inference.validate import Rejection
 from headrace.release.config import ReleaseConfig
 from headrace.release.schema import Field, Schema
-from headrace.rollout.evidence import PairEvidence
+from headrace.rollout.evidence import StepEvidence
 from headrace.rollout.plan import RolloutPlan
 from headrace.rollout.routing import Routing, candidate_mask
 from headrace.runtimes.testing import ConstantModel
@@ -30,7 +30,7 @@ from headrace.serving.batching import AdaptiveBatcher, BatchPart
 from headrace.serving.codec import InputTensor
 from headrace.serving.rollouts import (
     Arm,
-    arm_evidence,
+    EvidenceTally,
     assign_arm,
     model_ms,
     predicted_rows,
@@ -122,26 +122,48 @@ def test_a_requests_predicted_rows_and_model_time() -> None:
     assert model_ms(_part(1, [])) is None  # a batch that did not report its stages
 
 
-@pytest.mark.parametrize("arm", ["baseline", "candidate"])
-def test_one_requests_evidence_lands_on_its_arm_only(arm: Arm) -> None:
-    plan = _routing("canary", 50).plan
-    assert plan is not None
-    pairs = PairEvidence(pairs=2)
-    evidence = arm_evidence(
-        plan,
-        arm=arm,
-        rows=4,
-        errors=1,
-        latency_ms=3.0,
-        scores=np.array([0.2, 0.7, 0.9]),
-        pairs=pairs,
+def test_the_tally_hands_each_steps_evidence_on_summed_per_arm() -> None:
+    recorded: list[tuple[int, int, StepEvidence]] = []
+    canary = _routing("canary", 50)
+    stepped = Routing(
+        baseline=BASELINE, candidate=CANDIDATE, plan=canary.plan, rollout_id=7, step=1
     )
-    mine = evidence.candidate if arm == "candidate" else evidence.baseline
-    other = evidence.baseline if arm == "candidate" else evidence.candidate
-    assert (mine.events, mine.errors, sum(mine.latency_counts)) == (4, 1, 1)
-    assert mine.score_counts == [1, 2] and mine.scored == 3  # edges (0.5,)
-    assert other.events == 0 and not other.latency_counts
-    assert evidence.pairs.pairs == 2
+
+    async def main() -> None:
+        tally = EvidenceTally(lambda *args: recorded.append(args), every_s=3600)
+        tally.add(canary, "baseline", rows=3, errors=0, latency_ms=1.0, scores=np.array([0.2] * 3))
+        tally.add(canary, "candidate", rows=2, errors=1, latency_ms=2.0, scores=np.array([0.7]))
+        tally.add(canary, "candidate", rows=1, errors=0, latency_ms=None, scores=None)
+        tally.add(stepped, "candidate", rows=4, errors=0, latency_ms=3.0, scores=None)
+        assert recorded == []  # held until the window ends
+        tally.flush()
+
+    asyncio.run(main())
+    by_step = {(rollout, step): evidence for rollout, step, evidence in recorded}
+    assert sorted(by_step) == [(7, 0), (7, 1)]
+    first = by_step[(7, 0)]
+    assert (first.baseline.events, first.baseline.errors, first.baseline.scored) == (3, 0, 3)
+    assert (first.candidate.events, first.candidate.errors, first.candidate.scored) == (3, 1, 1)
+    assert sum(first.candidate.latency_counts) == 1  # one latency per measured request
+    assert first.baseline.score_counts == [3, 0] and first.candidate.score_counts == [0, 1]
+    assert by_step[(7, 1)].candidate.events == 4 and by_step[(7, 1)].baseline.events == 0
+
+
+def test_the_tally_hands_on_by_itself_after_its_window_or_a_full_count() -> None:
+    recorded: list[tuple[int, int, StepEvidence]] = []
+    routing = _routing("canary", 50)
+
+    async def main() -> None:
+        tally = EvidenceTally(lambda *args: recorded.append(args), every_s=0.01, max_requests=3)
+        tally.add(routing, "baseline", rows=1, errors=0, latency_ms=1.0, scores=None)
+        async with asyncio.timeout(30):  # the window's timer, not a measured delay
+            while not recorded:
+                await asyncio.sleep(0.005)
+        for _ in range(3):  # the third request hands on at once
+            tally.add(routing, "baseline", rows=1, errors=0, latency_ms=1.0, scores=None)
+        assert [e.baseline.events for _, _, e in recorded] == [1, 3]
+
+    asyncio.run(main())
 
 
 def test_shadow_scoring_is_bounded_counts_its_drops_and_writes_the_candidates_outputs(
