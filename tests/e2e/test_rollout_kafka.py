@@ -585,6 +585,7 @@ def test_lease_holder_killed_mid_rollout_the_other_worker_decides(
         survivor = next(w for w in workers if w is not victim)
         before = rollout_state(release.home)
         assert before.state == "running", (before.state, before.reason)
+        killed_n = judged_events(release.home)
         killed_at = time.time()
         victim.process.kill()
         victim.watcher.stop()
@@ -614,7 +615,7 @@ def test_lease_holder_killed_mid_rollout_the_other_worker_decides(
     taken = next(at for at, holder, _ in lease.changes if holder == holders[1])
     n_b, n_c = run.arm_events()
     print(
-        f"\nlease: holder killed at step {before.step} ; "
+        f"\nlease: holder killed with n={killed_n[0]}/{killed_n[1]} in the evidence; "
         f"the lease taken over {taken - killed_at:.1f} s after the kill; the survivor "
         f"decided {run.decision['decision']} at n={n_b}/{n_c} ({run.decision['reason']}); "
         f"{repeats} outputs repeated (at-least-once); survivor off the rollout "
