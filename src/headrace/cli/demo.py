@@ -10,6 +10,7 @@ import typer
 from headrace.cli.output import print_json
 
 if TYPE_CHECKING:
+    from headrace.demo.rollout import RolloutReport
     from headrace.demo.serving import ServingReport
     from headrace.demo.story import DemoResult
 
@@ -17,7 +18,10 @@ __all__ = ["demo"]
 
 
 def demo(
-    events: Annotated[int, typer.Option(help="Transactions to stream.", min=100)] = 50_000,
+    events: Annotated[
+        int,
+        typer.Option(help="Transactions to stream (the rollout needs about 100,000).", min=100),
+    ] = 120_000,
     home: Annotated[
         Path, typer.Option(help="Directory for the demo's registry and outputs (wiped first).")
     ] = Path(".headrace/demo"),
@@ -26,7 +30,8 @@ def demo(
     ] = 10_000.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Train, register, stream, score and audit a fraud model, on nothing but this machine."""
+    """Train, register, stream, drift, retrain, gate, shadow, canary, promote or roll back,
+    and audit a fraud model, on nothing but this machine."""
     import sys
 
     from rich.console import Console
@@ -92,6 +97,13 @@ def demo(
                     "report_drifted_columns": result.report_drifted,
                 },
                 "accuracy": {"labels_sent": result.labels_sent, **(result.accuracy or {})},
+                "accuracy_by_release": result.accuracy_by_release,
+                "outputs_by_release": result.outputs_by_release,
+                "last_outputs": {
+                    "release": result.last_outputs[0],
+                    "outputs": result.last_outputs[1],
+                },
+                "rollout": _rollout_json(result.rollout),
             }
         )
         return
@@ -113,6 +125,7 @@ def demo(
         f"  registry      {result.home / 'registry.db'}",
         *_serving_lines(result.serving),
         *_drift_lines(result),
+        *_rollout_lines(result),
     ]
     typer.echo("\n".join(lines))
 
@@ -250,4 +263,104 @@ def _serving_lines(report: ServingReport | None) -> list[str]:
             f"                {answer.rows:>5,} row(s)  {what} by {answer.release} in "
             f"{answer.latency_ms:.1f} ms"
         )
+    return lines
+
+
+def _rollout_json(report: RolloutReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    trained = report.trained
+    gate = report.gate
+    return {
+        "outcome": report.outcome,
+        "champion": report.champion,
+        "release": report.release,
+        "digest": report.digest,
+        "retrain_rows": list(report.retrain_rows),
+        "retrain": None
+        if trained is None
+        else {
+            "auc": trained.auc,
+            "threshold": trained.threshold,
+            "validation": trained.validation,
+            "fitted_rows": trained.rows,
+        },
+        "gate": None
+        if gate is None
+        else {
+            "passed": gate.passed,
+            "rows": gate.rows,
+            "frauds": gate.frauds,
+            "metrics": gate.metrics,
+            "reason": gate.reason(),
+        },
+        "phases": [
+            {
+                "strategy": phase.strategy,
+                "rollout_id": phase.rollout_id,
+                "steps": list(phase.steps),
+                "state": phase.state,
+                "reason": phase.reason,
+                "ended_at_event": phase.ended_at_event,
+                "pairs": phase.pairs,
+                "disagreements": phase.disagreements,
+                "arms": phase.arms,
+                "verdicts": phase.verdicts,
+            }
+            for phase in report.phases
+        ],
+    }
+
+
+def _rollout_lines(result: DemoResult) -> list[str]:
+    """Retrain, gate, each rollout with its verdicts, the outcome, and which release
+    scored the outputs."""
+    report = result.rollout
+    if report is None:
+        return []
+    lines: list[str] = []
+    trained = report.trained
+    if trained is not None:
+        begin, end = report.retrain_rows
+        lines.append(
+            f"  retrain       {report.release} on the labelled events {begin:,}-{end - 1:,} "
+            f"after the drift: held-out AUC {trained.auc:.3f}, fraud when P(fraud) >= "
+            f"{trained.threshold:.3f}"
+        )
+    if report.gate is not None:
+        lines.append(f"  gate          {report.gate.reason()}")
+    for phase in report.phases:
+        steps = ",".join(f"{w:g}" for w in phase.steps)
+        lines.append(
+            f"  {phase.strategy:<13} rollout {phase.rollout_id} (steps {steps}) "
+            f"{phase.state} at event {phase.ended_at_event:,}: {phase.reason}"
+        )
+        if phase.strategy == "shadow" and phase.pairs:
+            lines.append(
+                f"                {phase.disagreements:,} of {phase.pairs:,} shadowed pairs "
+                f"decided otherwise ({phase.disagreements / phase.pairs:.1%})"
+            )
+        for verdict in phase.verdicts:
+            if verdict["decision"] == "continue":
+                continue
+            baseline, candidate = verdict["events"]
+            lines.append(
+                f"                step {verdict['step'] + 1} ({verdict['weight']:g}%) "
+                f"{verdict['decision']:<9} events per arm: baseline {baseline:,}, "
+                f"candidate {candidate:,}"
+            )
+    outcome = report.outcome or "not reached"
+    champion = f" (champion now {report.champion})" if report.champion else ""
+    lines.append(f"  rollout       {outcome}{champion}")
+    if result.outputs_by_release:
+        counts = ", ".join(f"{ref} {n:,}" for ref, n in result.outputs_by_release.items())
+        last, run = result.last_outputs
+        lines.append(f"  outputs by    {counts}; the last {run:,} outputs by {last}")
+    if len(result.accuracy_by_release) > 1:
+        for ref, accuracy in result.accuracy_by_release.items():
+            lines.append(
+                f"  live accuracy {ref}: last {accuracy['window']:,} joined labels: accuracy "
+                f"{_metric(accuracy['accuracy'])}, precision {_metric(accuracy['precision'])}, "
+                f"recall {_metric(accuracy['recall'])}, AUC {_metric(accuracy['auc'])}"
+            )
     return lines

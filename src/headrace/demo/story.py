@@ -24,19 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from headrace.demo.data import (
     FEATURES,
-    FEATURES_YAML,
     MERCHANTS,
-    SCHEMA_YAML,
     Transactions,
     event_stream,
     generate,
     generate_drifting,
-    training_matrix,
 )
+from headrace.demo.rollout import RolloutReport, RolloutStory
+from headrace.demo.training import register_trained, train_first
 
 if TYPE_CHECKING:
     from headrace.demo.serving import ServingBeside, ServingReport
@@ -80,78 +80,10 @@ class DemoResult:
     accuracy: dict[str, Any] | None = None
     report_path: Path | None = None
     report_drifted: list[str] = field(default_factory=list)
-
-
-def best_f1_threshold(y: Any, scores: Any) -> tuple[float, dict[str, float]]:
-    """The threshold on P(fraud) with the best F1 on a validation set, and its precision,
-    recall and F1 there (and at 0.5, which a rare positive class seldom reaches: ~2% fraud
-    gives a recall near 0 there)."""
-    import numpy as np
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, thresholds = precision_recall_curve(y, scores)
-    p, r = precision[:-1], recall[:-1]  # the last point has no threshold
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.nan_to_num(2 * p * r / (p + r))
-    best = int(np.argmax(f1))
-    at_half = scores >= 0.5
-    hits = float(np.sum(at_half & (y == 1)))
-    return float(thresholds[best]), {
-        "precision": float(p[best]),
-        "recall": float(r[best]),
-        "f1": float(f1[best]),
-        "recall_at_0.5": hits / max(float(np.sum(y == 1)), 1.0),
-    }
-
-
-def _train(home: Path, *, rows: int, seed: int) -> tuple[Path, float, float, dict[str, float]]:
-    """Train a gradient-boosted fraud model on 60% of the rows, choose its threshold on
-    the next 20% (best F1), measure AUC on the last 20%; write the release inputs (the
-    threshold in the release config) under `home`."""
-    import joblib
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.metrics import roc_auc_score
-
-    from headrace.demo.data import MERCHANTS
-
-    data = generate(rows, seed=seed)
-    x = training_matrix(data)
-    y = data.is_fraud.astype(int)
-    fit, cut = int(rows * 0.6), int(rows * 0.8)
-    model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=0)
-    model.fit(x[:fit], y[:fit])
-    threshold, validation = best_f1_threshold(y[fit:cut], model.predict_proba(x[fit:cut])[:, 1])
-    threshold = round(threshold, 6)  # as the config file holds it
-    auc = float(roc_auc_score(y[cut:], model.predict_proba(x[cut:])[:, 1]))
-    out = home / "release-1"
-    out.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, out / "model.pkl")
-    (out / "schema.yaml").write_text(SCHEMA_YAML)
-    (out / "features.yaml").write_text(FEATURES_YAML)
-    (out / "config.yaml").write_text(
-        f"# best F1 on the validation rows: precision {validation['precision']:.3f}, "
-        f"recall {validation['recall']:.3f}\nthreshold: {threshold}\nlabels: [legit, fraud]\n"
-    )
-    metrics = {"auc": auc, "fraud_rate": float(y.mean()), "threshold": threshold}
-    metrics.update({f"validation_{k}": v for k, v in validation.items()})
-    (out / "metrics.json").write_text(orjson.dumps(metrics).decode())
-    table = pa.table(
-        {
-            "amount": data.amount,
-            "hour": data.hour,
-            "merchant": pa.array([MERCHANTS[i] for i in data.merchant]),
-            "distance_km": data.distance_km,
-            "card_present": data.card_present,
-            "tx_last_24h": data.tx_last_24h,
-            # every schema field is a column of the training data (registration checks it)
-            "user_id": pa.array([f"user-{int(u):05d}" for u in data.user]),
-            "is_fraud": data.is_fraud,
-        }
-    )
-    pq.write_table(table, out / "train.parquet")
-    return out, auc, threshold, validation
+    rollout: RolloutReport | None = None
+    outputs_by_release: dict[str, int] = field(default_factory=dict)
+    last_outputs: tuple[str, int] = ("", 0)
+    accuracy_by_release: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _produce(
@@ -164,18 +96,24 @@ def _produce(
     labels: list[bytes | None] | None = None,
     label_topic: str = "",
     label_delay_s: float = 0.0,
+    labelled: list[int] | None = None,
 ) -> None:
     """Append events at about `rate` per second, as a live source would deliver them, and
-    each event's label (if any) `label_delay_s` seconds later on `label_topic`."""
+    each event's label (if any) `label_delay_s` seconds later on `label_topic`;
+    ``labelled[0]`` counts the events whose labels were sent."""
     from headrace.streams.base import OutRecord
 
     chunk = max(1, int(rate / 100))
     started = time.monotonic()
-    due: deque[tuple[float, list[OutRecord]]] = deque()
+    due: deque[tuple[float, list[OutRecord], int]] = deque()
 
     def release(now: float) -> None:
         while due and due[0][0] <= now:
-            broker.append(label_topic, due.popleft()[1])
+            _, records, through = due.popleft()
+            if records:
+                broker.append(label_topic, records)
+            if labelled is not None:
+                labelled[0] = through
 
     for begin in range(0, len(payloads), chunk):
         if stop.is_set():
@@ -184,8 +122,7 @@ def _produce(
         broker.append(topic, [OutRecord(value=value, key=key) for key, value in part])
         if labels is not None:
             late = [OutRecord(value=v) for v in labels[begin : begin + len(part)] if v is not None]
-            if late:
-                due.append((time.monotonic() + label_delay_s, late))
+            due.append((time.monotonic() + label_delay_s, late, begin + len(part)))
             release(time.monotonic())
         ahead = (begin + len(part)) / rate - (time.monotonic() - started)
         if ahead > 0:
@@ -254,11 +191,12 @@ def _labels(stream: Transactions, payloads: list[tuple[bytes, bytes, str | None]
 
 def run_demo(
     *,
-    events: int = 50_000,
+    events: int = 120_000,
     home: Path | None = None,
     rate: float = 10_000.0,
     malformed_rate: float = 0.01,
-    drift_share: float = 0.6,
+    drift_share: float = 0.1,
+    retrain_rows: int = 20_000,
     seed: int = 42,
     say: Say = print,
     progress: Progress | None = None,
@@ -268,7 +206,10 @@ def run_demo(
     Parameters
     ----------
     events
-        Transactions to stream.
+        Transactions to stream. The rollout needs about 100,000 at the default rate: the
+        retrain waits for the labels of `retrain_rows` events after the drift point, then
+        the shadow and each canary step need their samples; with fewer the demo says
+        what it did not reach.
     home
         Where the demo's registry, artifacts and outputs go (wiped first); a temporary
         directory when None.
@@ -276,14 +217,13 @@ def run_demo(
         Events per second the producer offers (a live stream, not a backlog).
     drift_share
         Where the stream drifts, as a share of `events`.
+    retrain_rows
+        Labelled transactions after the drift point that release 2 is trained on.
     say, progress
         Where narration goes, and a callback ``(done, total)`` while streaming.
     """
-    from headrace.inference.contract import check_draft
     from headrace.pipeline.build import build_worker
-    from headrace.pipeline.spec import pipeline_spec_from_dict
     from headrace.registry.store import Registry
-    from headrace.release.bundle import build_draft
     from headrace.streams.memory import broker as named_broker
 
     home = home or Path(tempfile.mkdtemp(prefix="headrace-demo-"))
@@ -292,10 +232,9 @@ def run_demo(
     home.mkdir(parents=True)
     result = DemoResult(home=home)
 
-    say("1/6 training a fraud model on 20,000 generated card transactions")
-    model_dir, result.auc, result.threshold, result.validation = _train(
-        home, rows=20_000, seed=seed
-    )
+    say("1/10 training a fraud model on 20,000 generated card transactions")
+    first = train_first(home, rows=20_000, seed=seed)
+    result.auc, result.threshold, result.validation = first.auc, first.threshold, first.validation
     v = result.validation
     say(
         f"    gradient-boosted trees, held-out AUC {result.auc:.3f}; fraud when P(fraud) >= "
@@ -304,37 +243,22 @@ def run_demo(
         f"{v['recall_at_0.5']:.2f}), kept in the release config"
     )
 
-    say("2/6 registering it as release fraud:1 (champion)")
+    say("2/10 registering it as release fraud:1 (champion)")
     registry = Registry(
         f"sqlite:///{home / 'registry.db'}",
         artifacts=f"file://{home / 'artifacts'}",
         actor="headrace-demo",
         cache_dir=home / "cache",
     )
-    with registry, tempfile.TemporaryDirectory(prefix="headrace-draft-") as scratch:
-        draft = build_draft(
-            model_dir / "model.pkl",
-            name="fraud",
-            flavor="sklearn",
-            workdir=Path(scratch),
-            schema_path=model_dir / "schema.yaml",
-            features_path=model_dir / "features.yaml",
-            data_path=model_dir / "train.parquet",
-            metrics_path=model_dir / "metrics.json",
-            config_path=model_dir / "config.yaml",
-        )
-        # The model's own signature decides the columns, as `headrace register` does.
-        draft, _ = check_draft(draft)
-        release = registry.register(
-            draft, alias="champion", reason="demo: first model", verification="passed"
-        )
+    with registry:
+        release = register_trained(registry, first, alias="champion", reason="demo: first model")
         result.release, result.digest = release.ref, release.digest
         say(f"    {release.ref} digest {release.digest[:16]}..., inputs {', '.join(FEATURES)}")
 
         result.drift_at = drift_at = int(events * drift_share)
         result.drift_event = f"tx-{drift_at:08d}"
         say(
-            f"3/6 streaming {events:,} transactions ({malformed_rate:.0%} malformed) through "
+            f"3/10 streaming {events:,} transactions ({malformed_rate:.0%} malformed) through "
             f"the pipeline; from event {drift_at:,} on they drift (a new merchant mix, "
             "amounts x1.5); true labels follow later on a feedback topic"
         )
@@ -360,50 +284,39 @@ def run_demo(
         broker.create_topic("transactions", partitions=1)
         broker.create_topic("labels", partitions=1)
         outputs = home / "outputs"
-        spec = pipeline_spec_from_dict(
-            {
-                "name": "fraud-scoring",
-                "model": "fraud@champion",
-                "source": {"url": f"memory://{broker_name}/transactions", "group": "fraud-scoring"},
-                "outputs": [{"url": f"file://{outputs / 'fraud-scores.jsonl'}"}],
-                "dead_letter": {"url": f"file://{outputs / 'dead-letters.jsonl'}"},
-                "id_field": "event_id",
-                "batch": {"max_size": 512, "max_wait_ms": 5},
-                "limits": {"max_event_bytes": 65_536},
-                "stats_interval_s": 0.2,
-                "feedback": {"url": f"memory://{broker_name}/labels", "window": 5000},
-                # `hour` is left out: a live stream comes in time order, so a window of
-                # consecutive events spans an hour or two of the day, never all of it.
-                # 2,000 simulated windows calibrate in well under a second; a worker
-                # (20,000 by default) caches its calibration under HEADRACE_HOME.
-                "drift": {
-                    "window": 500,
-                    "stride": 250,
-                    "target_run_length": 1_000_000,
-                    "calibration_checks": 2000,
-                    "columns": ["amount", "distance_km", "card_present", "tx_last_24h"],
-                    "sink": {"url": f"file://{outputs / 'drift-alarms.jsonl'}"},
-                },
-            },
-            where="demo pipeline",
-        )
+        spec = _pipeline_spec(broker_name, outputs)
         total = result.events
 
         done = threading.Event()
         streamed_at: list[float] = []
+        scored = [0]
+        labelled = [0]
+        story = RolloutStory(
+            registry,
+            home=home,
+            stream=stream,
+            malformed=np.array([kind is not None for _, _, kind in sent], dtype=bool),
+            drift_at=drift_at,
+            retrain_rows=retrain_rows,
+            scored=lambda: scored[0],
+            labelled=lambda: labelled[0],
+            say=say,
+        )
 
         def report(stats: Any) -> None:
+            scored[0] = stats.events
             if progress is not None:
                 progress(stats.events, total)
             if stats.events < total:
                 return
-            # Every event scored: keep the worker up until the feedback reader has read
-            # the labels sent so far (at most 10 s), so a short demo reports accuracy too.
+            # Every event scored: the story ends what still runs; keep the worker up
+            # until it has, and until the feedback reader has read the labels sent so
+            # far (at most 30 s), so a short demo reports accuracy too.
+            story.stream_ended()
             streamed_at.append(time.monotonic())
             labels_read = broker.lag(f"{spec.name}-feedback", "labels") == 0
-            if (labels_read and not producer.is_alive()) or time.monotonic() - streamed_at[
-                0
-            ] > 10.0:
+            settled = labels_read and not producer.is_alive() and not story.running
+            if settled or time.monotonic() - streamed_at[0] > 30.0:
                 done.set()
 
         worker = build_worker(spec, registry=registry, home=home, on_stats=report)
@@ -428,6 +341,7 @@ def run_demo(
                     f"{', '.join(record['columns'])} moved ({alarm_evidence(record)}); "
                     f"audited, {release.ref} tagged drift"
                 )
+                story.alarm()
 
             watch.on_alarm = alarmed
         serving = _serve_beside(registry, seed=seed, say=say)
@@ -440,56 +354,124 @@ def run_demo(
                 "stop": stop,
                 "labels": labels,
                 "label_topic": "labels",
-                # a second late: longer than the worker lags behind the producer, so a
-                # label finds its prediction waiting (a fraud label takes days in life)
-                "label_delay_s": 1.0,
+                # two seconds late: longer than the worker lags behind the producer (it
+                # scores twice while it shadows), so a label finds its prediction
+                # waiting (a fraud label takes days in life)
+                "label_delay_s": 2.0,
+                "labelled": labelled,
             },
             name="demo-producer",
             daemon=True,
         )
+        story.start()
         producer.start()
         try:
-            with _quiet(_ALARM_LOGGER):  # the demo narrates each alarm itself, once
+            # the demo narrates each alarm and verdict itself, once
+            with _quiet(_ALARM_LOGGER), _dropping(_ROLLOUT_LOGGER, _VERDICT_LOG):
                 stats = worker.run(stop=done)
         finally:
             stop.set()
+            story.stream_ended()
             producer.join(timeout=10)
+            story.join(timeout=30)
         if progress is not None:
             progress(stats.events, total)
         result.stats = stats.summary()
         result.outputs_path = outputs / "fraud-scores.jsonl"
         result.dead_letters_path = outputs / "dead-letters.jsonl"
         result.serving = serving.finish()
+        result.rollout = story.report
         if watch is not None:
             result.alarms = list(watch.alarms)
             result.drift_repeats = watch.repeats
         if monitors is not None and monitors.accuracy is not None:
             result.accuracy = _accuracy(monitors.accuracy, release.ref)
+            result.accuracy_by_release = {
+                ref: _accuracy(monitors.accuracy, ref) for ref in sorted(monitors.accuracy.report())
+            }
 
-        say("4/6 checking the outputs")
-        flagged = 0
-        with result.outputs_path.open("rb") as handle:
-            for line in handle:
-                record = orjson.loads(line)
-                if record["prediction"] == "fraud":
-                    flagged += 1
-                    if len(result.examples) < 3:
-                        result.examples.append(record)
-        result.flagged = flagged
+        say("8/10 checking the outputs")
+        _check_outputs(result)
 
-        say("5/6 writing the drift report: the reference against the traffic after the drift")
+        say("9/10 writing the report: drift (the reference against the traffic after the drift)")
         result.report_path = home / "drift-report.html"
         result.report_drifted = _drift_report(
             registry, release, stream, drift_at=drift_at, path=result.report_path
         )
+        if result.rollout is not None and result.rollout.phases:
+            from headrace.demo.report import add_rollout_section
+
+            add_rollout_section(result.report_path, result.rollout)
         result.release_tags = registry.release_tags(release.ref)
 
-        say("6/6 verifying the audit chain")
+        say("10/10 verifying the audit chain (registrations, alias moves, rollout verdicts)")
         result.audit_records = registry.verify_audit()
     return result
 
 
+def _pipeline_spec(broker_name: str, outputs: Path) -> Any:
+    """The demo's pipeline: the in-process stream, file sinks, late labels, a drift
+    monitor, and rollouts followed (and judged) every quarter second."""
+    from headrace.pipeline.spec import pipeline_spec_from_dict
+
+    return pipeline_spec_from_dict(
+        {
+            "name": "fraud-scoring",
+            "model": "fraud@champion",
+            "source": {"url": f"memory://{broker_name}/transactions", "group": "fraud-scoring"},
+            "outputs": [{"url": f"file://{outputs / 'fraud-scores.jsonl'}"}],
+            "dead_letter": {"url": f"file://{outputs / 'dead-letters.jsonl'}"},
+            "shadow": {"url": f"file://{outputs / 'shadow-scores.jsonl'}"},
+            "id_field": "event_id",
+            "batch": {"max_size": 512, "max_wait_ms": 5},
+            "limits": {"max_event_bytes": 65_536},
+            "stats_interval_s": 0.2,
+            "feedback": {"url": f"memory://{broker_name}/labels", "window": 5000},
+            # `hour` is left out: a live stream comes in time order, so a window of
+            # consecutive events spans an hour or two of the day, never all of it.
+            # 2,000 simulated windows calibrate in well under a second; a worker
+            # (20,000 by default) caches its calibration under HEADRACE_HOME.
+            "drift": {
+                "window": 500,
+                "stride": 250,
+                "target_run_length": 1_000_000,
+                "calibration_checks": 2000,
+                "columns": ["amount", "distance_km", "card_present", "tx_last_24h"],
+                "sink": {"url": f"file://{outputs / 'drift-alarms.jsonl'}"},
+            },
+            # A demo-sized poll: verdicts within a quarter second of their evidence.
+            "rollout": {"poll_s": 0.25, "lease_ttl_s": 2.0},
+        },
+        where="demo pipeline",
+    )
+
+
+def _check_outputs(result: DemoResult) -> None:
+    """Count the flagged outputs (keep three examples) and the outputs per release, and
+    which release scored the last run of outputs (after a promotion: the new one)."""
+    if result.outputs_path is None:
+        return
+    flagged = 0
+    by_release: Counter[str] = Counter()
+    last, run = "", 0
+    with result.outputs_path.open("rb") as handle:
+        for line in handle:
+            record = orjson.loads(line)
+            by_release[record["release"]] += 1
+            run = run + 1 if record["release"] == last else 1
+            last = record["release"]
+            if record["prediction"] == "fraud":
+                flagged += 1
+                if len(result.examples) < 3:
+                    result.examples.append(record)
+    result.flagged = flagged
+    result.outputs_by_release = dict(sorted(by_release.items()))
+    result.last_outputs = (last, run)
+
+
 _ALARM_LOGGER = "headrace.monitoring.drift.online"
+_ROLLOUT_LOGGER = "headrace.rollout"
+_VERDICT_LOG = "rollout of %s: %s (%s)"  # the participant's line for each decision
 
 
 @contextmanager
@@ -502,6 +484,21 @@ def _quiet(name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+@contextmanager
+def _dropping(name: str, message: str) -> Iterator[None]:
+    """Drop logger `name`'s records of format `message` for the block (the rest pass)."""
+    logger = logging.getLogger(name)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.msg != message
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def alarm_evidence(record: dict[str, Any]) -> str:

@@ -11,15 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headrace.cli.demo import _throughput_lines
-from headrace.demo.story import _train, alarm_evidence, best_f1_threshold, format_p
+from headrace.demo.story import alarm_evidence, format_p
+from headrace.demo.training import best_f1_threshold, train_first
 from headrace.release.config import load_config
 
 
 def test_the_threshold_comes_from_the_validation_rows_and_lands_in_the_config(
     tmp_path: Path,
 ) -> None:
-    out, auc, threshold, validation = _train(tmp_path, rows=6000, seed=42)
-    assert auc > 0.6
+    trained = train_first(tmp_path, rows=6000, seed=42)
+    out, threshold, validation = trained.directory, trained.threshold, trained.validation
+    assert trained.auc > 0.6
     # at 0.5 the rare fraud class is almost never predicted; the chosen threshold finds it
     assert validation["recall_at_0.5"] < 0.1 < validation["recall"]
     assert 0.0 < threshold < 0.5
