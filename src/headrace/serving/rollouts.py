@@ -128,6 +128,7 @@ class ServedRollouts:
         self._running: dict[str, _Running] = {}
         self._loads: dict[str, asyncio.Task[None]] = {}
         self._revision: int | None = None
+        self.failing = False  # the last tick could not read the registry
         self._warned: set[int] = set()  # rollouts whose candidate failed to load (said once)
 
     @property
@@ -139,14 +140,28 @@ class ServedRollouts:
         """Follow rollouts that started, stepped or ended since the last tick.
 
         Loads run as tasks (a tick never waits for one); a candidate joins routing once
-        it is warm. A failed load is tried again at a later tick.
+        it is warm. A failed load is tried again at a later tick; so is a registry that
+        cannot be read (what routes now keeps routing, and the outage is logged once).
         """
         if self.alias != DEFAULT_ALIAS:
             return
-        revision = await asyncio.to_thread(self.registry.rollout_revision)
-        if revision == self._revision and not aliases_moved:
+        try:
+            revision = await asyncio.to_thread(self.registry.rollout_revision)
+            if revision == self._revision and not aliases_moved:
+                return
+            states = await asyncio.to_thread(self.registry.active_rollouts)
+            plans = {s.id: plan_of(s) for s in states}
+        except Exception as exc:
+            if not self.failing:
+                _log.warning(
+                    "cannot read rollouts from the registry (%s); routing stays as it is",
+                    redact_text(str(exc).strip()),
+                )
+            self.failing = True
             return
-        states = await asyncio.to_thread(self.registry.active_rollouts)
+        if self.failing:
+            _log.warning("rollouts readable again; following them")
+        self.failing = False
         wanted = {s.name: s for s in states if self.names is None or s.name in self.names}
         for name, running in list(self._running.items()):
             state = wanted.get(name)
@@ -165,9 +180,9 @@ class ServedRollouts:
             if name in self._loads:
                 retry = True  # look again once the load is done
                 continue
-            plan = plan_of(state)
             self._loads[name] = asyncio.create_task(
-                self._join(name, state.id, plan, state.step), name=f"headrace-rollout-{name}"
+                self._join(name, state.id, plans[state.id], state.step),
+                name=f"headrace-rollout-{name}",
             )
             retry = True
         # Until every wanted candidate routes, look at the rollouts again next tick.
