@@ -430,3 +430,39 @@ def test_a_failing_shadow_never_fails_an_answer(
     assert evidence.baseline.events == evidence.candidate.events == 30
     assert evidence.baseline.errors == 0 and evidence.candidate.errors == 15
     assert evidence.pairs.pairs == 15  # only rows both releases predicted
+
+
+def test_a_step_widens_the_candidates_share_and_evidence_is_kept_per_step(
+    releases: Releases, rng: np.random.Generator
+) -> None:
+    # The server's own participant waits an hour between looks: the test decides.
+    settings = {**FAST, "rollout_poll_s": 3600}
+    with running_server(releases.registry, port=free_port(), settings=settings) as server:
+        state = _start(releases, "canary", [25, 100])
+        plan = plan_of(state)
+        _until(lambda: _routing_ready(server, state.id), "the candidate joins routing")
+        keys = [f"user-{i}" for i in range(40)]
+        at_25 = candidate_mask(keys, salt=plan.salt, weight=25.0)
+        x = rng.normal(0, 1, size=(1, 5))
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for key, on_candidate in zip(keys, at_25, strict=True):
+                assert _infer(client, x, key=key)["model_version"] == str(1 + on_candidate)
+            epoch = releases.registry.acquire_lease(state.id, holder="test", ttl_s=60)
+            assert epoch is not None
+            releases.registry.decide(
+                state.id,
+                holder="test",
+                epoch=epoch,
+                decision="next_step",
+                reason="test",
+                evidence={},
+                next_step=1,
+            )
+            running = server.app.dataplane.repository.rollouts
+            _until(lambda: running.running.get("fraud") == (state.id, 1), "the next step")
+            for key in keys:  # 100%: every key, and those already there stay
+                assert _infer(client, x, key=key)["model_version"] == "2"
+    steps = read_evidence(releases.registry, state.id)
+    assert steps[0].candidate.events == int(at_25.sum())
+    assert steps[0].baseline.events == len(keys) - int(at_25.sum())
+    assert steps[1].candidate.events == len(keys) and steps[1].baseline.events == 0
