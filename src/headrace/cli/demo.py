@@ -341,8 +341,8 @@ def _rollout_lines(result: DemoResult) -> list[str]:
                 f"decided otherwise ({phase.disagreements / phase.pairs:.1%})"
             )
         for verdict in phase.verdicts:
-            if verdict["decision"] == "continue":
-                continue
+            if verdict["decision"] not in ("next_step", "promote", "rollback"):
+                continue  # collecting (counts only), or the demo's own end: said above
             baseline, candidate = verdict["events"]
             lines.append(
                 f"                step {verdict['step'] + 1} ({verdict['weight']:g}%) "

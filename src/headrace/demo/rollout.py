@@ -167,10 +167,14 @@ class RolloutStory:
     min_samples, max_samples
         Events per arm (pairs in shadow) before any decision of a step, and the sample at
         which a step that showed no harm advances or promotes (the plan's fields).
+    history_fraud_rate
+        The fraud rate of release 1's training data: the plan's mean-score tolerance
+        widens by how far the rate after the drift moved from it.
     canary_steps
         The canary's weights in percent.
     shadow_pairs
-        Pairs after which the story ends a shadow the judge has not ended.
+        Pairs after which the story ends a shadow the judge has not ended (the judge
+        decides by `max_samples` pairs unless its distribution alarm holds the rollout).
     say
         Narration.
     """
@@ -188,8 +192,9 @@ class RolloutStory:
         labelled: Callable[[], int],
         min_samples: int = 500,
         max_samples: int = 4000,
+        history_fraud_rate: float = 0.0,
         canary_steps: tuple[float, ...] = (25.0, 50.0, 100.0),
-        shadow_pairs: int = 4000,
+        shadow_pairs: int = 20_000,
         say: Say = print,
     ) -> None:
         self.registry = registry
@@ -202,6 +207,7 @@ class RolloutStory:
         self.labelled = labelled
         self.min_samples = min_samples
         self.max_samples = max_samples
+        self.history_fraud_rate = history_fraud_rate
         self.canary_steps = canary_steps
         self.shadow_pairs = shadow_pairs
         self.say = say
@@ -338,7 +344,11 @@ class RolloutStory:
             steps=steps,
             min_samples=self.min_samples,
         )
-        plan = msgspec.structs.replace(plan, max_samples=max(self.max_samples, self.min_samples))
+        plan = msgspec.structs.replace(
+            plan,
+            max_samples=max(self.max_samples, self.min_samples),
+            score_tolerance=self._score_tolerance(plan.score_tolerance),
+        )
         state = self.registry.start_rollout(plan, reason=f"demo: {strategy} after the gate")
         phase = Phase(strategy=strategy, rollout_id=state.id, steps=plan.steps)
         self.report.phases.append(phase)
@@ -360,6 +370,15 @@ class RolloutStory:
             f"{plan.min_samples:,} events per step (promotion without "
             f"proven non-inferiority at {plan.max_samples:,}), alpha {plan.alpha:g}"
         )
+        trained = self.report.trained
+        if trained is not None and strategy == "canary":
+            self.say(
+                f"    mean-score tolerance {plan.score_tolerance:g}: the judge's default 0.01 "
+                f"plus the change of the fraud rate the labels showed "
+                f"({self.history_fraud_rate:.1%} in {NAME}:1's data, {trained.fraud_rate:.1%} "
+                "after the drift); a retrain calibrated to the new rate is meant to score "
+                "higher on average by about that much"
+            )
         self._follow(phase)
         return phase
 
@@ -385,7 +404,7 @@ class RolloutStory:
             if self._ended.is_set():
                 self._end(phase, "demo: the event budget ran out before a verdict")
                 break
-            time.sleep(0.05)
+            time.sleep(0.1)  # a few cheap registry reads per look
         self._tell(phase, told)
         state = self._state(phase)
         if state is not None:
@@ -410,6 +429,15 @@ class RolloutStory:
             f"    {phase.strategy} rollout {phase.rollout_id} ended {phase.state} at event "
             f"{phase.ended_at_event:,}: {phase.reason}"
         )
+
+    def _score_tolerance(self, default: float) -> float:
+        """The plan's mean-score tolerance plus the change of the fraud rate the labels
+        showed: a retrain calibrated to the new rate is meant to score higher (or lower)
+        on average by about that much, which is not the harm the test is for."""
+        trained = self.report.trained
+        if trained is None:
+            return default
+        return round(default + abs(trained.fraud_rate - self.history_fraud_rate), 4)
 
     def _state(self, phase: Phase) -> RolloutState | None:
         state = self.registry.rollout(NAME)

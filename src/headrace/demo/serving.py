@@ -130,7 +130,10 @@ class DemoServer:
         from headrace.serving.server import build_app, uvicorn_server
 
         config = serve_spec_from_dict(
-            {"host": "127.0.0.1", "port": 0, "models": ["fraud"]}, where="demo server"
+            # rollout_poll_s: the demo worker's pace, so whichever of the two holds a
+            # rollout's lease judges as soon as the evidence is in
+            {"host": "127.0.0.1", "port": 0, "models": ["fraud"], "rollout_poll_s": 0.25},
+            where="demo server",
         )
         server = uvicorn_server(build_app(self.registry, config), config)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

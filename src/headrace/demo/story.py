@@ -7,7 +7,9 @@ outputs are, and an audit chain that verifies. Partway through, the stream drift
 merchant mix, larger amounts): the worker's drift monitor raises an alarm, the true
 fraud labels come back late on a feedback topic for live accuracy, and an HTML drift
 report compares the reference with the drifted traffic. The HTTP server answers beside
-the stream (demo/serving.py).
+the stream (demo/serving.py). The alarm starts the second act (demo/rollout.py): retrain
+on the labelled events after the drift, gate, shadow, canary, and the running worker's
+own verdict; the report and the audit chain carry it too.
 """
 
 from __future__ import annotations
@@ -298,6 +300,7 @@ def run_demo(
             malformed=np.array([kind is not None for _, _, kind in sent], dtype=bool),
             drift_at=drift_at,
             retrain_rows=retrain_rows,
+            history_fraud_rate=first.fraud_rate,
             scored=lambda: scored[0],
             labelled=lambda: labelled[0],
             say=say,

@@ -59,6 +59,8 @@ class Trained:
         Precision, recall, F1 at the threshold, and recall at 0.5, on the validation rows.
     rows
         Rows it was fitted on.
+    fraud_rate
+        The share of frauds in all its rows (fit, validation and test).
     """
 
     directory: Path
@@ -66,6 +68,7 @@ class Trained:
     threshold: float
     validation: dict[str, float]
     rows: int
+    fraud_rate: float = 0.0
 
 
 def best_f1_threshold(y: Any, scores: Any) -> tuple[float, dict[str, float]]:
@@ -119,7 +122,14 @@ def _fit_and_write(data: Transactions, out: Path, *, note: str) -> Trained:
     metrics.update({f"validation_{k}": v for k, v in validation.items()})
     (out / "metrics.json").write_text(orjson.dumps(metrics).decode())
     _write_parquet(data, out / "train.parquet")
-    return Trained(directory=out, auc=auc, threshold=threshold, validation=validation, rows=fit)
+    return Trained(
+        directory=out,
+        auc=auc,
+        threshold=threshold,
+        validation=validation,
+        rows=fit,
+        fraud_rate=float(y.mean()),
+    )
 
 
 def _write_parquet(data: Transactions, path: Path) -> None:

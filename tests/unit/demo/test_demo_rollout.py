@@ -23,6 +23,7 @@ from headrace.demo.rollout import (
     verdict_record,
 )
 from headrace.demo.training import (
+    Trained,
     holdout_metrics,
     register_trained,
     retrain,
@@ -172,3 +173,19 @@ def test_too_few_events_after_the_drift_to_retrain_says_so(
         "more --events"
     )
     assert story.report.trained is None
+
+
+def test_the_mean_score_tolerance_widens_by_the_fraud_rate_change(
+    tmp_path: Path, registry: Registry
+) -> None:
+    story = _story(tmp_path, registry, rows=1000, drift_at=100)
+    story.history_fraud_rate = 0.018
+    assert story._score_tolerance(0.01) == 0.01  # nothing retrained: the judge's own
+    story.report.trained = Trained(
+        directory=tmp_path, auc=0.8, threshold=0.1, validation={}, rows=1, fraud_rate=0.039
+    )
+    assert story._score_tolerance(0.01) == pytest.approx(0.031)
+    story.report.trained = Trained(
+        directory=tmp_path, auc=0.8, threshold=0.1, validation={}, rows=1, fraud_rate=0.008
+    )
+    assert story._score_tolerance(0.01) == pytest.approx(0.02)  # a falling rate too
