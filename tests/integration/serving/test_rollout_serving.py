@@ -466,3 +466,42 @@ def test_a_step_widens_the_candidates_share_and_evidence_is_kept_per_step(
     assert steps[0].candidate.events == int(at_25.sum())
     assert steps[0].baseline.events == len(keys) - int(at_25.sum())
     assert steps[1].candidate.events == len(keys) and steps[1].baseline.events == 0
+
+
+def test_the_server_alone_rolls_back_a_failing_candidate(
+    releases: Releases, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version = _register_failing(releases)
+    plan = plan_rollout(
+        releases.registry, "fraud", version, strategy="canary", steps=[50], min_samples=50
+    )
+    with running_server(releases.registry, port=free_port(), settings=FAST) as server:
+        state = releases.registry.start_rollout(plan)
+        _until(lambda: _routing_ready(server, state.id), "the candidate joins routing")
+        sent = 0
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+
+            def rolled_back() -> bool:
+                nonlocal sent
+                x = rng.normal(0, 1, size=(1, 5))
+                x[0, 0] = 60.0  # the candidate's model raises on every such row
+                response = client.post(
+                    "/v2/models/fraud/infer", json=_body(x), headers={"x-headrace-key": f"u{sent}"}
+                )
+                sent += 1
+                assert response.status_code in (200, 500)
+                latest = releases.registry.rollout("fraud")
+                return latest is not None and latest.state == "rolled_back"
+
+            _until(rolled_back, "the server's participant rolls the candidate back")
+            repository = server.app.dataplane.repository
+            _until(lambda: repository.rollouts.running == {}, "the candidate leaves routing")
+            x = rng.normal(0, 1, size=(1, 5))
+            x[0, 0] = 60.0
+            for i in range(20):
+                assert _infer(client, x, key=f"after-{i}")["model_version"] == "1"
+        (verdict,) = [v for v in releases.registry.verdicts(state.id) if v.decision == "rollback"]
+        assert verdict.holder == server.app.dataplane.participant.instance
+        assert verdict.holder.startswith("server:")
+    with capsys.disabled():
+        print(f"\nfailing candidate rolled back by the server after {sent} requests")
