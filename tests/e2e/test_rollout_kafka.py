@@ -17,10 +17,9 @@ worker scores. The candidates are real releases of ``fraud`` beside the champion
   disagreement and divergence.
 * incompatible schema: refused, exit 1, one line; no output names it.
 
-A canary here has a single 50% step: at a 100% step the baseline gets no events, so the
-judge (which waits for ``min_samples`` per arm in the current step) could neither roll
-back nor promote there. Each test prints what it measured (events per arm at the
-decision, the switch time); benchmarks/README.md keeps the numbers.
+A canary here has steps 50,100: the 50% step is judged (a 100% step leaves no baseline
+to compare with: promotion is what reaches it). Each test prints what it measured
+(events per arm at the decision, the switch time); benchmarks/README.md keeps them.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from conftest import free_port
 from headrace.rollout.routing import candidate_mask
@@ -228,6 +228,27 @@ class Scenario:
             alive=self.alive,
         )
 
+    def explain(self, missing: set[str]) -> str:
+        """Where events without an output sat in the source topic, against what the
+        group committed there: lost after a commit, or never consumed."""
+        source = self.harness.reader(self.bootstrap, self.topics.source).drain()
+        at: dict[int, list[int]] = {}
+        for record in source:
+            if record.json()["event_id"] in missing:
+                at.setdefault(record.partition, []).append(record.offset)
+        ends = {p: 0 for p in range(PARTITIONS)}
+        for record in source:
+            ends[record.partition] = max(ends[record.partition], record.offset + 1)
+        group = str(yaml.safe_load(self.spec.read_text())["source"]["group"])
+        offsets = committed(self.bootstrap, self.topics.source, group)
+        where = {p: (min(o), max(o), len(o)) for p, o in sorted(at.items())}
+        return (
+            f"{len(missing)} events without an output, e.g. {sorted(missing)[:3]}; by source "
+            f"partition (first offset, last offset, count): {where}; partition ends {ends}; "
+            f"group {group} committed {offsets}; worker stats: "
+            + "; ".join(f"{w.process.label} {w.process.progress()}" for w in self.workers)
+        )
+
     def finish(self, *, live: list[Worker]) -> Run:
         """After the rollout ended: wait until each `live` worker left it, feed `TAIL`
         more events, stop feeding, read every output back and stop the workers."""
@@ -244,9 +265,13 @@ class Scenario:
             out_ids.count()
             return ids <= out_ids.ids | dead_ids
 
-        self.out_reader.wait_for(
-            settled, timeout=90, what=f"{self.label}: every event settled", alive=self.alive
-        )
+        try:
+            self.out_reader.wait_for(
+                settled, timeout=90, what=f"{self.label}: every event settled", alive=self.alive
+            )
+        except AssertionError as exc:
+            missing = ids - out_ids.ids - dead_ids
+            raise AssertionError(f"{exc}\n{self.explain(missing)}") from None
         for worker in live:
             worker.process.terminate()
             worker.watcher.stop()
@@ -263,6 +288,18 @@ class Scenario:
             shadow=shadow,
             left_at=left_at,
         )
+
+
+def committed(bootstrap: str, topic: str, group: str) -> list[int]:
+    """The group's committed offset of each partition."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return [tp.offset for tp in consumer.committed(parts, timeout=10)]
+    finally:
+        consumer.close()
 
 
 def _dead_id(record: Record) -> str:
@@ -297,11 +334,11 @@ def canary(
         start_rollout(
             scenario.home,
             candidate.version,
-            "--strategy", "canary", "--steps", "50", "--min-samples", str(MIN_SAMPLES),
+            "--strategy", "canary", "--steps", "50,100", "--min-samples", str(MIN_SAMPLES),
         )  # fmt: skip
     else:
         start_capped_rollout(
-            scenario.home, candidate.version, strategy="canary", steps=[50.0],
+            scenario.home, candidate.version, strategy="canary", steps=[50.0, 100.0],
             min_samples=MIN_SAMPLES, max_samples=max_samples,
         )  # fmt: skip
     scenario.start()
@@ -563,7 +600,7 @@ def test_lease_holder_killed_mid_rollout_the_other_worker_decides(
         alive=scenario.alive,
     )
     start_capped_rollout(
-        release.home, candidate.version, strategy="canary", steps=[50.0],
+        release.home, candidate.version, strategy="canary", steps=[50.0, 100.0],
         min_samples=MIN_SAMPLES, max_samples=LEASE_PROMOTE_AT,
     )  # fmt: skip
     lease = LeaseWatch(release.home)
