@@ -338,7 +338,8 @@ def _rollout_lines(result: DemoResult) -> list[str]:
         if phase.strategy == "shadow" and phase.pairs:
             lines.append(
                 f"                {phase.disagreements:,} of {phase.pairs:,} shadowed pairs "
-                f"decided otherwise ({phase.disagreements / phase.pairs:.1%})"
+                f"decided otherwise ({phase.disagreements / phase.pairs:.1%}), counted until "
+                "the worker left the shadow"
             )
         for verdict in phase.verdicts:
             if verdict["decision"] not in ("next_step", "promote", "rollback"):

@@ -416,7 +416,8 @@ class RolloutStory:
             share = phase.disagreements / phase.pairs
             self.say(
                 f"    the shadow's disagreement: {phase.disagreements:,} of {phase.pairs:,} "
-                f"pairs ({share:.1%}) decided otherwise than {NAME}:1"
+                f"pairs ({share:.1%}) decided otherwise than {NAME}:1 (every pair until the "
+                "worker left the shadow, a few after the verdict included)"
             )
             if phase.state != "promoted":
                 self.say(
