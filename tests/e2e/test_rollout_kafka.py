@@ -203,14 +203,17 @@ class Scenario:
             args=("--metrics-port", str(port)),
         )
         self.harness.workers.append(process)
-        worker = Worker(process, WeightWatcher(f"http://127.0.0.1:{port}/metrics"))
+        watcher = WeightWatcher(
+            f"http://127.0.0.1:{port}/metrics", running=lambda: process.proc.poll() is None
+        )
+        worker = Worker(process, watcher)
         self.workers.append(worker)
         return worker
 
     def alive(self) -> None:
+        """Fail, with its stderr, if a worker of the scenario exited."""
         for worker in self.workers:
-            if worker.process.proc.returncode is None or worker.process.proc.poll() is None:
-                worker.process.check_alive()
+            worker.process.check_alive()
 
     def feed(self) -> None:
         """Start feeding the topic (once)."""

@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -460,8 +460,12 @@ class WeightWatcher:
     in a rollout and when it left it (weight 0 again after routing events to a
     candidate: the counter keeps a rollout shorter than a scrape from being missed)."""
 
-    def __init__(self, metrics_url: str, *, every: float = 0.05) -> None:
+    def __init__(
+        self, metrics_url: str, *, running: Callable[[], bool], every: float = 0.05
+    ) -> None:
+        """Watch `metrics_url` while `running()` (the worker process) says so."""
         self.url = metrics_url
+        self._running = running
         self.changes: list[tuple[float, float, float]] = []  # (time.time(), weight, events)
         self._every = every
         self._stop = threading.Event()
@@ -470,7 +474,7 @@ class WeightWatcher:
 
     def _run(self) -> None:
         last: tuple[float, float] | None = None
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self._running():
             try:
                 seen = rollout_gauges(self.url)
             except OSError:
