@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,3 +85,22 @@ def test_the_alarm_names_its_statistic_apart_from_the_reports_ks_d() -> None:
     assert text == "scaled KS sqrt(nm/(n+m))*D = 3.91 > 2.17; KS amount p = 7.3e-14"
     assert "KS statistic" not in text and "KS D" not in text
     assert format_p(0.0) == "< 1e-300" and format_p(0.0123456) == "0.0123"
+
+
+def test_outputs_are_counted_per_release_and_the_last_run_named(tmp_path: Path) -> None:
+    from headrace.demo.story import DemoResult, _check_outputs
+
+    releases = ["fraud:1"] * 5 + ["fraud:2"] * 2 + ["fraud:1"] + ["fraud:2"] * 3
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(
+        b"".join(
+            orjson.dumps({"release": r, "prediction": "fraud" if i % 4 == 0 else "legit"}) + b"\n"
+            for i, r in enumerate(releases)
+        )
+    )
+    result = DemoResult(home=tmp_path, outputs_path=path)
+    _check_outputs(result)
+    assert result.outputs_by_release == {"fraud:1": 6, "fraud:2": 5}
+    # a canary interleaves both releases; only the run after the last fraud:1 counts
+    assert result.last_outputs == ("fraud:2", 3)
+    assert result.flagged == 3 and len(result.examples) == 3
