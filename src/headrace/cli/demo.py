@@ -35,6 +35,7 @@ def demo(
     import sys
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from headrace.demo.story import run_demo
@@ -61,7 +62,8 @@ def demo(
             events=events,
             home=home.absolute(),
             rate=rate,
-            say=lambda line: console.print(line, highlight=False),
+            # escaped: a reason quoting a value in brackets is text, not rich markup
+            say=lambda line: console.print(escape(line), highlight=False),
             progress=advance,
         )
     stats = result.stats
