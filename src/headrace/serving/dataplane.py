@@ -109,7 +109,8 @@ class DataPlane:
         self.started = True
 
     async def shutdown(self) -> None:
-        """Stop the hooks, the batchers and the repository."""
+        """Stop the hooks, let shadow scoring finish, stop the batchers, write the last
+        rollout evidence, stop the repository."""
         self.stopping = True
         for hook in self.on_shutdown:
             await hook()

@@ -5,8 +5,9 @@ path, the candidate scores the same inputs (its own batcher, so shadowed request
 together). Its outputs go to a JSONL file, one line per request beside the baseline's
 predictions and the request's key, and never to the client; the pair counts and the
 candidate's errors, latency and scores are evidence. A shadow task can neither delay nor
-fail an answer: at most `max_pending` run at once, and a request past that bound is not
-shadowed (counted as a drop, as the ``headrace_rollout_shadow_dropped`` series shows).
+fail an answer: at most `max_pending` run at once, and a request past that bound (or one
+the candidate's full queue refused) is not shadowed: a drop, counted in
+``headrace_rollout_shadow_dropped``, with no evidence of the candidate.
 """
 
 from __future__ import annotations
@@ -117,14 +118,17 @@ class ShadowScorer:
     def submit(self, job: ShadowJob) -> bool:
         """Start scoring `job` in the background; False when it was dropped."""
         if self._closed or len(self._tasks) >= self.max_pending:
-            self.dropped += 1
-            if self._on_drop is not None:
-                self._on_drop(job.name)
+            self._drop(job.name)
             return False
         task = asyncio.get_running_loop().create_task(self._run(job), name="headrace-shadow")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
+
+    def _drop(self, name: str) -> None:
+        self.dropped += 1
+        if self._on_drop is not None:
+            self._on_drop(name)
 
     async def close(self, *, within_s: float = 5.0) -> None:
         """Let running shadow tasks finish (within `within_s`), then close the file."""
@@ -162,6 +166,9 @@ class ShadowScorer:
                 columns, n_rows = columns_from_inputs(candidate.schema, job.inputs, model=job.name)
                 part = await self._infer(candidate, columns, n_rows)
         except Exception as exc:
+            if status_of(exc) == 503:  # the candidate's queue was full: not scored at all
+                self._drop(job.name)
+                return
             # The candidate could not score what the baseline answered: each row is an
             # error of the candidate arm (its schema, its model, its time).
             self._observe(

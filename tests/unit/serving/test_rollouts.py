@@ -28,6 +28,7 @@ from headrace.rollout.routing import Routing, candidate_mask
 from headrace.runtimes.testing import ConstantModel
 from headrace.serving.batching import AdaptiveBatcher, BatchPart
 from headrace.serving.codec import InputTensor
+from headrace.serving.errors import InvalidInputError, OverloadedError
 from headrace.serving.rollouts import (
     Arm,
     EvidenceTally,
@@ -214,3 +215,41 @@ def test_shadow_scoring_is_bounded_counts_its_drops_and_writes_the_candidates_ou
         assert line["predictions"] == [0.75, 0.75] and line["baseline_predictions"] == [0.25] * 2
     assert [(o["arm"], o["rows"], o["errors"]) for o in observed] == [("candidate", 2, 0)] * 2
     assert all(o["pairs"].pairs == 2 and o["pairs"].disagreements == 2 for o in observed)
+
+
+def test_a_candidate_queue_that_refuses_a_shadow_is_a_drop_not_an_error(tmp_path: Path) -> None:
+    observed: list[Any] = []
+    drops: list[str] = []
+
+    async def main() -> None:
+        async def infer(service: InferenceService, columns: Columns, n_rows: int) -> BatchPart:
+            raise OverloadedError("Model 'fraud:2' has 9 rows queued (limit 8)", retry_after=1)
+
+        async def refused(service: InferenceService, columns: Columns, n_rows: int) -> BatchPart:
+            raise InvalidInputError("the candidate's schema refuses the row")
+
+        inputs = [
+            InputTensor(name="a", datatype="FP64", shape=(1,), data=np.array([1.0])),
+            InputTensor(name="b", datatype="FP64", shape=(1,), data=np.array([2.0])),
+        ]
+        base = AdaptiveBatcher("fraud", mode="inline")
+        answered = await base.infer(BASELINE, {"a": inputs[0].data, "b": inputs[1].data}, n_rows=1)
+        job = ShadowJob("fraud", _routing("shadow", 100), inputs, "k", answered)
+        for run in (infer, refused):
+            scorer = ShadowScorer(
+                tmp_path / "s.jsonl",
+                infer=run,
+                observe=lambda *args, **counts: observed.append(counts),
+                timeout_s=30,
+                on_drop=drops.append,
+            )
+            assert scorer.submit(job)
+            await scorer.close()
+        await base.close()
+
+    asyncio.run(main())
+    assert drops == ["fraud"]  # the full queue: not scored, no evidence
+    # The candidate's own schema refusing what the baseline answered: its error.
+    assert [(o["rows"], o["errors"]) for o in observed] == [(1, 1)]
+    (line,) = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert line["error"].startswith("InvalidInputError (400)")
