@@ -260,11 +260,13 @@ class Scenario:
         self.feeder.wait_for(mark + TAIL)
         produced = self.feeder.stop()
         ids = set(self.events.valid_ids[:produced])
-        out_ids, dead_ids = IdTracker(self.out_reader), set[str]()
+        out_ids, dead_ids, dead_read = IdTracker(self.out_reader), set[str](), [0]
 
         def settled() -> bool:
             self.dead_reader.poll(0)
-            dead_ids.update(_dead_id(r) for r in self.dead_reader.records[len(dead_ids) :])
+            records = self.dead_reader.records
+            dead_ids.update(_dead_id(r) for r in records[dead_read[0] :])
+            dead_read[0] = len(records)
             out_ids.count()
             return ids <= out_ids.ids | dead_ids
 
