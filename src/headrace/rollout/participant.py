@@ -72,6 +72,7 @@ class RolloutParticipant:
         self._lock = threading.Lock()
         self._totals: dict[tuple[int, int], StepEvidence] = {}
         self._dirty: set[tuple[int, int]] = set()
+        self._leases: dict[int, int] = {}  # rollout id -> the epoch this process holds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -128,7 +129,9 @@ class RolloutParticipant:
                 state.id, holder=self.instance, ttl_s=self.lease_ttl_s
             )
             if epoch is None:
+                self._leases.pop(state.id, None)
                 continue
+            self._leases[state.id] = epoch
             self._judge(state.id, plan_of(state), state.step, epoch=epoch)
 
     def _judge(self, rollout_id: int, plan: RolloutPlan, step: int, *, epoch: int) -> None:
@@ -190,6 +193,17 @@ class RolloutParticipant:
             self.flush()
         except Exception as exc:
             log.warning("could not write the last rollout evidence: %s", redact_text(str(exc)))
+        self._release_leases()
+
+    def _release_leases(self) -> None:
+        """Give up the leases held, so another process decides at once instead of after
+        `lease_ttl_s` (best effort: an unreleased lease still lapses)."""
+        for rollout_id, epoch in list(self._leases.items()):
+            try:
+                self.registry.release_lease(rollout_id, holder=self.instance, epoch=epoch)
+            except Exception as exc:
+                log.info("could not release the lease of rollout %d: %s", rollout_id, exc)
+        self._leases.clear()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
