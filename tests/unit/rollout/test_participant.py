@@ -89,7 +89,9 @@ def test_a_failing_candidate_is_rolled_back_by_the_holder(registry: Registry) ->
     (verdict,) = [v for v in registry.verdicts(rollout) if v.decision != "continue"]
     assert verdict.decision == "rollback" and verdict.holder == "worker:a"
     assert "error rate" in verdict.reason
-    assert "rollout.rollback" in {r.action for r in registry.audit_log()}
+    audited = [r for r in registry.audit_log() if r.action == "rollout.verdict"]
+    assert [r.details["decision"] for r in audited][-1] == "rollback"
+    assert audited[-1].details["state"] == "rolled_back"
     registry.verify_audit()
     participant.stop()
 
