@@ -124,6 +124,12 @@ def test_abort_keeps_the_champion(run: Run) -> None:
         (("--strategy", "canary", "--steps", "0,150"), 1, ("Invalid step 0",)),
         (("--strategy", "canary", "--alpha", "0.7"), 1, ("Invalid alpha 0.7",)),
         (("--strategy", "canary", "--key-field", "user"), 1, ("Key field 'user'",)),
+        (
+            ("--strategy", "canary", "--min-samples", "10", "--max-samples", "5"),
+            1,
+            ("--max-samples 5 is below --min-samples 10",),
+        ),
+        (("--strategy", "canary", "--latency-tolerance", "0"), 1, ("--latency-tolerance",)),
     ],
 )
 def test_bad_arguments(

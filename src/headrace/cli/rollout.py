@@ -71,6 +71,27 @@ def start(
         str | None,
         typer.Option(help="Event field that assigns arms (sticky) [the pipeline's id field]."),
     ] = None,
+    max_samples: Annotated[
+        int | None,
+        typer.Option(
+            help="Events per arm at which a step that showed no harm advances [50000].", min=1
+        ),
+    ] = None,
+    error_tolerance: Annotated[
+        float | None,
+        typer.Option(help="Tolerated increase of the error rate, absolute [0.001]."),
+    ] = None,
+    latency_tolerance: Annotated[
+        float | None,
+        typer.Option(help="Tolerated relative increase of latency at p50; p99 twice it [0.05]."),
+    ] = None,
+    score_tolerance: Annotated[
+        float | None, typer.Option(help="Tolerated change of the mean score, absolute [0.01].")
+    ] = None,
+    disagreement_tolerance: Annotated[
+        float | None,
+        typer.Option(help="Tolerated share of shadowed pairs that disagree [0.01]."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Check NAME:CANDIDATE against NAME@champion, store the rollout and return at once."""
@@ -90,6 +111,17 @@ def start(
                 alpha=alpha,
                 min_samples=min_samples,
                 key_field=key_field,
+                max_samples=max_samples,
+                tolerances={
+                    name: value
+                    for name, value in (
+                        ("error", error_tolerance),
+                        ("latency", latency_tolerance),
+                        ("score", score_tolerance),
+                        ("disagreement", disagreement_tolerance),
+                    )
+                    if value is not None
+                },
             )
         except RolloutRefusedError as exc:
             if not isinstance(exc.plan, RolloutPlan):

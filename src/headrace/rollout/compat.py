@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -97,9 +97,14 @@ def plan_rollout(
     alpha: float = 0.05,
     min_samples: int = 1000,
     key_field: str | None = None,
+    max_samples: int | None = None,
+    tolerances: Mapping[str, float] | None = None,
 ) -> RolloutPlan:
     """Check `name:candidate` against the release ``champion`` points at and freeze the
     rollout's plan.
+
+    `max_samples` and `tolerances` (``error``, ``latency``, ``score``, ``disagreement``:
+    the `RolloutPlan` fields ending in ``_tolerance``) override the plan's defaults.
 
     Raises
     ------
@@ -114,6 +119,9 @@ def plan_rollout(
         far as it was built (for `Registry.refuse_rollout`), None without a baseline.
     """
     chosen = check_arguments(strategy=strategy, steps=steps, alpha=alpha, min_samples=min_samples)
+    overrides = _tolerances(tolerances or {})
+    if max_samples is not None:
+        overrides["max_samples"] = _max_samples(max_samples, min_samples=min_samples)
     current = registry.rollout(name)
     if current is not None and current.running:
         # Before loading anything: `Registry.start_rollout` would refuse it anyway.
@@ -150,7 +158,9 @@ def plan_rollout(
         key_field=key_field,
         salt=secrets.token_hex(8),
     )
-    plan = msgspec.structs.replace(plan, max_samples=max(plan.max_samples, min_samples))
+    plan = msgspec.structs.replace(
+        plan, **{"max_samples": max(plan.max_samples, min_samples), **overrides}
+    )
     try:
         state = registry.verification(name, candidate)
         if state in ("failed", "skipped"):
@@ -163,6 +173,32 @@ def plan_rollout(
     except RolloutRefusedError as exc:
         raise RolloutRefusedError(exc.reason, plan=plan) from exc
     return msgspec.structs.replace(plan, score_edges=edges, baseline_mean_score=mean)
+
+
+def _max_samples(value: int, *, min_samples: int) -> int:
+    if value < min_samples:
+        raise ConfigError(
+            f"--max-samples {value} is below --min-samples {min_samples}: a step must be able "
+            "to reach its minimum before its maximum."
+        )
+    return value
+
+
+_TOLERANCES = ("error", "latency", "score", "disagreement")
+
+
+def _tolerances(given: Mapping[str, float]) -> dict[str, Any]:
+    chosen: dict[str, Any] = {}
+    for name, value in given.items():
+        if name not in _TOLERANCES:
+            raise ConfigError(f"Unknown tolerance '{name}': use one of {', '.join(_TOLERANCES)}.")
+        if not (math.isfinite(value) and value >= 0) or (name == "latency" and value == 0):
+            raise ConfigError(
+                f"Invalid --{name}-tolerance {value!r}: give a finite number >= 0 "
+                "(latency: > 0, a ratio such as 0.05 for 5%)."
+            )
+        chosen[f"{name}_tolerance"] = float(value)
+    return chosen
 
 
 def check_compatible(baseline: Release, candidate: Release) -> None:

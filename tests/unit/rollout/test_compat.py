@@ -74,6 +74,29 @@ def test_bad_arguments_name_the_value_and_the_fix(registry: Registry) -> None:
         plan_rollout(registry, "fraud", 2, strategy="blue")
 
 
+def test_limits_and_tolerances_override_the_defaults(registry: Registry) -> None:
+    plan = plan_rollout(
+        registry,
+        "fraud",
+        2,
+        strategy="canary",
+        min_samples=200,
+        max_samples=4000,
+        tolerances={"error": 0.002, "latency": 0.1, "score": 0.03, "disagreement": 0.05},
+    )
+    assert (plan.min_samples, plan.max_samples) == (200, 4000)
+    assert (plan.error_tolerance, plan.latency_tolerance) == (0.002, 0.1)
+    assert (plan.score_tolerance, plan.disagreement_tolerance) == (0.03, 0.05)
+    assert plan_rollout(registry, "fraud", 2, strategy="canary").max_samples == 50_000
+    with pytest.raises(ConfigError, match="--max-samples 100 is below --min-samples 200"):
+        plan_rollout(registry, "fraud", 2, strategy="canary", min_samples=200, max_samples=100)
+    with pytest.raises(ConfigError, match="Unknown tolerance 'speed'"):
+        plan_rollout(registry, "fraud", 2, strategy="canary", tolerances={"speed": 1.0})
+    for name, bad in (("error", -0.1), ("latency", 0.0), ("score", float("nan"))):
+        with pytest.raises(ConfigError, match=f"Invalid --{name}-tolerance"):
+            plan_rollout(registry, "fraud", 2, strategy="canary", tolerances={name: bad})
+
+
 def test_no_champion_means_no_baseline(tmp_path: Path) -> None:
     files = write_sklearn_release(tmp_path / "m")
     with local_registry(tmp_path) as empty:
