@@ -698,7 +698,10 @@ def validate(
     rejected = np.zeros(n_rows, dtype=np.bool_)
     rejections: list[Rejection] = []
     checks: list[_Check] = []
+    passed = _clean_floats(schema, columns, n_rows=n_rows)
     for field in schema.fields:
+        if field.name in passed:
+            continue
         c = _check_column(field, columns.get(field.name), n=n_rows, coerce=coerce_strings)
         checks.append(c)
         failed = (c.code != _OK) & ~rejected
@@ -708,19 +711,69 @@ def validate(
             rejections.extend(
                 Rejection(row=i, field=field.name, reason=c.reason(i)) for i in idx.tolist()
             )
+    finished: dict[str, Array] = {}
     if rejections:
         keep = np.flatnonzero(~rejected)
         rejections.sort(key=lambda r: r.row)
-        out = {
-            c.field.name: _finish(c.field, c.values[keep], None if c.null is None else c.null[keep])
-            for c in checks
-        }
+        for c in checks:
+            null = None if c.null is None else c.null[keep]
+            finished[c.field.name] = _finish(c.field, c.values[keep], null)
+        for name, column in passed.items():
+            finished[name] = column[keep]
     else:
         keep = np.arange(n_rows)
-        out = {c.field.name: _finish(c.field, c.values, c.null) for c in checks}
+        for c in checks:
+            finished[c.field.name] = _finish(c.field, c.values, c.null)
+        finished.update(passed)
+    out = {field.name: finished[field.name] for field in schema.fields}  # schema order
     return ValidatedBatch(
         columns=out, rows=keep.astype(np.int64), rejections=rejections, n_rows=n_rows
     )
+
+
+def _clean_floats(schema: Schema, columns: Columns, *, n_rows: int) -> dict[str, Array]:
+    """The ``float`` fields whose columns are plain float64 arrays with every value valid
+    (finite, or NaN where the field allows it; within its range), checked in one pass
+    over all of them; empty when any value fails (the field-by-field check then finds
+    and explains it) or no column qualifies.
+
+    A batch of well-formed numeric events is the common case, and checking its columns
+    one by one costs about 25 us each in fixed numpy calls, most of a small batch's
+    validation; the columns passed through are the caller's arrays, not copies.
+    """
+    fields: list[Field] = []
+    arrays: list[Array] = []
+    for field in schema.fields:
+        if field.type != "float":
+            continue
+        column = columns.get(field.name)
+        if (
+            type(column) is not np.ndarray
+            or column.dtype != np.float64
+            or column.ndim != 1
+            or len(column) != n_rows
+        ):
+            continue
+        fields.append(field)
+        arrays.append(column)
+    if not fields or n_rows == 0:
+        return {}
+    matrix = np.stack(arrays)
+    with np.errstate(invalid="ignore"):
+        if any(f.allow_nan for f in fields):
+            nan_ok = np.array([f.allow_nan for f in fields])[:, None]
+            bad = np.isinf(matrix) | (np.isnan(matrix) & ~nan_ok)
+        else:
+            bad = ~np.isfinite(matrix)
+        lows = [-np.inf if f.min is None else float(f.min) for f in fields]
+        highs = [np.inf if f.max is None else float(f.max) for f in fields]
+        if any(np.isfinite(lows)):
+            bad |= matrix < np.array(lows)[:, None]
+        if any(np.isfinite(highs)):
+            bad |= matrix > np.array(highs)[:, None]
+    if bad.any():
+        return {}
+    return {f.name: column for f, column in zip(fields, arrays, strict=True)}
 
 
 def records_to_columns(
