@@ -271,10 +271,16 @@ def with_rollout(
     lease_ttl_s: float = 2.0,
     shadow: tuple[str, str] | None = None,
 ) -> Path:
-    """Add a ``rollout`` section (fast polls, a short lease) and, given ``(bootstrap,
+    """Add a ``rollout`` section (fast polls, a short lease, latency timed in every batch
+    so a slow candidate is caught within the test's events) and, given ``(bootstrap,
     topic)``, a Kafka ``shadow`` sink to a spec `support.kafka.write_pipeline` wrote."""
     document = yaml.safe_load(spec.read_text())
-    document["rollout"] = {"follow": True, "poll_s": poll_s, "lease_ttl_s": lease_ttl_s}
+    document["rollout"] = {
+        "follow": True,
+        "poll_s": poll_s,
+        "lease_ttl_s": lease_ttl_s,
+        "time_every": 1,
+    }
     if shadow is not None:
         document["shadow"] = {"url": f"kafka://{shadow[0]}", "topic": shadow[1]}
     spec.write_text(yaml.safe_dump(document, sort_keys=False))

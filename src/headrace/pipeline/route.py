@@ -57,8 +57,14 @@ class Part:
     shadow: bool = False
 
 
-def route(routing: Routing, fresh: DecodedEvents, *, keys: Sequence[str]) -> list[Part]:
-    """The parts to score `fresh` with, baseline parts first (`keys`: one per event)."""
+def route(
+    routing: Routing, fresh: DecodedEvents, *, keys: Sequence[str], timed: bool = True
+) -> list[Part]:
+    """The parts to score `fresh` with, baseline parts first (`keys`: one per event).
+
+    `timed` False skips the matched-size split of a canary's larger arm (one call per arm:
+    the split's extra model call is most of what a canary costs a worker, so the worker
+    times only some of its batches)."""
     baseline = routing.baseline
     candidate = routing.candidate
     if candidate is None or not fresh.candidates:
@@ -69,7 +75,7 @@ def route(routing: Routing, fresh: DecodedEvents, *, keys: Sequence[str]) -> lis
     if routing.shadow:
         return _shadow(baseline, candidate, fresh, chosen=chosen, others=others)
     base_rows, cand_rows = others, chosen
-    k = min(len(base_rows), len(cand_rows))
+    k = min(len(base_rows), len(cand_rows)) if timed else 0
     parts: list[Part] = []
     arms: tuple[tuple[Arm, InferenceService, list[int]], ...] = (
         ("baseline", baseline, base_rows),

@@ -108,6 +108,7 @@ class Worker:
         self.participant = participant
         self.shadow_sink = shadow_sink
         self._routing = follower.current if follower is not None else Routing(baseline=service)
+        self._routed = 0
         self.source = source
         self.outputs = list(outputs)
         self.dead_letter = dead_letter
@@ -149,7 +150,7 @@ class Worker:
         deduplicated = len(messages) - len(decoded.failures) - len(fresh.candidates)
         fresh_at = time.perf_counter()
         # enrich: online features would join `fresh` here (features part, not built yet).
-        parts = route(routing, fresh, keys=self._keys(fresh, routing))
+        parts = route(routing, fresh, keys=self._keys(fresh, routing), timed=self._time_this())
         stamps_ns = (
             started_ns,
             started_ns + int((decoded_at - started) * 1e9),
@@ -175,7 +176,7 @@ class Worker:
                 outcomes.append(outcome)
         if routing.rollout_id is not None:
             self._record_evidence(routing, parts, scored)
-            if len(outcomes) > 1:
+            if len(outcomes) > 1 and self.monitors is not None:
                 _mark_routed(outcomes, n_messages=len(messages))
         if self.monitors is not None:
             for outcome in outcomes:
@@ -191,6 +192,12 @@ class Worker:
         self._in_flight.add(messages, ids)
         self._account(outcomes, marks=(started, decoded_at, fresh_at, scored_at))
         self._hold_back()
+
+    def _time_this(self) -> bool:
+        """Whether this batch's arms get matched-size timed calls: one batch in
+        ``spec.rollout.time_every`` (`RolloutSpec`)."""
+        self._routed += 1
+        return self._routed % self.spec.rollout.time_every == 1 % self.spec.rollout.time_every
 
     def _current_routing(self) -> Routing:
         """The follower's routing (or the fixed one); on a new baseline, the decoder and

@@ -10,6 +10,7 @@ key on the candidate at 5% stays there at 25%.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,12 +41,15 @@ def candidate_mask(keys: Sequence[str], *, salt: str, weight: float) -> npt.NDAr
     if weight >= 100:
         return np.ones(len(keys), dtype=bool)
     limit = round(weight * BUCKETS / 100)
-    crc = zlib.crc32
-    prefix = f"{salt}\x00"
+    # CRC-32 continued from the salt's: crc32(salt + key) without building salt + key,
+    # and the loop in C (map) rather than a generator: 0.2 us a key instead of 0.5.
+    seed = zlib.crc32(f"{salt}\x00".encode(errors="surrogatepass"))
+    try:
+        encoded = list(map(str.encode, keys))
+    except UnicodeEncodeError:  # a lone surrogate in some key
+        encoded = [k.encode(errors="surrogatepass") for k in keys]
     buckets = np.fromiter(
-        (crc((prefix + k).encode(errors="surrogatepass")) for k in keys),
-        dtype=np.int64,
-        count=len(keys),
+        map(zlib.crc32, encoded, itertools.repeat(seed)), dtype=np.int64, count=len(keys)
     )
     return (buckets % BUCKETS) < limit
 

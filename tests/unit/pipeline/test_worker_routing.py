@@ -223,3 +223,28 @@ def test_metrics_count_each_arm_and_the_weight() -> None:
         )
         assert line in text
     assert 'headrace_pipeline_rollout_weight_percent{model="fraud",pipeline="scoring"} 25.0' in text
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_latency_is_timed_in_one_batch_of_time_every(every: int) -> None:
+    import msgspec
+
+    from headrace.pipeline.spec import RolloutSpec
+
+    rig = Rig()
+    rig.spec = msgspec.structs.replace(rig.spec, rollout=RolloutSpec(time_every=every))
+    rig.produce([event(i) for i in range(64 * 8)])
+    routing = Routing(
+        baseline=make_service(Threshold(), "fraud:1"),
+        candidate=make_service(Inverse(), "fraud:2"),
+        plan=plan("canary", 50),
+        rollout_id=4,
+    )
+    worker, participant = routed_worker(rig, routing)
+    worker.run(max_events=64 * 8)
+    evidence = participant.totals(4, 0)
+    batches = worker.stats.batches
+    timed = sum(evidence.candidate.latency_counts)
+    assert sum(evidence.baseline.latency_counts) == timed
+    assert timed == -(-batches // every)  # batches 1, 1 + every, ...: both arms had rows
+    assert evidence.baseline.events + evidence.candidate.events == 64 * 8
