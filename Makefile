@@ -35,7 +35,7 @@ install: ## Create .venv if missing, install torch (pinned) and headrace[dev] ed
 QUICKSTART ?= examples/out
 HEADRACE ?= $(VENV)/bin/headrace
 
-demo: ## Run `headrace demo`: train, register, stream, score and audit a fraud model
+demo: ## Run `headrace demo`: train, stream, score, catch drift, retrain, shadow and canary, audit
 	$(HEADRACE) demo
 
 quickstart: ## Train an example fraud model, register it, batch-score a file, verify the audit chain
