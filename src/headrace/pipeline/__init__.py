@@ -43,7 +43,7 @@ from headrace.pipeline.records import (
     idempotency_key,
     output_records,
 )
-from headrace.pipeline.route import Arm, Part, route
+from headrace.pipeline.route import Part, route
 from headrace.pipeline.spec import (
     BatchSpec,
     DedupeSpec,
@@ -68,7 +68,6 @@ __all__ = [
     "RELEASE_HEADER",
     "STAGE_HEADER",
     "AccuracyObserver",
-    "Arm",
     "BatchOutcome",
     "BatchSpec",
     "Checkpoint",

@@ -18,17 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from headrace.inference.service import InferenceService
 from headrace.pipeline.decode import DecodedEvents, subset_events
-from headrace.rollout.routing import Routing
+from headrace.rollout.routing import Arm, Routing
 
-__all__ = ["Arm", "Part", "route"]
-
-Arm = Literal["baseline", "candidate"]
+__all__ = ["Part", "route"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from headrace.rollout.metrics import (
 )
 from headrace.rollout.participant import RolloutParticipant, instance_name
 from headrace.rollout.plan import STRATEGIES, RolloutPlan, Strategy
-from headrace.rollout.routing import BUCKETS, Routing, bucket_of, candidate_mask
+from headrace.rollout.routing import BUCKETS, Arm, Routing, bucket_of, candidate_mask
 from headrace.rollout.sequential import (
     beta_mixture_log_evalue,
     binned_log_evalue,
@@ -57,6 +57,7 @@ __all__ = [
     "LATENCY_EDGES_MS",
     "SAMPLE_ROWS",
     "STRATEGIES",
+    "Arm",
     "ArmEvidence",
     "Decision",
     "MetricResult",

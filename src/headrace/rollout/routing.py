@@ -14,6 +14,7 @@ import itertools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,10 @@ import numpy.typing as npt
 from headrace.inference.service import InferenceService
 from headrace.rollout.plan import RolloutPlan
 
-__all__ = ["BUCKETS", "Routing", "bucket_of", "candidate_mask"]
+__all__ = ["BUCKETS", "Arm", "Routing", "bucket_of", "candidate_mask"]
+
+Arm = Literal["baseline", "candidate"]
+"""A rollout arm: the only two values of every ``arm`` metric label and evidence side."""
 
 BUCKETS = 10_000
 """Hash buckets a key falls into (weights have a resolution of 0.01%)."""

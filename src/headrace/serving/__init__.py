@@ -99,7 +99,6 @@ from headrace.serving.rest import (
     parse_infer_request,
 )
 from headrace.serving.rollouts import (
-    Arm,
     ArmObserver,
     EvidenceTally,
     ServedRollouts,
@@ -129,7 +128,6 @@ __all__ = [
     "OUTPUT_PROBABILITIES",
     "OUTPUT_SCORE",
     "AdaptiveBatcher",
-    "Arm",
     "ArmObserver",
     "AuthSpec",
     "BatchMode",

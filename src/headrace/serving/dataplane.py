@@ -31,7 +31,7 @@ import numpy as np
 from headrace.inference.service import InferenceService
 from headrace.rollout.evidence import PairEvidence
 from headrace.rollout.participant import RolloutParticipant, instance_name
-from headrace.rollout.routing import Routing
+from headrace.rollout.routing import Arm, Routing
 from headrace.serving.batching import AdaptiveBatcher, BatchPart
 from headrace.serving.codec import (
     InputTensor,
@@ -44,7 +44,7 @@ from headrace.serving.config import ServeSpec
 from headrace.serving.errors import InferenceTimeoutError, OverloadedError, status_of
 from headrace.serving.metrics import ServerMetrics
 from headrace.serving.repository import ModelMetadata, ModelRepository, ModelStatus
-from headrace.serving.rollouts import Arm, EvidenceTally, assign_arm, model_ms
+from headrace.serving.rollouts import EvidenceTally, assign_arm, model_ms
 from headrace.serving.shadow import ShadowJob, ShadowScorer
 from headrace.types import Columns
 

@@ -25,7 +25,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -35,12 +35,11 @@ from headrace.registry.refs import DEFAULT_ALIAS
 from headrace.registry.store import Registry
 from headrace.rollout.evidence import PairEvidence, StepEvidence
 from headrace.rollout.plan import RolloutPlan
-from headrace.rollout.routing import Routing, candidate_mask
+from headrace.rollout.routing import Arm, Routing, candidate_mask
 from headrace.rollout.state import plan_of
 from headrace.serving.batching import BatchPart
 
 __all__ = [
-    "Arm",
     "ArmObserver",
     "EvidenceTally",
     "ServedRollouts",
@@ -50,9 +49,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-Arm = Literal["baseline", "candidate"]
-"""A rollout arm (the only two values of the ``arm`` metric label)."""
 
 
 class ArmObserver(Protocol):
