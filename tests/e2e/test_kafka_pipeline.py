@@ -286,8 +286,11 @@ def test_kill_9_between_outputs_and_commit_then_restart_repeats_nothing_with_ded
     stats = second.terminate()
     assert check_outputs(reader.drain(), events, release) == 0  # none emitted twice
     # The refused settle's events came again and the store dropped them; nothing else came.
+    # A refused commit does not stop the first worker (checkpoint.py: the events only come
+    # again), so between the refusal and the kill it may rejoin and score one more window
+    # of at most MAX_REPEATS events, recorded but not committed: CI saw 5,513 once.
     dropped = stats["deduplicated"]
-    assert 0 < dropped <= MAX_REPEATS
+    assert 0 < dropped <= 2 * MAX_REPEATS
     assert stats["events"] == total - emitted + dropped
     print(f"\nredis dedupe: {dropped} acknowledged, uncommitted events came again, all dropped")
 
