@@ -300,15 +300,7 @@ class Registry:
         over the move later."""
         if _rollouts.running_row(conn, name) is None:
             return
-        _rollouts.end_manually(
-            conn,
-            name,
-            state="aborted",
-            reason=f"champion moved by hand to {name}:{version}",
-            at=time.time(),
-            moves=self._moves,
-            url=self.url,
-        )
+        self._end_by_hand(conn, name, "aborted", f"champion moved by hand to {name}:{version}")
 
     @property
     def _moves(self) -> AliasMoves:
@@ -464,28 +456,17 @@ class Registry:
     def promote_rollout(self, name: str, *, reason: str = "") -> RolloutState:
         """End `name`'s running rollout by hand and move ``champion`` to its candidate."""
         with self._db.transaction(write=True) as conn:
-            return _rollouts.end_manually(
-                conn,
-                name,
-                state="promoted",
-                reason=reason or "promoted by hand",
-                at=time.time(),
-                moves=self._moves,
-                url=self.url,
-            )
+            return self._end_by_hand(conn, name, "promoted", reason or "promoted by hand")
 
     def abort_rollout(self, name: str, *, reason: str = "") -> RolloutState:
         """End `name`'s running rollout by hand; ``champion`` stays where it is."""
         with self._db.transaction(write=True) as conn:
-            return _rollouts.end_manually(
-                conn,
-                name,
-                state="aborted",
-                reason=reason or "aborted by hand",
-                at=time.time(),
-                moves=self._moves,
-                url=self.url,
-            )
+            return self._end_by_hand(conn, name, "aborted", reason or "aborted by hand")
+
+    def _end_by_hand(self, conn: Connection, name: str, state: str, reason: str) -> RolloutState:
+        return _rollouts.end_manually(
+            conn, name, state=state, reason=reason, at=time.time(), moves=self._moves, url=self.url
+        )
 
     def verdicts(self, rollout_id: int) -> list[VerdictRow]:
         """A rollout's stored verdicts, oldest first (a plot-friendly history)."""

@@ -91,11 +91,7 @@ class RolloutParticipant:
     def totals(self, rollout_id: int, step: int) -> StepEvidence:
         """This process's totals for one step (a copy)."""
         with self._lock:
-            totals = self._totals.get((rollout_id, step))
-            copy = StepEvidence()
-            if totals is not None:
-                copy.add(totals)
-            return copy
+            return self._snapshot((rollout_id, step))
 
     def flush(self) -> None:
         """Write the totals that changed since the last flush (one upsert per step)."""
@@ -113,8 +109,11 @@ class RolloutParticipant:
                 raise
 
     def _snapshot(self, key: tuple[int, int]) -> StepEvidence:
+        """A copy of one step's totals (empty when nothing was recorded); under the lock."""
         copy = StepEvidence()
-        copy.add(self._totals[key])
+        totals = self._totals.get(key)
+        if totals is not None:
+            copy.add(totals)
         return copy
 
     # -- deciding ---------------------------------------------------------------------
